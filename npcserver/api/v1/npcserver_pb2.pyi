@@ -1,0 +1,491 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class FinishReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FINISH_REASON_UNSPECIFIED: _ClassVar[FinishReason]
+    FINISH_REASON_STOP: _ClassVar[FinishReason]
+    FINISH_REASON_LENGTH: _ClassVar[FinishReason]
+FINISH_REASON_UNSPECIFIED: FinishReason
+FINISH_REASON_STOP: FinishReason
+FINISH_REASON_LENGTH: FinishReason
+
+class ChatMessage(_message.Message):
+    __slots__ = ("role", "content", "name")
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    role: str
+    content: str
+    name: str
+    def __init__(self, role: _Optional[str] = ..., content: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+
+class ResponseFormat(_message.Message):
+    __slots__ = ("type", "json_schema")
+    class Type(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        TYPE_UNSPECIFIED: _ClassVar[ResponseFormat.Type]
+        TYPE_TEXT: _ClassVar[ResponseFormat.Type]
+        TYPE_JSON_OBJECT: _ClassVar[ResponseFormat.Type]
+        TYPE_JSON_SCHEMA: _ClassVar[ResponseFormat.Type]
+    TYPE_UNSPECIFIED: ResponseFormat.Type
+    TYPE_TEXT: ResponseFormat.Type
+    TYPE_JSON_OBJECT: ResponseFormat.Type
+    TYPE_JSON_SCHEMA: ResponseFormat.Type
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    JSON_SCHEMA_FIELD_NUMBER: _ClassVar[int]
+    type: ResponseFormat.Type
+    json_schema: JsonSchema
+    def __init__(self, type: _Optional[_Union[ResponseFormat.Type, str]] = ..., json_schema: _Optional[_Union[JsonSchema, _Mapping]] = ...) -> None: ...
+
+class JsonSchema(_message.Message):
+    __slots__ = ("name", "schema", "strict")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SCHEMA_FIELD_NUMBER: _ClassVar[int]
+    STRICT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    schema: str
+    strict: bool
+    def __init__(self, name: _Optional[str] = ..., schema: _Optional[str] = ..., strict: _Optional[bool] = ...) -> None: ...
+
+class Usage(_message.Message):
+    __slots__ = ("prompt_tokens", "completion_tokens", "total_tokens")
+    PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    COMPLETION_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    def __init__(self, prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., total_tokens: _Optional[int] = ...) -> None: ...
+
+class Timings(_message.Message):
+    __slots__ = ("prompt_eval_count", "prompt_eval_ms", "eval_count", "eval_ms", "time_to_first_token_ms", "load_ms", "queue_ms", "cached_prompt_tokens")
+    PROMPT_EVAL_COUNT_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_EVAL_MS_FIELD_NUMBER: _ClassVar[int]
+    EVAL_COUNT_FIELD_NUMBER: _ClassVar[int]
+    EVAL_MS_FIELD_NUMBER: _ClassVar[int]
+    TIME_TO_FIRST_TOKEN_MS_FIELD_NUMBER: _ClassVar[int]
+    LOAD_MS_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_MS_FIELD_NUMBER: _ClassVar[int]
+    CACHED_PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    prompt_eval_count: int
+    prompt_eval_ms: float
+    eval_count: int
+    eval_ms: float
+    time_to_first_token_ms: float
+    load_ms: float
+    queue_ms: float
+    cached_prompt_tokens: int
+    def __init__(self, prompt_eval_count: _Optional[int] = ..., prompt_eval_ms: _Optional[float] = ..., eval_count: _Optional[int] = ..., eval_ms: _Optional[float] = ..., time_to_first_token_ms: _Optional[float] = ..., load_ms: _Optional[float] = ..., queue_ms: _Optional[float] = ..., cached_prompt_tokens: _Optional[int] = ...) -> None: ...
+
+class StructuredOutput(_message.Message):
+    __slots__ = ("valid", "error", "schema_name")
+    VALID_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    SCHEMA_NAME_FIELD_NUMBER: _ClassVar[int]
+    valid: bool
+    error: str
+    schema_name: str
+    def __init__(self, valid: _Optional[bool] = ..., error: _Optional[str] = ..., schema_name: _Optional[str] = ...) -> None: ...
+
+class ContentDelta(_message.Message):
+    __slots__ = ("content",)
+    CONTENT_FIELD_NUMBER: _ClassVar[int]
+    content: str
+    def __init__(self, content: _Optional[str] = ...) -> None: ...
+
+class CompletionFinal(_message.Message):
+    __slots__ = ("message", "finish_reason", "usage", "timings", "structured", "truncated_turns")
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
+    TIMINGS_FIELD_NUMBER: _ClassVar[int]
+    STRUCTURED_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_TURNS_FIELD_NUMBER: _ClassVar[int]
+    message: ChatMessage
+    finish_reason: FinishReason
+    usage: Usage
+    timings: Timings
+    structured: StructuredOutput
+    truncated_turns: int
+    def __init__(self, message: _Optional[_Union[ChatMessage, _Mapping]] = ..., finish_reason: _Optional[_Union[FinishReason, str]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., structured: _Optional[_Union[StructuredOutput, _Mapping]] = ..., truncated_turns: _Optional[int] = ...) -> None: ...
+
+class CreateChatCompletionRequest(_message.Message):
+    __slots__ = ("model", "messages", "temperature", "top_p", "max_tokens", "stop", "seed", "preset", "response_format", "continue_final_message", "chat_template", "top_k", "min_p", "repeat_penalty")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
+    TOP_P_FIELD_NUMBER: _ClassVar[int]
+    MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    STOP_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    PRESET_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    CONTINUE_FINAL_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    CHAT_TEMPLATE_FIELD_NUMBER: _ClassVar[int]
+    TOP_K_FIELD_NUMBER: _ClassVar[int]
+    MIN_P_FIELD_NUMBER: _ClassVar[int]
+    REPEAT_PENALTY_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    messages: _containers.RepeatedCompositeFieldContainer[ChatMessage]
+    temperature: float
+    top_p: float
+    max_tokens: int
+    stop: _containers.RepeatedScalarFieldContainer[str]
+    seed: int
+    preset: str
+    response_format: ResponseFormat
+    continue_final_message: bool
+    chat_template: str
+    top_k: int
+    min_p: float
+    repeat_penalty: float
+    def __init__(self, model: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., max_tokens: _Optional[int] = ..., stop: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ..., preset: _Optional[str] = ..., response_format: _Optional[_Union[ResponseFormat, _Mapping]] = ..., continue_final_message: _Optional[bool] = ..., chat_template: _Optional[str] = ..., top_k: _Optional[int] = ..., min_p: _Optional[float] = ..., repeat_penalty: _Optional[float] = ...) -> None: ...
+
+class CreateChatCompletionResponse(_message.Message):
+    __slots__ = ("id", "object", "created", "model", "choices", "usage", "timings")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    OBJECT_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    CHOICES_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
+    TIMINGS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    object: str
+    created: int
+    model: str
+    choices: _containers.RepeatedCompositeFieldContainer[Choice]
+    usage: Usage
+    timings: Timings
+    def __init__(self, id: _Optional[str] = ..., object: _Optional[str] = ..., created: _Optional[int] = ..., model: _Optional[str] = ..., choices: _Optional[_Iterable[_Union[Choice, _Mapping]]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ...) -> None: ...
+
+class Choice(_message.Message):
+    __slots__ = ("index", "message", "finish_reason", "structured")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
+    STRUCTURED_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    message: ChatMessage
+    finish_reason: FinishReason
+    structured: StructuredOutput
+    def __init__(self, index: _Optional[int] = ..., message: _Optional[_Union[ChatMessage, _Mapping]] = ..., finish_reason: _Optional[_Union[FinishReason, str]] = ..., structured: _Optional[_Union[StructuredOutput, _Mapping]] = ...) -> None: ...
+
+class StreamChatCompletionRequest(_message.Message):
+    __slots__ = ("model", "messages", "temperature", "top_p", "max_tokens", "stop", "seed", "preset", "response_format", "continue_final_message", "chat_template", "top_k", "min_p", "repeat_penalty")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
+    TOP_P_FIELD_NUMBER: _ClassVar[int]
+    MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    STOP_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    PRESET_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    CONTINUE_FINAL_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    CHAT_TEMPLATE_FIELD_NUMBER: _ClassVar[int]
+    TOP_K_FIELD_NUMBER: _ClassVar[int]
+    MIN_P_FIELD_NUMBER: _ClassVar[int]
+    REPEAT_PENALTY_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    messages: _containers.RepeatedCompositeFieldContainer[ChatMessage]
+    temperature: float
+    top_p: float
+    max_tokens: int
+    stop: _containers.RepeatedScalarFieldContainer[str]
+    seed: int
+    preset: str
+    response_format: ResponseFormat
+    continue_final_message: bool
+    chat_template: str
+    top_k: int
+    min_p: float
+    repeat_penalty: float
+    def __init__(self, model: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., max_tokens: _Optional[int] = ..., stop: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ..., preset: _Optional[str] = ..., response_format: _Optional[_Union[ResponseFormat, _Mapping]] = ..., continue_final_message: _Optional[bool] = ..., chat_template: _Optional[str] = ..., top_k: _Optional[int] = ..., min_p: _Optional[float] = ..., repeat_penalty: _Optional[float] = ...) -> None: ...
+
+class StreamChatCompletionResponse(_message.Message):
+    __slots__ = ("id", "model", "created", "delta", "final")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    DELTA_FIELD_NUMBER: _ClassVar[int]
+    FINAL_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    model: str
+    created: int
+    delta: ContentDelta
+    final: CompletionFinal
+    def __init__(self, id: _Optional[str] = ..., model: _Optional[str] = ..., created: _Optional[int] = ..., delta: _Optional[_Union[ContentDelta, _Mapping]] = ..., final: _Optional[_Union[CompletionFinal, _Mapping]] = ...) -> None: ...
+
+class ExampleExchange(_message.Message):
+    __slots__ = ("player_line", "npc_line")
+    PLAYER_LINE_FIELD_NUMBER: _ClassVar[int]
+    NPC_LINE_FIELD_NUMBER: _ClassVar[int]
+    player_line: str
+    npc_line: str
+    def __init__(self, player_line: _Optional[str] = ..., npc_line: _Optional[str] = ...) -> None: ...
+
+class Persona(_message.Message):
+    __slots__ = ("id", "display_name", "system_prompt", "example_dialogue", "default_preset", "response_schema", "max_tokens", "stop", "player_name", "description")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
+    SYSTEM_PROMPT_FIELD_NUMBER: _ClassVar[int]
+    EXAMPLE_DIALOGUE_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_PRESET_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_SCHEMA_FIELD_NUMBER: _ClassVar[int]
+    MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    STOP_FIELD_NUMBER: _ClassVar[int]
+    PLAYER_NAME_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    display_name: str
+    system_prompt: str
+    example_dialogue: _containers.RepeatedCompositeFieldContainer[ExampleExchange]
+    default_preset: str
+    response_schema: str
+    max_tokens: int
+    stop: _containers.RepeatedScalarFieldContainer[str]
+    player_name: str
+    description: str
+    def __init__(self, id: _Optional[str] = ..., display_name: _Optional[str] = ..., system_prompt: _Optional[str] = ..., example_dialogue: _Optional[_Iterable[_Union[ExampleExchange, _Mapping]]] = ..., default_preset: _Optional[str] = ..., response_schema: _Optional[str] = ..., max_tokens: _Optional[int] = ..., stop: _Optional[_Iterable[str]] = ..., player_name: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
+
+class CreatePersonaRequest(_message.Message):
+    __slots__ = ("persona",)
+    PERSONA_FIELD_NUMBER: _ClassVar[int]
+    persona: Persona
+    def __init__(self, persona: _Optional[_Union[Persona, _Mapping]] = ...) -> None: ...
+
+class CreatePersonaResponse(_message.Message):
+    __slots__ = ("persona",)
+    PERSONA_FIELD_NUMBER: _ClassVar[int]
+    persona: Persona
+    def __init__(self, persona: _Optional[_Union[Persona, _Mapping]] = ...) -> None: ...
+
+class GetPersonaRequest(_message.Message):
+    __slots__ = ("persona_id",)
+    PERSONA_ID_FIELD_NUMBER: _ClassVar[int]
+    persona_id: str
+    def __init__(self, persona_id: _Optional[str] = ...) -> None: ...
+
+class GetPersonaResponse(_message.Message):
+    __slots__ = ("persona",)
+    PERSONA_FIELD_NUMBER: _ClassVar[int]
+    persona: Persona
+    def __init__(self, persona: _Optional[_Union[Persona, _Mapping]] = ...) -> None: ...
+
+class ListPersonasRequest(_message.Message):
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListPersonasResponse(_message.Message):
+    __slots__ = ("personas", "next_page_token")
+    PERSONAS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    personas: _containers.RepeatedCompositeFieldContainer[Persona]
+    next_page_token: str
+    def __init__(self, personas: _Optional[_Iterable[_Union[Persona, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class UpdatePersonaRequest(_message.Message):
+    __slots__ = ("persona", "allow_missing")
+    PERSONA_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_MISSING_FIELD_NUMBER: _ClassVar[int]
+    persona: Persona
+    allow_missing: bool
+    def __init__(self, persona: _Optional[_Union[Persona, _Mapping]] = ..., allow_missing: _Optional[bool] = ...) -> None: ...
+
+class UpdatePersonaResponse(_message.Message):
+    __slots__ = ("persona",)
+    PERSONA_FIELD_NUMBER: _ClassVar[int]
+    persona: Persona
+    def __init__(self, persona: _Optional[_Union[Persona, _Mapping]] = ...) -> None: ...
+
+class DeletePersonaRequest(_message.Message):
+    __slots__ = ("persona_id",)
+    PERSONA_ID_FIELD_NUMBER: _ClassVar[int]
+    persona_id: str
+    def __init__(self, persona_id: _Optional[str] = ...) -> None: ...
+
+class DeletePersonaResponse(_message.Message):
+    __slots__ = ("deleted_conversations",)
+    DELETED_CONVERSATIONS_FIELD_NUMBER: _ClassVar[int]
+    deleted_conversations: int
+    def __init__(self, deleted_conversations: _Optional[int] = ...) -> None: ...
+
+class TalkRequest(_message.Message):
+    __slots__ = ("persona_id", "conversation_id", "text", "preset", "temperature", "top_p", "max_tokens", "seed", "response_format", "player_name")
+    PERSONA_ID_FIELD_NUMBER: _ClassVar[int]
+    CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    PRESET_FIELD_NUMBER: _ClassVar[int]
+    TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
+    TOP_P_FIELD_NUMBER: _ClassVar[int]
+    MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    PLAYER_NAME_FIELD_NUMBER: _ClassVar[int]
+    persona_id: str
+    conversation_id: str
+    text: str
+    preset: str
+    temperature: float
+    top_p: float
+    max_tokens: int
+    seed: int
+    response_format: ResponseFormat
+    player_name: str
+    def __init__(self, persona_id: _Optional[str] = ..., conversation_id: _Optional[str] = ..., text: _Optional[str] = ..., preset: _Optional[str] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., max_tokens: _Optional[int] = ..., seed: _Optional[int] = ..., response_format: _Optional[_Union[ResponseFormat, _Mapping]] = ..., player_name: _Optional[str] = ...) -> None: ...
+
+class TalkResponse(_message.Message):
+    __slots__ = ("delta", "final")
+    DELTA_FIELD_NUMBER: _ClassVar[int]
+    FINAL_FIELD_NUMBER: _ClassVar[int]
+    delta: ContentDelta
+    final: CompletionFinal
+    def __init__(self, delta: _Optional[_Union[ContentDelta, _Mapping]] = ..., final: _Optional[_Union[CompletionFinal, _Mapping]] = ...) -> None: ...
+
+class Turn(_message.Message):
+    __slots__ = ("player_line", "npc_line", "create_time_ms", "player_name")
+    PLAYER_LINE_FIELD_NUMBER: _ClassVar[int]
+    NPC_LINE_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_MS_FIELD_NUMBER: _ClassVar[int]
+    PLAYER_NAME_FIELD_NUMBER: _ClassVar[int]
+    player_line: str
+    npc_line: str
+    create_time_ms: int
+    player_name: str
+    def __init__(self, player_line: _Optional[str] = ..., npc_line: _Optional[str] = ..., create_time_ms: _Optional[int] = ..., player_name: _Optional[str] = ...) -> None: ...
+
+class Conversation(_message.Message):
+    __slots__ = ("persona_id", "conversation_id", "turns")
+    PERSONA_ID_FIELD_NUMBER: _ClassVar[int]
+    CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
+    TURNS_FIELD_NUMBER: _ClassVar[int]
+    persona_id: str
+    conversation_id: str
+    turns: _containers.RepeatedCompositeFieldContainer[Turn]
+    def __init__(self, persona_id: _Optional[str] = ..., conversation_id: _Optional[str] = ..., turns: _Optional[_Iterable[_Union[Turn, _Mapping]]] = ...) -> None: ...
+
+class GetConversationRequest(_message.Message):
+    __slots__ = ("persona_id", "conversation_id")
+    PERSONA_ID_FIELD_NUMBER: _ClassVar[int]
+    CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
+    persona_id: str
+    conversation_id: str
+    def __init__(self, persona_id: _Optional[str] = ..., conversation_id: _Optional[str] = ...) -> None: ...
+
+class GetConversationResponse(_message.Message):
+    __slots__ = ("conversation",)
+    CONVERSATION_FIELD_NUMBER: _ClassVar[int]
+    conversation: Conversation
+    def __init__(self, conversation: _Optional[_Union[Conversation, _Mapping]] = ...) -> None: ...
+
+class ResetConversationRequest(_message.Message):
+    __slots__ = ("persona_id", "conversation_id")
+    PERSONA_ID_FIELD_NUMBER: _ClassVar[int]
+    CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
+    persona_id: str
+    conversation_id: str
+    def __init__(self, persona_id: _Optional[str] = ..., conversation_id: _Optional[str] = ...) -> None: ...
+
+class ResetConversationResponse(_message.Message):
+    __slots__ = ("deleted_turns",)
+    DELETED_TURNS_FIELD_NUMBER: _ClassVar[int]
+    deleted_turns: int
+    def __init__(self, deleted_turns: _Optional[int] = ...) -> None: ...
+
+class ExportConversationRequest(_message.Message):
+    __slots__ = ("persona_id", "conversation_id")
+    PERSONA_ID_FIELD_NUMBER: _ClassVar[int]
+    CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
+    persona_id: str
+    conversation_id: str
+    def __init__(self, persona_id: _Optional[str] = ..., conversation_id: _Optional[str] = ...) -> None: ...
+
+class ExportConversationResponse(_message.Message):
+    __slots__ = ("conversation",)
+    CONVERSATION_FIELD_NUMBER: _ClassVar[int]
+    conversation: Conversation
+    def __init__(self, conversation: _Optional[_Union[Conversation, _Mapping]] = ...) -> None: ...
+
+class ImportConversationRequest(_message.Message):
+    __slots__ = ("conversation",)
+    CONVERSATION_FIELD_NUMBER: _ClassVar[int]
+    conversation: Conversation
+    def __init__(self, conversation: _Optional[_Union[Conversation, _Mapping]] = ...) -> None: ...
+
+class ImportConversationResponse(_message.Message):
+    __slots__ = ("imported_turns",)
+    IMPORTED_TURNS_FIELD_NUMBER: _ClassVar[int]
+    imported_turns: int
+    def __init__(self, imported_turns: _Optional[int] = ...) -> None: ...
+
+class Preset(_message.Message):
+    __slots__ = ("name", "description", "temperature", "top_p", "top_k", "min_p", "repeat_penalty")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
+    TOP_P_FIELD_NUMBER: _ClassVar[int]
+    TOP_K_FIELD_NUMBER: _ClassVar[int]
+    MIN_P_FIELD_NUMBER: _ClassVar[int]
+    REPEAT_PENALTY_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    description: str
+    temperature: float
+    top_p: float
+    top_k: int
+    min_p: float
+    repeat_penalty: float
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., top_k: _Optional[int] = ..., min_p: _Optional[float] = ..., repeat_penalty: _Optional[float] = ...) -> None: ...
+
+class ListPresetsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListPresetsResponse(_message.Message):
+    __slots__ = ("presets", "default_preset")
+    PRESETS_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_PRESET_FIELD_NUMBER: _ClassVar[int]
+    presets: _containers.RepeatedCompositeFieldContainer[Preset]
+    default_preset: str
+    def __init__(self, presets: _Optional[_Iterable[_Union[Preset, _Mapping]]] = ..., default_preset: _Optional[str] = ...) -> None: ...
+
+class Model(_message.Message):
+    __slots__ = ("id", "object", "created", "owned_by", "context_size", "backend", "gpu_layers", "has_chat_template")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    OBJECT_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    OWNED_BY_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_SIZE_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
+    GPU_LAYERS_FIELD_NUMBER: _ClassVar[int]
+    HAS_CHAT_TEMPLATE_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    object: str
+    created: int
+    owned_by: str
+    context_size: int
+    backend: str
+    gpu_layers: int
+    has_chat_template: bool
+    def __init__(self, id: _Optional[str] = ..., object: _Optional[str] = ..., created: _Optional[int] = ..., owned_by: _Optional[str] = ..., context_size: _Optional[int] = ..., backend: _Optional[str] = ..., gpu_layers: _Optional[int] = ..., has_chat_template: _Optional[bool] = ...) -> None: ...
+
+class ListModelsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListModelsResponse(_message.Message):
+    __slots__ = ("models",)
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    models: _containers.RepeatedCompositeFieldContainer[Model]
+    def __init__(self, models: _Optional[_Iterable[_Union[Model, _Mapping]]] = ...) -> None: ...

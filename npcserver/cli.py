@@ -1,0 +1,84 @@
+"""Command line: ``npcserver serve`` and ``npcserver chat``.
+
+The ``serve`` flags are derived from the Settings model, so a setting is declared (with its help text) once.
+Logging is configured before the heavy imports (llama_cpp, grpc) so their start-up is visible.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from typing import Any, get_args, get_origin
+
+from npcserver.config import CONFIG_ENV, Settings
+
+
+def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
+    for name, field in Settings.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        help_text = field.description or ""
+        annotation = field.annotation
+        if annotation is bool:
+            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                                help=help_text)
+            continue
+        choices = None
+        if get_origin(annotation) is not None and str(get_origin(annotation)).endswith("Literal"):
+            choices = list(get_args(annotation))
+        parser.add_argument(flag, dest=name, default=argparse.SUPPRESS, choices=choices, help=help_text,
+                            metavar=None if choices else name.upper())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="npcserver", description="NPC dialogue server for game engines.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser(
+        "serve",
+        help="run the server (gRPC on 127.0.0.1:50051, HTTP on 127.0.0.1:8080)",
+        description="Run the server. Every flag can also be set as NPCSERVER_<NAME> or in the --config TOML file.",
+    )
+    serve.add_argument("--config", help=f"TOML settings file (also {CONFIG_ENV})")
+    _add_settings_flags(serve)
+    chat = sub.add_parser("chat", help="talk to an NPC in the terminal (tokens print as they stream)")
+    chat.add_argument("--npc", required=True, help="persona id, e.g. tavern_keeper")
+    chat.add_argument("--conversation", default="terminal", help="conversation id (default: terminal)")
+    chat.add_argument("--target", default="127.0.0.1:50051", help="server gRPC address (default: 127.0.0.1:50051)")
+    chat.add_argument("--api-key", default=os.environ.get("NPCSERVER_API_KEY"), help="API key, if the server has one")
+    return parser
+
+
+def _settings_from(args: argparse.Namespace) -> Settings:
+    if args.config:
+        os.environ[CONFIG_ENV] = args.config
+    values: dict[str, Any] = {k: v for k, v in vars(args).items() if k in Settings.model_fields}
+    if isinstance(values.get("cors_origins"), str):
+        values["cors_origins"] = [v.strip() for v in values["cors_origins"].split(",") if v.strip()]
+    return Settings(**values)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "serve":
+        try:
+            settings = _settings_from(args)
+        except Exception as exc:  # pydantic's ValidationError lists every bad setting
+            print(f"npcserver: invalid settings:\n{exc}", file=sys.stderr)
+            return 2
+        logging.basicConfig(
+            level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+        )
+        from npcserver.server import serve
+
+        return asyncio.run(serve(settings))
+    if args.command == "chat":
+        from npcserver.chat_repl import run_chat
+
+        return run_chat(args.target, args.npc, args.conversation, api_key=args.api_key)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""Server settings: one pydantic-settings model read from flags, environment (NPCSERVER_*) and a TOML file.
+
+Precedence, highest first: command-line flags, environment variables, the config file, the defaults below.
+The CLI derives its ``serve`` flags from this model (``npcserver.cli``), so every setting is documented once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+ENV_PREFIX = "NPCSERVER_"
+CONFIG_ENV = "NPCSERVER_CONFIG"
+
+
+def _xdg(var: str, fallback: str) -> Path:
+    return Path(os.environ.get(var) or Path.home() / fallback) / "npcserver"
+
+
+class Settings(BaseSettings):
+    """Everything the server can be told. Flags: ``--grpc-port 50052``; env: ``NPCSERVER_GRPC_PORT=50052``."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", validate_default=True)
+
+    # --- doors -------------------------------------------------------------------------------------------------
+    grpc_host: str = Field("127.0.0.1", description="gRPC listen address. Use 0.0.0.0 to expose it beyond localhost.")
+    grpc_port: int = Field(50051, ge=0, le=65535, description="gRPC port (0 picks a free one).")
+    http_enabled: bool = Field(True, description="Serve the HTTP/1.1 door (gRPC-Web and OpenAI REST).")
+    http_host: str = Field("127.0.0.1", description="HTTP door listen address.")
+    http_port: int = Field(8080, ge=0, le=65535, description="HTTP door port (0 picks a free one).")
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Origins allowed by CORS on the HTTP door (empty: CORS off; '*': any)."
+    )
+    api_key: SecretStr | None = Field(
+        None, description="When set, every request must send 'authorization: Bearer <key>'."
+    )
+    shutdown_grace_s: float = Field(5.0, ge=0, description="Seconds in-flight streams get to finish on shutdown.")
+
+    # --- model and engine ----------------------------------------------------------------------------------------
+    model: str | None = Field(None, description="Path to a GGUF model. Empty: the embedded Gemma 3 270M Q4_K_M.")
+    model_id: str | None = Field(None, description="Model id clients use. Empty: the model file's stem.")
+    engine: Literal["simple", "batched"] = Field(
+        "simple", description="'simple': one sequence at a time; 'batched': continuous batching with per-NPC KV."
+    )
+    n_gpu_layers: int = Field(-1, ge=-1, description="Layers to offload to the GPU (-1: all, 0: none).")
+    threads: int = Field(-1, ge=-1, description="CPU threads for inference (-1: all cores).")
+    ctx_size: int = Field(4096, ge=0, description="Context window in tokens (0: the model's own maximum).")
+    parallel: int = Field(8, ge=1, le=256, description="Sequences decoded together by the batched engine.")
+    max_queue: int = Field(32, ge=1, description="Requests that may wait for the engine; more get RESOURCE_EXHAUSTED.")
+    ready_timeout_s: float = Field(300.0, gt=0, description="Give up if the model is not loaded within this time.")
+    cache_dir: Path = Field(default_factory=lambda: _xdg("XDG_CACHE_HOME", ".cache"), description="Model cache.")
+
+    # --- dialogue ------------------------------------------------------------------------------------------------
+    data_dir: Path = Field(
+        default_factory=lambda: _xdg("XDG_DATA_HOME", ".local/share"),
+        description="Where conversations and personas are stored (SQLite).",
+    )
+    personas_dir: Path | None = Field(
+        Path("personas"), description="Folder of persona TOML files loaded (and updated) at startup."
+    )
+    presets_file: Path | None = Field(None, description="TOML file of extra or replacement sampling presets.")
+    default_preset: str = Field("dialogue", description="Preset used when neither request nor persona names one.")
+    default_max_tokens: int = Field(256, ge=0, description="Reply length cap when nothing else sets max_tokens.")
+    max_message_chars: int = Field(8000, ge=1, description="Longest accepted message or player line, in characters.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: Any) -> Any:
+        # Environment variables carry a comma-separated list ("*" or "http://a,http://b") as well as JSON.
+        if isinstance(value, str):
+            if value.lstrip().startswith("["):
+                return json.loads(value)
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get(CONFIG_ENV)
+        if config_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
+        return tuple(sources)
+
+    @property
+    def api_key_value(self) -> str | None:
+        return self.api_key.get_secret_value() if self.api_key else None

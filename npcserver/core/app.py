@@ -1,0 +1,369 @@
+"""NpcCore: the one place where a chat completion or a Talk turn happens. Every door calls this.
+
+It validates requests, resolves personas, presets and response formats, builds the prompt within the context
+budget, drives the engine, checks structured output, and commits a turn only when its reply completed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from dataclasses import replace
+from typing import Any
+
+from npcserver.core import personas as rules
+from npcserver.core.presets import PresetBook, check_sampling
+from npcserver.core.prompt import BuiltPrompt, PromptBuilder
+from npcserver.core.structured import CompiledFormat, check_output, compile_format
+from npcserver.core.types import (
+    ROLES,
+    ChatRequest,
+    Completion,
+    Conversation,
+    ModelCard,
+    Persona,
+    Preset,
+    ResponseFormat,
+    SamplingOverrides,
+    StreamEvent,
+    TalkRequest,
+    Turn,
+)
+from npcserver.engine.base import Engine, Finished, GenerationRequest, SamplingParams, TextDelta
+from npcserver.errors import AlreadyExists, Internal, InvalidArgument, NotFound
+from npcserver.store.sqlite import SqliteStore, now_ms
+
+log = logging.getLogger(__name__)
+
+MAX_STOP = 16
+MAX_PAGE = 1000
+DEFAULT_PAGE = 100
+
+
+class NpcCore:
+    """The domain service behind every door."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        store: SqliteStore,
+        presets: PresetBook,
+        *,
+        default_max_tokens: int = 256,
+        max_message_chars: int = 8000,
+    ) -> None:
+        self.engine = engine
+        self.store = store
+        self.presets = presets
+        self.default_max_tokens = default_max_tokens
+        self.max_message_chars = max_message_chars
+        self._prompts: PromptBuilder | None = None
+        # One reply at a time per conversation, so two Talks on one conversation never interleave their turns.
+        self._conversation_locks: dict[tuple[str, str], asyncio.Lock] = {}
+
+    # --- model ---------------------------------------------------------------------------------------------------
+
+    @property
+    def prompts(self) -> PromptBuilder:
+        if self._prompts is None:
+            info = self.engine.info  # raises NotReady until the model is loaded
+            self._prompts = PromptBuilder(
+                lambda text, add_bos: self.engine.tokenize(text, add_bos=add_bos, special=True),
+                info.context_size,
+                chat_template=info.chat_template,
+                bos_token=info.bos_token,
+                eos_token=info.eos_token,
+                add_bos=info.add_bos,
+            )
+        return self._prompts
+
+    def list_models(self) -> list[ModelCard]:
+        info = self.engine.info
+        return [
+            ModelCard(
+                id=info.id,
+                created=info.created,
+                context_size=info.context_size,
+                backend=info.backend,
+                gpu_layers=info.gpu_layers,
+                has_chat_template=info.chat_template is not None,
+                extra=dict(info.extra),
+            )
+        ]
+
+    def list_presets(self) -> list[Preset]:
+        return self.presets.list()
+
+    @property
+    def default_preset(self) -> str:
+        return self.presets.default
+
+    # --- chat completions ----------------------------------------------------------------------------------------
+
+    async def chat(self, request: ChatRequest) -> Completion:
+        """A whole chat completion."""
+        async with aclosing(self.stream_chat(request)) as events:
+            async for event in events:
+                if isinstance(event, Completion):
+                    return event
+        raise Internal("the engine ended without a final result")
+
+    async def stream_chat(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+        """Streams a chat completion: TextDelta events, then one Completion."""
+        info = self.engine.info
+        if request.model and request.model != info.id:
+            raise NotFound(
+                f"model {request.model!r} is not loaded; this server serves {info.id!r} (see ListModels)",
+                param="model",
+                code="model_not_found",
+            )
+        self._check_messages(request)
+        self._check_overrides(request.overrides)
+        compiled = compile_format(request.response_format)
+        params = self.presets.resolve(
+            request.overrides, request.preset, None, default_max_tokens=self.default_max_tokens
+        )
+        prompt = await asyncio.to_thread(
+            self.prompts.chat,
+            request.messages,
+            max_tokens=params.max_tokens,
+            continue_final=request.continue_final_message,
+            chat_template=request.chat_template,
+        )
+        async for event in self._generate("chatcmpl", prompt, params, compiled, session=None):
+            yield event
+
+    # --- Talk ----------------------------------------------------------------------------------------------------
+
+    async def stream_talk(self, request: TalkRequest) -> AsyncIterator[StreamEvent]:
+        """The player says a line; streams the NPC's reply and stores the turn when it completes."""
+        rules.check_persona_id(request.persona_id)
+        rules.check_conversation_id(request.conversation_id)
+        if not request.text.strip():
+            raise InvalidArgument("text must not be empty: it is what the player says", param="text")
+        self._check_chars(request.text, "text")
+        if request.player_name and (len(request.player_name) > 64 or "\n" in request.player_name):
+            raise InvalidArgument("player_name must be at most 64 characters on one line", param="player_name")
+        self._check_overrides(request.overrides)
+        persona = await self.get_persona(request.persona_id)
+        fmt: ResponseFormat | None = request.response_format
+        if fmt is None and persona.response_schema is not None:
+            fmt = ResponseFormat(type="json_schema", schema=persona.response_schema, name=persona.id)
+        compiled = compile_format(fmt)
+        params = self.presets.resolve(
+            request.overrides, request.preset, persona, default_max_tokens=self.default_max_tokens
+        )
+        key = (request.persona_id, request.conversation_id)
+        lock = self._conversation_locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            turns = await asyncio.to_thread(self.store.load_turns, *key)
+            player_name = request.player_name or persona.player_name
+            prompt = await asyncio.to_thread(
+                self.prompts.talk,
+                persona,
+                turns,
+                request.text,
+                player_name=player_name,
+                max_tokens=params.max_tokens,
+                structured=compiled.grammar is not None,
+            )
+            final: Completion | None = None
+            async for event in self._generate("talk", prompt, params, compiled, session="/".join(key)):
+                if isinstance(event, Completion):
+                    final = event
+                    break
+                yield event
+            if final is None:
+                raise Internal("the engine ended without a final result")
+            # A structured reply that failed validation is not stored: it would teach the NPC broken JSON.
+            if final.structured is None or final.structured.valid:
+                turn = Turn(request.text, final.text, now_ms(), request.player_name)
+                await asyncio.to_thread(self.store.append_turn, *key, turn)
+                final.stored = True
+            yield final
+
+    # --- the generation loop shared by chat and Talk -------------------------------------------------------------
+
+    async def _generate(
+        self,
+        kind: str,
+        prompt: BuiltPrompt,
+        params: SamplingParams,
+        compiled: CompiledFormat,
+        *,
+        session: str | None,
+    ) -> AsyncIterator[StreamEvent]:
+        info = self.engine.info
+        stop = tuple(dict.fromkeys((*params.stop, *prompt.stop)))
+        params = replace(params, stop=stop[:MAX_STOP + 4])
+        request = GenerationRequest(
+            prompt=prompt.tokens,
+            params=params,
+            grammar=compiled.grammar,
+            session=session,
+            prefix_len=prompt.prefix_len,
+            request_id=f"{kind}-{uuid.uuid4().hex[:24]}",
+        )
+        created = int(time.time())
+        pieces: list[str] = []
+        leading = prompt.strip_leading_space
+        async with aclosing(self.engine.generate(request)) as events:
+            async for event in events:
+                if isinstance(event, TextDelta):
+                    text = event.text
+                    if leading:
+                        # The reply follows "Name:", so the first token carries the space after the colon.
+                        text = text.lstrip()
+                        if not text:
+                            continue
+                        leading = False
+                    pieces.append(text)
+                    yield TextDelta(text)
+                elif isinstance(event, Finished):
+                    text = "".join(pieces)
+                    if prompt.strip_leading_space:
+                        text = text.rstrip()
+                    yield Completion(
+                        id=request.request_id,
+                        model=info.id,
+                        created=created,
+                        text=text,
+                        finish_reason=event.stats.finish_reason,
+                        stats=event.stats,
+                        load_ms=info.load_ms,
+                        structured=check_output(text, compiled, event.stats.finish_reason),
+                        truncated_turns=prompt.truncated_turns,
+                    )
+                    return
+
+    # --- validation ----------------------------------------------------------------------------------------------
+
+    def _check_chars(self, text: str, field: str) -> None:
+        if len(text) > self.max_message_chars:
+            raise InvalidArgument(
+                f"{field} is {len(text)} characters; the limit is {self.max_message_chars} (server setting "
+                "max_message_chars)",
+                param=field,
+            )
+
+    def _check_messages(self, request: ChatRequest) -> None:
+        if not request.messages:
+            raise InvalidArgument("messages must not be empty: send at least one user message", param="messages")
+        for i, m in enumerate(request.messages):
+            if m.role not in ROLES:
+                raise InvalidArgument(
+                    f"messages[{i}].role {m.role!r} is unknown; use one of: {', '.join(ROLES)}", param="messages"
+                )
+            self._check_chars(m.content, f"messages[{i}].content")
+        if request.continue_final_message and request.messages[-1].role != "assistant":
+            raise InvalidArgument(
+                "continue_final_message needs the last message to be the assistant's (the text to continue)",
+                param="continue_final_message",
+            )
+
+    def _check_overrides(self, o: SamplingOverrides) -> None:
+        check_sampling(
+            temperature=o.temperature,
+            top_p=o.top_p,
+            top_k=o.top_k,
+            min_p=o.min_p,
+            repeat_penalty=o.repeat_penalty,
+            max_tokens=o.max_tokens,
+        )
+        if len(o.stop) > MAX_STOP:
+            raise InvalidArgument(f"stop has {len(o.stop)} sequences; at most {MAX_STOP} are allowed", param="stop")
+        if any(not s for s in o.stop):
+            raise InvalidArgument("stop sequences must not be empty strings", param="stop")
+
+    # --- personas ------------------------------------------------------------------------------------------------
+
+    def _check_persona(self, persona: Persona) -> None:
+        rules.check_persona(persona, max_chars=self.max_message_chars)
+        if persona.default_preset:
+            self.presets.get(persona.default_preset, param="default_preset")
+        if persona.response_schema is not None:
+            compile_format(ResponseFormat(type="json_schema", schema=persona.response_schema, name=persona.id))
+
+    async def create_persona(self, persona: Persona) -> Persona:
+        self._check_persona(persona)
+        body = rules.persona_to_dict(persona)
+        if not await asyncio.to_thread(self.store.put_persona, persona.id, body, mode="create"):
+            raise AlreadyExists(f"persona {persona.id!r} already exists; use UpdatePersona to change it")
+        return persona
+
+    async def get_persona(self, persona_id: str) -> Persona:
+        rules.check_persona_id(persona_id)
+        body = await asyncio.to_thread(self.store.get_persona, persona_id)
+        if body is None:
+            raise NotFound(f"persona {persona_id!r} does not exist (see ListPersonas)", param="persona_id")
+        return rules.persona_from_dict(body)
+
+    async def list_personas(self, page_size: int = 0, page_token: str = "") -> tuple[list[Persona], str]:
+        if page_size < 0:
+            raise InvalidArgument("page_size must not be negative", param="page_size")
+        size = min(page_size or DEFAULT_PAGE, MAX_PAGE)
+        if page_token:
+            rules.check_persona_id(page_token, param="page_token")
+        rows = await asyncio.to_thread(self.store.list_personas, page_token, size + 1)
+        personas = [rules.persona_from_dict(r) for r in rows[:size]]
+        next_token = personas[-1].id if len(rows) > size else ""
+        return personas, next_token
+
+    async def update_persona(self, persona: Persona, *, allow_missing: bool = False) -> Persona:
+        self._check_persona(persona)
+        body = rules.persona_to_dict(persona)
+        mode = "upsert" if allow_missing else "update"
+        if not await asyncio.to_thread(self.store.put_persona, persona.id, body, mode=mode):
+            raise NotFound(
+                f"persona {persona.id!r} does not exist; create it, or set allow_missing", param="persona.id"
+            )
+        return persona
+
+    async def delete_persona(self, persona_id: str) -> int:
+        rules.check_persona_id(persona_id)
+        deleted = await asyncio.to_thread(self.store.delete_persona, persona_id)
+        if deleted is None:
+            raise NotFound(f"persona {persona_id!r} does not exist", param="persona_id")
+        return deleted
+
+    async def load_persona_files(self, folder: Any) -> int:
+        """Upserts the personas from a folder of TOML files (designer-editable examples). Returns the count."""
+        count = 0
+        for persona in await asyncio.to_thread(rules.load_persona_files, folder):
+            try:
+                await self.update_persona(persona, allow_missing=True)
+                count += 1
+            except InvalidArgument as exc:
+                log.error("persona file for %r rejected: %s", persona.id, exc.message)
+        return count
+
+    # --- conversations -------------------------------------------------------------------------------------------
+
+    async def _conversation_key(self, persona_id: str, conversation_id: str) -> tuple[str, str]:
+        rules.check_conversation_id(conversation_id)
+        await self.get_persona(persona_id)  # NOT_FOUND for an unknown persona
+        return persona_id, conversation_id
+
+    async def get_conversation(self, persona_id: str, conversation_id: str) -> Conversation:
+        key = await self._conversation_key(persona_id, conversation_id)
+        turns = await asyncio.to_thread(self.store.load_turns, *key)
+        return Conversation(persona_id, conversation_id, tuple(turns))
+
+    async def reset_conversation(self, persona_id: str, conversation_id: str) -> int:
+        key = await self._conversation_key(persona_id, conversation_id)
+        async with self._conversation_locks.setdefault(key, asyncio.Lock()):
+            return await asyncio.to_thread(self.store.reset, *key)
+
+    async def import_conversation(self, conversation: Conversation) -> int:
+        key = await self._conversation_key(conversation.persona_id, conversation.conversation_id)
+        for i, t in enumerate(conversation.turns):
+            if not t.player_line.strip() or not t.npc_line.strip():
+                raise InvalidArgument(f"conversation.turns[{i}] needs both player_line and npc_line", param="turns")
+            self._check_chars(t.player_line, f"conversation.turns[{i}].player_line")
+            self._check_chars(t.npc_line, f"conversation.turns[{i}].npc_line")
+        async with self._conversation_locks.setdefault(key, asyncio.Lock()):
+            return await asyncio.to_thread(self.store.replace_turns, *key, list(conversation.turns))

@@ -1,0 +1,180 @@
+"""Domain types of the core. No transport imports: doors convert their wire formats to and from these."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from npcserver.engine.base import FinishReason, GenerationStats, TextDelta
+
+ROLES = ("system", "developer", "user", "assistant", "tool")
+ResponseKind = Literal["text", "json_object", "json_schema"]
+
+
+@dataclass(frozen=True)
+class Message:
+    """One chat message."""
+
+    role: str
+    content: str
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class ResponseFormat:
+    """The requested reply shape. ``schema`` is the parsed JSON Schema for ``json_schema``."""
+
+    type: ResponseKind = "text"
+    schema: dict[str, Any] | None = None
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class SamplingOverrides:
+    """Sampling fields a request set explicitly (None = not set, fall back to preset/persona/server)."""
+
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    min_p: float | None = None
+    repeat_penalty: float | None = None
+    seed: int | None = None
+    max_tokens: int | None = None
+    stop: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """A chat completion request (OpenAI shape)."""
+
+    messages: tuple[Message, ...]
+    model: str = ""
+    overrides: SamplingOverrides = SamplingOverrides()
+    preset: str | None = None
+    response_format: ResponseFormat | None = None
+    continue_final_message: bool = False
+    chat_template: str | None = None
+
+
+@dataclass(frozen=True)
+class TalkRequest:
+    """The player says a line to an NPC."""
+
+    persona_id: str
+    conversation_id: str
+    text: str
+    overrides: SamplingOverrides = SamplingOverrides()
+    preset: str | None = None
+    #: None keeps the persona's response schema; a value overrides it (``text`` turns it off).
+    response_format: ResponseFormat | None = None
+    player_name: str = ""
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named set of sampling parameters."""
+
+    name: str
+    description: str
+    temperature: float
+    top_p: float
+    top_k: int = 40
+    min_p: float = 0.05
+    repeat_penalty: float = 1.1
+
+
+@dataclass(frozen=True)
+class ExampleExchange:
+    """One example exchange of a persona."""
+
+    player_line: str
+    npc_line: str
+
+
+@dataclass(frozen=True)
+class Persona:
+    """Who an NPC is and how it talks."""
+
+    id: str
+    display_name: str
+    system_prompt: str
+    example_dialogue: tuple[ExampleExchange, ...] = ()
+    default_preset: str = ""
+    #: Parsed JSON Schema every reply must match, or None for free text.
+    response_schema: dict[str, Any] | None = None
+    max_tokens: int | None = None
+    stop: tuple[str, ...] = ()
+    player_name: str = ""
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One stored turn."""
+
+    player_line: str
+    npc_line: str
+    create_time_ms: int = 0
+    player_name: str = ""
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """A conversation's stored turns, oldest first."""
+
+    persona_id: str
+    conversation_id: str
+    turns: tuple[Turn, ...] = ()
+
+
+@dataclass(frozen=True)
+class StructuredResult:
+    """Outcome of structured output. ``valid`` is never True for a cut-off or non-matching reply."""
+
+    valid: bool
+    error: str = ""
+    schema_name: str = ""
+    #: The parsed JSON value when it parsed (even if it did not validate), else None.
+    value: Any = None
+
+
+@dataclass
+class Completion:
+    """A finished reply: the last event of a stream, and the whole result of a unary call."""
+
+    id: str
+    model: str
+    created: int
+    text: str
+    finish_reason: FinishReason
+    stats: GenerationStats
+    load_ms: float = 0.0
+    structured: StructuredResult | None = None
+    truncated_turns: int = 0
+    #: For Talk: whether the turn was stored.
+    stored: bool = False
+
+    @property
+    def prompt_tokens(self) -> int:
+        return self.stats.prompt_tokens
+
+    @property
+    def completion_tokens(self) -> int:
+        return self.stats.completion_tokens
+
+
+#: What a streaming core call yields: deltas, then one Completion.
+StreamEvent = TextDelta | Completion
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """A loaded model, for ListModels and /v1/models."""
+
+    id: str
+    created: int
+    context_size: int
+    backend: str
+    gpu_layers: int
+    has_chat_template: bool
+    extra: dict[str, str] = field(default_factory=dict)

@@ -1,0 +1,160 @@
+"""Assembles one npcserver process: store, presets, engine, core, and both doors in one asyncio loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from npcserver.config import Settings
+from npcserver.core.app import NpcCore
+from npcserver.core.presets import PresetBook
+from npcserver.engine.base import Engine
+from npcserver.grpc.server import GrpcDoor
+from npcserver.store.sqlite import SqliteStore
+
+log = logging.getLogger(__name__)
+
+
+def make_engine(settings: Settings, model_path: Path) -> Engine:
+    """The engine the settings ask for. Both take the same model and hardware parameters."""
+    common: dict[str, Any] = {
+        "model_path": model_path,
+        "model_id": settings.model_id,
+        "n_gpu_layers": settings.n_gpu_layers,
+        "threads": settings.threads,
+        "ctx_size": settings.ctx_size,
+        "max_queue": settings.max_queue,
+    }
+    if settings.engine == "batched":
+        from npcserver.engine.batched import BatchedEngine
+
+        return BatchedEngine(**common, n_seq=settings.parallel)
+    from npcserver.engine.llama_engine import LlamaEngine
+
+    return LlamaEngine(**common)
+
+
+class NpcServer:
+    """One server process. ``start()`` opens the doors at once (health NOT_SERVING) and loads the model behind them."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.core: NpcCore | None = None
+        self.grpc: GrpcDoor | None = None
+        self.http: Any = None
+        self.ready = asyncio.Event()
+        self._load_task: asyncio.Task[None] | None = None
+        self.load_error: BaseException | None = None
+
+    @property
+    def grpc_port(self) -> int:
+        return self.grpc.port if self.grpc else 0
+
+    @property
+    def http_port(self) -> int:
+        return int(self.http.port) if self.http else 0
+
+    async def start(self) -> None:
+        s = self.settings
+        from npcserver.engine.model import resolve_model_path
+
+        model_path = await asyncio.to_thread(resolve_model_path, s.model, s.cache_dir)
+        store = SqliteStore(s.data_dir / "npcserver.db")
+        log.info("conversations and personas are stored in %s", store.path)
+        presets = PresetBook(s.default_preset, s.presets_file)
+        engine = make_engine(s, model_path)
+        self.core = NpcCore(
+            engine, store, presets, default_max_tokens=s.default_max_tokens, max_message_chars=s.max_message_chars
+        )
+        if s.personas_dir is not None:
+            if s.personas_dir.is_dir():
+                n = await self.core.load_persona_files(s.personas_dir)
+                log.info("loaded %d persona file(s) from %s", n, s.personas_dir)
+            else:
+                log.warning("personas folder %s does not exist; no persona files loaded", s.personas_dir)
+        self.grpc = GrpcDoor(self.core, s)
+        await self.grpc.start()
+        if s.http_enabled:
+            from npcserver.http import HttpDoor
+
+            self.http = HttpDoor(self.core, s)
+            await self.http.start(s.http_host, s.http_port)
+        self._load_task = asyncio.create_task(self._load_model(engine))
+
+    async def _load_model(self, engine: Engine) -> None:
+        started = time.perf_counter()
+        try:
+            await asyncio.wait_for(engine.start(), self.settings.ready_timeout_s)
+        except BaseException as exc:
+            if isinstance(exc, TimeoutError):
+                log.error("the model did not load within ready_timeout_s=%s", self.settings.ready_timeout_s)
+            else:
+                log.exception("the model failed to load")
+            self.load_error = exc
+            self.ready.set()
+            return
+        info = engine.info
+        log.info(
+            "model %s ready in %.0f ms: backend %s, %d GPU layer(s), context %d tokens, chat template: %s",
+            info.id, (time.perf_counter() - started) * 1000, info.backend, info.gpu_layers, info.context_size,
+            "yes" if info.chat_template else "no (transcript rendering)",
+        )
+        if self.grpc:
+            await self.grpc.set_serving(True)
+        self.ready.set()
+
+    async def wait_ready(self) -> None:
+        await self.ready.wait()
+        if self.load_error is not None:
+            raise RuntimeError(f"model failed to load: {self.load_error!r}") from self.load_error
+
+    async def stop(self) -> None:
+        grace = self.settings.shutdown_grace_s
+        doors = []
+        if self.http is not None:
+            doors.append(self.http.stop(grace))
+        if self.grpc is not None:
+            doors.append(self.grpc.stop(grace))
+        await asyncio.gather(*doors, return_exceptions=True)
+        if self._load_task is not None:
+            self._load_task.cancel()
+        if self.core is not None:
+            await self.core.engine.close()
+            self.core.store.close()
+
+
+async def serve(settings: Settings) -> int:
+    """Runs until SIGINT/SIGTERM, then shuts down gracefully. Returns the exit code."""
+    server = NpcServer(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await server.start()
+    except Exception as exc:
+        log.error("cannot start: %s", exc)
+        await server.stop()
+        return 1
+    ready = asyncio.create_task(server.wait_ready())
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({ready, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    code = 0
+    if ready.done() and ready.exception() is not None:
+        code = 1
+    else:
+        log.info("npcserver ready (pid %d): gRPC %s:%d%s", os.getpid(), settings.grpc_host, server.grpc_port,
+                 f", HTTP {settings.http_host}:{server.http_port}" if server.http else "")
+        print(f"npcserver ready: grpc={settings.grpc_host}:{server.grpc_port}"
+              + (f" http=http://{settings.http_host}:{server.http_port}" if server.http else ""), flush=True)
+        await stopping
+    log.info("shutting down")
+    ready.cancel()
+    stopping.cancel()
+    await server.stop()
+    return code

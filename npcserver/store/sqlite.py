@@ -1,0 +1,163 @@
+"""Conversation and persona storage in SQLite (WAL), in the data directory.
+
+One connection guarded by a lock: every operation is a few rows, so a single writer is plenty, and each public
+method is one transaction. A turn is appended atomically or not at all. The core calls these methods through
+``asyncio.to_thread`` so the event loop never waits on the disk.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from npcserver.core.types import Turn
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS personas (
+    id          TEXT PRIMARY KEY,
+    body        TEXT NOT NULL,      -- the persona as JSON
+    updated_ms  INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS turns (
+    persona_id      TEXT NOT NULL,
+    conversation_id TEXT NOT NULL,
+    seq             INTEGER NOT NULL,
+    player_line     TEXT NOT NULL,
+    npc_line        TEXT NOT NULL,
+    player_name     TEXT NOT NULL DEFAULT '',
+    create_time_ms  INTEGER NOT NULL,
+    PRIMARY KEY (persona_id, conversation_id, seq)
+);
+"""
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class SqliteStore:
+    """Personas and conversation turns."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across app crashes, fast commits
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.executescript(_SCHEMA)
+        self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            else:
+                self._db.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # --- personas ------------------------------------------------------------------------------------------------
+
+    def get_persona(self, persona_id: str) -> dict[str, Any] | None:
+        with self._tx() as db:
+            row = db.execute("SELECT body FROM personas WHERE id = ?", (persona_id,)).fetchone()
+        return None if row is None else dict(json.loads(row[0]))
+
+    def put_persona(self, persona_id: str, body: dict[str, Any], *, mode: str) -> bool:
+        """Stores a persona. mode: 'create' (fails if present), 'update' (fails if absent), 'upsert'.
+
+        Returns False when the mode's precondition failed (nothing written).
+        """
+        text = json.dumps(body, ensure_ascii=False, sort_keys=True)
+        with self._tx() as db:
+            exists = db.execute("SELECT 1 FROM personas WHERE id = ?", (persona_id,)).fetchone() is not None
+            if (mode == "create" and exists) or (mode == "update" and not exists):
+                return False
+            db.execute(
+                "INSERT INTO personas (id, body, updated_ms) VALUES (?, ?, ?) "
+                "ON CONFLICT(id) DO UPDATE SET body = excluded.body, updated_ms = excluded.updated_ms",
+                (persona_id, text, now_ms()),
+            )
+        return True
+
+    def list_personas(self, after: str, limit: int) -> list[dict[str, Any]]:
+        with self._tx() as db:
+            rows = db.execute(
+                "SELECT body FROM personas WHERE id > ? ORDER BY id LIMIT ?", (after, limit)
+            ).fetchall()
+        return [dict(json.loads(r[0])) for r in rows]
+
+    def delete_persona(self, persona_id: str) -> int | None:
+        """Deletes a persona and its conversations. Returns how many conversations went, or None if absent."""
+        with self._tx() as db:
+            if db.execute("DELETE FROM personas WHERE id = ?", (persona_id,)).rowcount == 0:
+                return None
+            (conversations,) = db.execute(
+                "SELECT COUNT(DISTINCT conversation_id) FROM turns WHERE persona_id = ?", (persona_id,)
+            ).fetchone()
+            db.execute("DELETE FROM turns WHERE persona_id = ?", (persona_id,))
+        return int(conversations)
+
+    # --- conversations -------------------------------------------------------------------------------------------
+
+    def load_turns(self, persona_id: str, conversation_id: str) -> list[Turn]:
+        with self._tx() as db:
+            rows = db.execute(
+                "SELECT player_line, npc_line, create_time_ms, player_name FROM turns "
+                "WHERE persona_id = ? AND conversation_id = ? ORDER BY seq",
+                (persona_id, conversation_id),
+            ).fetchall()
+        return [Turn(player_line=r[0], npc_line=r[1], create_time_ms=r[2], player_name=r[3]) for r in rows]
+
+    def append_turn(self, persona_id: str, conversation_id: str, turn: Turn) -> int:
+        """Appends one turn atomically; returns its index in the conversation (0-based)."""
+        with self._tx() as db:
+            (seq,) = db.execute(
+                "SELECT COALESCE(MAX(seq) + 1, 0) FROM turns WHERE persona_id = ? AND conversation_id = ?",
+                (persona_id, conversation_id),
+            ).fetchone()
+            db.execute(
+                "INSERT INTO turns VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (persona_id, conversation_id, seq, turn.player_line, turn.npc_line, turn.player_name,
+                 turn.create_time_ms or now_ms()),
+            )
+        return int(seq)
+
+    def reset(self, persona_id: str, conversation_id: str) -> int:
+        with self._tx() as db:
+            cur = db.execute(
+                "DELETE FROM turns WHERE persona_id = ? AND conversation_id = ?", (persona_id, conversation_id)
+            )
+        return int(cur.rowcount)
+
+    def replace_turns(self, persona_id: str, conversation_id: str, turns: list[Turn]) -> int:
+        """Replaces a whole conversation in one transaction (import)."""
+        with self._tx() as db:
+            db.execute("DELETE FROM turns WHERE persona_id = ? AND conversation_id = ?", (persona_id, conversation_id))
+            db.executemany(
+                "INSERT INTO turns VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (persona_id, conversation_id, i, t.player_line, t.npc_line, t.player_name,
+                     t.create_time_ms or now_ms())
+                    for i, t in enumerate(turns)
+                ],
+            )
+        return len(turns)
