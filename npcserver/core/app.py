@@ -210,7 +210,9 @@ class NpcCore:
         )
         created = int(time.time())
         pieces: list[str] = []
-        leading = prompt.strip_leading_space
+        trim = prompt.strip_leading_space
+        leading = trim
+        held = ""  # trailing whitespace held back until more text follows, so deltas add up to the final text
         async with aclosing(self.engine.generate(request)) as events:
             async for event in events:
                 if isinstance(event, TextDelta):
@@ -221,12 +223,17 @@ class NpcCore:
                         if not text:
                             continue
                         leading = False
+                    if trim:
+                        text = held + text
+                        body = text.rstrip()
+                        held = text[len(body) :]
+                        text = body
+                        if not text:
+                            continue
                     pieces.append(text)
                     yield TextDelta(text)
                 elif isinstance(event, Finished):
                     text = "".join(pieces)
-                    if prompt.strip_leading_space:
-                        text = text.rstrip()
                     yield Completion(
                         id=request.request_id,
                         model=info.id,
