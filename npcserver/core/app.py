@@ -11,7 +11,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import aclosing
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import Any
 
@@ -38,6 +38,17 @@ from npcserver.errors import AlreadyExists, Internal, InvalidArgument, NotFound
 from npcserver.store.sqlite import SqliteStore, now_ms
 
 log = logging.getLogger(__name__)
+
+
+@asynccontextmanager
+async def _closing(events: AsyncIterator[Any]) -> AsyncIterator[AsyncIterator[Any]]:
+    """Closes an async generator when the block ends, so an abandoned stream stops its generation now."""
+    try:
+        yield events
+    finally:
+        close = getattr(events, "aclose", None)
+        if close is not None:
+            await close()
 
 MAX_STOP = 16
 MAX_PAGE = 1000
@@ -106,7 +117,7 @@ class NpcCore:
 
     async def chat(self, request: ChatRequest) -> Completion:
         """A whole chat completion."""
-        async with aclosing(self.stream_chat(request)) as events:
+        async with _closing(self.stream_chat(request)) as events:
             async for event in events:
                 if isinstance(event, Completion):
                     return event
@@ -199,7 +210,7 @@ class NpcCore:
     ) -> AsyncIterator[StreamEvent]:
         info = self.engine.info
         stop = tuple(dict.fromkeys((*params.stop, *prompt.stop)))
-        params = replace(params, stop=stop[:MAX_STOP + 4])
+        params = replace(params, stop=stop[: MAX_STOP + 4])
         request = GenerationRequest(
             prompt=prompt.tokens,
             params=params,
@@ -213,7 +224,7 @@ class NpcCore:
         trim = prompt.strip_leading_space
         leading = trim
         held = ""  # trailing whitespace held back until more text follows, so deltas add up to the final text
-        async with aclosing(self.engine.generate(request)) as events:
+        async with _closing(self.engine.generate(request)) as events:
             async for event in events:
                 if isinstance(event, TextDelta):
                     text = event.text

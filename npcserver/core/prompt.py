@@ -103,10 +103,10 @@ class PromptBuilder:
         player = player_name or persona.player_name or DEFAULT_PLAYER
         npc = persona.display_name
         prefix = persona.system_prompt.strip() + "\n\n"
-        prefix += "".join(f"{player}: {_line(e.player_line)}\n{npc}: {_line(e.npc_line)}\n" for e in persona.example_dialogue)
-        turn_texts = [
-            f"{t.player_name or player}: {_line(t.player_line)}\n{npc}: {_line(t.npc_line)}\n" for t in turns
-        ]
+        prefix += "".join(
+            f"{player}: {_line(e.player_line)}\n{npc}: {_line(e.npc_line)}\n" for e in persona.example_dialogue
+        )
+        turn_texts = [f"{t.player_name or player}: {_line(t.player_line)}\n{npc}: {_line(t.npc_line)}\n" for t in turns]
         tail = f"{player}: {_line(text)}\n{npc}:"
         # One line per speaker: a text reply ends at the end of its line. JSON may span lines; its grammar ends it.
         stop = (f"\n{player}:", f"\n{npc}:") if structured else ("\n",)
@@ -197,7 +197,7 @@ class PromptBuilder:
         self,
         template: str,
         pinned: list[Message],
-        history: list[tuple[Message, ...]],
+        history: Sequence[tuple[Message, ...]],
         last: list[Message],
         budget: int,
         *,
