@@ -10,6 +10,7 @@ import asyncio
 import logging
 import time
 import uuid
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -74,7 +75,10 @@ class NpcCore:
         self.max_message_chars = max_message_chars
         self._prompts: PromptBuilder | None = None
         # One reply at a time per conversation, so two Talks on one conversation never interleave their turns.
-        self._conversation_locks: dict[tuple[str, str], asyncio.Lock] = {}
+        # Weak values: a lock lives while a turn holds or awaits it, so idle conversations cost no memory.
+        self._conversation_locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
 
     # --- model ---------------------------------------------------------------------------------------------------
 
@@ -169,7 +173,7 @@ class NpcCore:
             request.overrides, request.preset, persona, default_max_tokens=self.default_max_tokens
         )
         key = (request.persona_id, request.conversation_id)
-        lock = self._conversation_locks.setdefault(key, asyncio.Lock())
+        lock = self._lock(key)
         async with lock:
             turns = await asyncio.to_thread(self.store.load_turns, *key)
             player_name = request.player_name or persona.player_name
@@ -359,6 +363,12 @@ class NpcCore:
                 log.error("persona file for %r rejected: %s", persona.id, exc.message)
         return count
 
+    def _lock(self, key: tuple[str, str]) -> asyncio.Lock:
+        lock = self._conversation_locks.get(key)
+        if lock is None:
+            lock = self._conversation_locks[key] = asyncio.Lock()
+        return lock
+
     # --- conversations -------------------------------------------------------------------------------------------
 
     async def _conversation_key(self, persona_id: str, conversation_id: str) -> tuple[str, str]:
@@ -373,7 +383,7 @@ class NpcCore:
 
     async def reset_conversation(self, persona_id: str, conversation_id: str) -> int:
         key = await self._conversation_key(persona_id, conversation_id)
-        async with self._conversation_locks.setdefault(key, asyncio.Lock()):
+        async with self._lock(key):
             return await asyncio.to_thread(self.store.reset, *key)
 
     async def import_conversation(self, conversation: Conversation) -> int:
@@ -383,5 +393,5 @@ class NpcCore:
                 raise InvalidArgument(f"conversation.turns[{i}] needs both player_line and npc_line", param="turns")
             self._check_chars(t.player_line, f"conversation.turns[{i}].player_line")
             self._check_chars(t.npc_line, f"conversation.turns[{i}].npc_line")
-        async with self._conversation_locks.setdefault(key, asyncio.Lock()):
+        async with self._lock(key):
             return await asyncio.to_thread(self.store.replace_turns, *key, list(conversation.turns))
