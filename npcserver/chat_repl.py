@@ -1,0 +1,166 @@
+"""A terminal chat with one NPC: the player's lines from stdin, the NPC's reply printed token by token.
+
+``npcserver chat --npc <id>`` calls :func:`run_chat`. Commands: ``/history``, ``/reset``, ``/help``, ``/quit``.
+Ctrl-C while the NPC speaks stops the reply (the server then stores no turn); Ctrl-C at the prompt quits.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TextIO, Unpack
+
+from npcserver.client import (
+    NpcClient,
+    NpcClientError,
+    NpcNotFound,
+    NpcServerUnavailable,
+    Persona,
+    TalkOptions,
+)
+
+#: Exit codes: 0 when the player quits, 1 for a request the server refused (e.g. unknown persona), 2 when no
+#: server answers, 130 for Ctrl-C while connecting.
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_UNAVAILABLE = 2
+EXIT_INTERRUPTED = 130
+
+HELP = "Commands: /history shows the stored turns, /reset forgets them, /quit leaves. Ctrl-C stops a reply."
+
+
+class _Repl:
+    def __init__(
+        self,
+        client: NpcClient,
+        persona: Persona,
+        conversation: str,
+        overrides: TalkOptions,
+        stdin: TextIO,
+        stdout: TextIO,
+        stderr: TextIO,
+    ) -> None:
+        self.client = client
+        self.persona = persona
+        self.conversation = conversation
+        self.overrides = overrides
+        self.stdin = stdin
+        self.out = stdout
+        self.err = stderr
+        self.npc_name = persona.display_name or persona.id
+        self.player_name = overrides.get("player_name") or persona.player_name or "Player"
+
+    def say(self, text: str) -> None:
+        self.out.write(text + "\n")
+        self.out.flush()
+
+    def loop(self) -> int:
+        self.say(f"Talking to {self.npc_name} ({self.persona.id}), conversation '{self.conversation}'.")
+        self.say(HELP)
+        while True:
+            self.out.write(f"{self.player_name}> ")
+            self.out.flush()
+            try:
+                line = self.stdin.readline()
+            except KeyboardInterrupt:
+                self.say("")
+                return EXIT_OK
+            if not line:  # end of input
+                self.say("")
+                return EXIT_OK
+            line = line.strip()
+            if not line:
+                continue
+            if line.startswith("/"):
+                if line in ("/quit", "/exit"):
+                    return EXIT_OK
+                self.command(line)
+                continue
+            code = self.talk(line)
+            if code is not None:
+                return code
+
+    def command(self, line: str) -> None:
+        if line == "/history":
+            turns = self.client.history(self.persona.id, self.conversation).turns
+            if not turns:
+                self.say("(no stored turns)")
+            for turn in turns:
+                self.say(f"{turn.player_name or self.player_name}: {turn.player_line}")
+                self.say(f"{self.npc_name}: {turn.npc_line}")
+        elif line == "/reset":
+            deleted = self.client.reset(self.persona.id, self.conversation)
+            self.say(f"(forgot {deleted} turn{'s' if deleted != 1 else ''})")
+        elif line == "/help":
+            self.say(HELP)
+        else:
+            self.say(f"unknown command {line!r}. {HELP}")
+
+    def talk(self, text: str) -> int | None:
+        """Streams one reply. Returns an exit code when the chat cannot go on, else None."""
+        self.out.write(f"{self.npc_name}: ")
+        self.out.flush()
+        stream = self.client.stream_talk(self.persona.id, self.conversation, text, **self.overrides)
+        try:
+            for piece in stream:
+                self.out.write(piece)
+                self.out.flush()
+            result = stream.result()
+        except KeyboardInterrupt:
+            # Cancelling tells the server to stop generating; a cancelled turn is not stored.
+            stream.cancel()
+            self.say(" [stopped]")
+            return None
+        except NpcServerUnavailable as err:
+            self.say("")
+            self.err.write(f"error: {err.message}\n")
+            return EXIT_UNAVAILABLE
+        except NpcClientError as err:
+            self.say("")
+            self.err.write(f"error: {err}\n")
+            return None
+        self.say("")
+        if result.structured is not None and not result.structured.valid:
+            self.err.write(f"(the reply is not valid structured output: {result.structured.error})\n")
+        if result.finish_reason == "length":
+            self.err.write("(the reply was cut off at max_tokens)\n")
+        return None
+
+
+def run_chat(
+    target: str,
+    npc: str,
+    conversation: str,
+    *,
+    api_key: str | None = None,
+    ready_timeout: float = 10.0,
+    stdin: TextIO | None = None,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
+    **overrides: Unpack[TalkOptions],
+) -> int:
+    """Chats with persona ``npc`` in ``conversation`` on the server at ``target`` (HOST:PORT) until /quit or EOF.
+
+    ``overrides`` (preset, temperature, max_tokens, seed, player_name, ...) apply to every line. Returns the
+    process exit code: 0 on quit, 1 when the server refuses (unknown persona), 2 when no server answers.
+    """
+    inp = stdin if stdin is not None else sys.stdin
+    out = stdout if stdout is not None else sys.stdout
+    err = stderr if stderr is not None else sys.stderr
+    try:
+        with NpcClient(target, api_key=api_key, ready_timeout=ready_timeout) as client:
+            try:
+                persona = client.get_persona(npc)
+            except NpcNotFound:
+                known = ", ".join(p.id for p in client.list_personas()) or "none"
+                err.write(f"error: the server at {target} has no persona {npc!r}. Known personas: {known}.\n")
+                return EXIT_ERROR
+            return _Repl(client, persona, conversation, overrides, inp, out, err).loop()
+    except NpcServerUnavailable as exc:
+        err.write(f"error: {exc.message}\n")
+        return EXIT_UNAVAILABLE
+    except KeyboardInterrupt:  # Ctrl-C while connecting
+        err.write("\n")
+        return EXIT_INTERRUPTED
+    except NpcClientError as exc:
+        err.write(f"error: {exc}\n")
+        return EXIT_ERROR

@@ -1,0 +1,306 @@
+"""The asyncio client, :class:`AsyncNpcClient`: the same API as :class:`~npcserver.client.NpcClient`, awaited."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable, Mapping, Sequence
+from types import TracebackType
+from typing import Any, Unpack
+
+import grpc
+import grpc.aio
+from grpc_health.v1 import health_pb2
+
+from npcserver.api.v1 import npcserver_pb2 as pb
+from npcserver.client._common import (
+    CHANNEL_OPTIONS,
+    DEFAULT_TARGET,
+    PROBE_TIMEOUT_S,
+    ReadinessProbe,
+    Stubs,
+    auth_metadata,
+)
+from npcserver.client.errors import from_rpc_error
+from npcserver.client.local import LocalServer
+from npcserver.client.options import ChatOptions, TalkOptions, chat_request, stream_chat_request, talk_request
+from npcserver.client.streams import AsyncReplyStream
+from npcserver.client.types import (
+    ChatMessage,
+    ChatResult,
+    Conversation,
+    MessageLike,
+    ModelInfo,
+    Persona,
+    Preset,
+    history_messages,
+    to_message,
+)
+
+
+class AsyncNpcClient:
+    """An asyncio npcserver client over gRPC.
+
+    ::
+
+        async with AsyncNpcClient("127.0.0.1:50051") as npc:
+            reply = await npc.chat("Hello!")
+            stream = npc.stream_talk("tavern_keeper", "player-1", "What's on the menu?")
+            async for piece in stream:
+                print(piece, end="", flush=True)
+            print((await stream.result()).usage)
+
+    Entering waits until the server reports SERVING (up to ``ready_timeout`` seconds) or raises
+    :class:`~npcserver.client.errors.NpcServerUnavailable`. ``AsyncNpcClient.local()`` starts a private server.
+    """
+
+    def __init__(
+        self,
+        target: str = DEFAULT_TARGET,
+        *,
+        api_key: str | None = None,
+        timeout: float | None = None,
+        ready_timeout: float = 30.0,
+        local_server: LocalServer | None = None,
+    ) -> None:
+        """``timeout`` is the default deadline in seconds of each call (None: no deadline); ``api_key`` is sent as
+        ``authorization: Bearer <key>``; ``local_server`` is started on :meth:`connect` and stopped on
+        :meth:`close`.
+        """
+        self.target = local_server.target if local_server is not None else target
+        self.timeout = timeout
+        self.ready_timeout = ready_timeout
+        self._metadata = auth_metadata(api_key)
+        self._server = local_server
+        self._channel: Any = None
+        self._stubs_: Stubs | None = None
+
+    @classmethod
+    def local(
+        cls,
+        *,
+        data_dir: str | os.PathLike[str] | None = None,
+        env: Mapping[str, str] | None = None,
+        args: Sequence[str] = (),
+        api_key: str | None = None,
+        timeout: float | None = None,
+        ready_timeout: float = 180.0,
+    ) -> AsyncNpcClient:
+        """A client that owns a private ``python -m npcserver serve`` on a free loopback port (HTTP door off)."""
+        server = LocalServer(data_dir=data_dir, env=env, args=args)
+        return cls(api_key=api_key, timeout=timeout, ready_timeout=ready_timeout, local_server=server)
+
+    @property
+    def _stubs(self) -> Stubs:
+        # Made lazily: a grpc.aio channel belongs to the event loop running when it is created.
+        if self._stubs_ is None:
+            self._channel = grpc.aio.insecure_channel(self.target, options=CHANNEL_OPTIONS)
+            self._stubs_ = Stubs(self._channel)
+        return self._stubs_
+
+    # -- lifecycle ----------------------------------------------------------------------------------------------
+
+    @property
+    def local_server(self) -> LocalServer | None:
+        """The server process this client started, if any."""
+        return self._server
+
+    async def connect(self) -> AsyncNpcClient:
+        """Starts the local server (if any) and waits until the server is ready. Returns self."""
+        if self._server is not None:
+            self._server.start()
+        try:
+            await self.wait_ready(self.ready_timeout)
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    async def wait_ready(self, max_wait: float | None = None) -> None:
+        """Waits until grpc.health.v1 reports SERVING; raises NpcServerUnavailable after ``max_wait`` seconds
+        (default: ``ready_timeout``)."""
+        max_wait = self.ready_timeout if max_wait is None else max_wait
+        probe = ReadinessProbe(self.target, max_wait)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max_wait
+        pause = 0.05
+        while True:
+            if self._server is not None:
+                self._server.check_alive()
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise probe.timed_out()
+            try:
+                resp = await self._stubs.health.Check(
+                    health_pb2.HealthCheckRequest(service=""),
+                    timeout=min(remaining, PROBE_TIMEOUT_S),
+                    metadata=self._metadata,
+                )
+                if probe.serving(resp):
+                    return
+            except grpc.aio.AioRpcError as err:
+                probe.failed(err)
+            await asyncio.sleep(max(0.0, min(pause, deadline - loop.time())))
+            pause = min(pause * 2, 0.5)
+
+    async def close(self) -> None:
+        """Closes the channel and stops the local server, if this client started one."""
+        if self._channel is not None:
+            await self._channel.close()
+            self._channel = None
+            self._stubs_ = None
+        if self._server is not None:
+            # Stopping waits for the process; keep the loop responsive meanwhile.
+            await asyncio.to_thread(self._server.stop)
+
+    async def __aenter__(self) -> AsyncNpcClient:
+        return await self.connect()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def _call(self, method: Callable[..., Any], request: Any, call_timeout: float | None = None) -> Any:
+        try:
+            return await method(
+                request, timeout=call_timeout if call_timeout is not None else self.timeout, metadata=self._metadata
+            )
+        except grpc.aio.AioRpcError as err:
+            raise from_rpc_error(err, self.target) from None
+
+    def _stream(self, method: Callable[..., Any], request: Any, call_timeout: float | None) -> AsyncReplyStream:
+        call = method(
+            request, timeout=call_timeout if call_timeout is not None else self.timeout, metadata=self._metadata
+        )
+        return AsyncReplyStream(call, self.target)
+
+    # -- chat completions ---------------------------------------------------------------------------------------
+
+    async def chat(
+        self, message: str, history: Sequence[MessageLike] | None = None, **options: Unpack[ChatOptions]
+    ) -> ChatMessage:
+        """Sends ``message`` as the user after ``history`` and returns the assistant's reply."""
+        return (await self.chat_completion(history_messages(message, history), **options)).message
+
+    async def chat_completion(self, messages: Sequence[MessageLike], **options: Unpack[ChatOptions]) -> ChatResult:
+        """A whole chat completion over ``messages``, with usage, timings and structured output."""
+        req = chat_request([to_message(m) for m in messages], options)
+        resp: pb.CreateChatCompletionResponse = await self._call(
+            self._stubs.chat.CreateChatCompletion, req, options.get("timeout")
+        )
+        return ChatResult.from_response(resp)
+
+    def stream_chat(
+        self, message: str, history: Sequence[MessageLike] | None = None, **options: Unpack[ChatOptions]
+    ) -> AsyncReplyStream:
+        """Like :meth:`chat`, but yields the reply's text pieces as they are sampled (``async for``)."""
+        return self.stream_chat_completion(history_messages(message, history), **options)
+
+    def stream_chat_completion(
+        self, messages: Sequence[MessageLike], **options: Unpack[ChatOptions]
+    ) -> AsyncReplyStream:
+        """Streams a chat completion; ``await stream.result()`` gives finish reason, usage and timings."""
+        req = stream_chat_request([to_message(m) for m in messages], options)
+        return self._stream(self._stubs.chat.StreamChatCompletion, req, options.get("timeout"))
+
+    # -- NPC dialogue ------------------------------------------------------------------------------------------
+
+    async def talk(self, npc: str, conversation: str, text: str, **overrides: Unpack[TalkOptions]) -> ChatResult:
+        """The player says ``text`` to persona ``npc`` in ``conversation``; returns the NPC's whole reply."""
+        # The async with block cancels the stream if this task is cancelled, so the server stops generating.
+        async with self.stream_talk(npc, conversation, text, **overrides) as stream:
+            return await stream.result()
+
+    def stream_talk(self, npc: str, conversation: str, text: str, **overrides: Unpack[TalkOptions]) -> AsyncReplyStream:
+        """Like :meth:`talk`, but yields the reply's text pieces as they are sampled. Cancelling stores nothing."""
+        req = talk_request(npc, conversation, text, overrides)
+        return self._stream(self._stubs.conversations.Talk, req, overrides.get("timeout"))
+
+    async def history(self, npc: str, conversation: str) -> Conversation:
+        """The stored turns of a conversation, oldest first (none when it has none)."""
+        resp: pb.GetConversationResponse = await self._call(
+            self._stubs.conversations.GetConversation,
+            pb.GetConversationRequest(persona_id=npc, conversation_id=conversation),
+        )
+        return Conversation.from_pb(resp.conversation)
+
+    async def reset(self, npc: str, conversation: str) -> int:
+        """Forgets a conversation; returns how many turns were deleted."""
+        resp: pb.ResetConversationResponse = await self._call(
+            self._stubs.conversations.ResetConversation,
+            pb.ResetConversationRequest(persona_id=npc, conversation_id=conversation),
+        )
+        return resp.deleted_turns
+
+    async def export_conversation(self, npc: str, conversation: str) -> Conversation:
+        """The whole conversation, for a save file (see ``Conversation.to_bytes`` / ``to_json``)."""
+        resp: pb.ExportConversationResponse = await self._call(
+            self._stubs.conversations.ExportConversation,
+            pb.ExportConversationRequest(persona_id=npc, conversation_id=conversation),
+        )
+        return Conversation.from_pb(resp.conversation)
+
+    async def import_conversation(self, conversation: Conversation | bytes) -> int:
+        """Restores an exported conversation, replacing what the server held; returns the turns imported."""
+        conv = Conversation.from_bytes(conversation) if isinstance(conversation, bytes) else conversation
+        resp: pb.ImportConversationResponse = await self._call(
+            self._stubs.conversations.ImportConversation, pb.ImportConversationRequest(conversation=conv.to_pb())
+        )
+        return resp.imported_turns
+
+    # -- personas ----------------------------------------------------------------------------------------------
+
+    async def create_persona(self, persona: Persona) -> Persona:
+        """Creates a persona; raises NpcAlreadyExists when its id is taken."""
+        resp: pb.CreatePersonaResponse = await self._call(
+            self._stubs.personas.CreatePersona, pb.CreatePersonaRequest(persona=persona.to_pb())
+        )
+        return Persona.from_pb(resp.persona)
+
+    async def get_persona(self, persona_id: str) -> Persona:
+        """One persona; raises NpcNotFound when it does not exist."""
+        resp: pb.GetPersonaResponse = await self._call(
+            self._stubs.personas.GetPersona, pb.GetPersonaRequest(persona_id=persona_id)
+        )
+        return Persona.from_pb(resp.persona)
+
+    async def list_personas(self, page_size: int = 0) -> list[Persona]:
+        """Every persona, ordered by id (pages are followed for you; ``page_size`` sets their size)."""
+        personas: list[Persona] = []
+        token = ""
+        while True:
+            resp: pb.ListPersonasResponse = await self._call(
+                self._stubs.personas.ListPersonas, pb.ListPersonasRequest(page_size=page_size, page_token=token)
+            )
+            personas.extend(Persona.from_pb(p) for p in resp.personas)
+            token = resp.next_page_token
+            if not token:
+                return personas
+
+    async def update_persona(self, persona: Persona, *, allow_missing: bool = False) -> Persona:
+        """Replaces a persona; with ``allow_missing`` creates it when absent (else NpcNotFound)."""
+        resp: pb.UpdatePersonaResponse = await self._call(
+            self._stubs.personas.UpdatePersona,
+            pb.UpdatePersonaRequest(persona=persona.to_pb(), allow_missing=allow_missing),
+        )
+        return Persona.from_pb(resp.persona)
+
+    async def delete_persona(self, persona_id: str) -> int:
+        """Deletes a persona and its conversations; returns how many conversations went with it."""
+        resp: pb.DeletePersonaResponse = await self._call(
+            self._stubs.personas.DeletePersona, pb.DeletePersonaRequest(persona_id=persona_id)
+        )
+        return resp.deleted_conversations
+
+    # -- presets and models ------------------------------------------------------------------------------------
+
+    async def list_presets(self) -> list[Preset]:
+        """The server's sampling presets, ordered by name; ``is_default`` marks the server default."""
+        resp: pb.ListPresetsResponse = await self._call(self._stubs.presets.ListPresets, pb.ListPresetsRequest())
+        return [Preset.from_pb(p, default=resp.default_preset) for p in resp.presets]
+
+    async def list_models(self) -> list[ModelInfo]:
+        """The models the server has loaded."""
+        resp: pb.ListModelsResponse = await self._call(self._stubs.models.ListModels, pb.ListModelsRequest())
+        return [ModelInfo.from_pb(m) for m in resp.models]

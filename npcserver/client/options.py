@@ -1,0 +1,101 @@
+"""Request options and their protobuf builders, shared by the sync and async clients."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TypedDict
+
+from npcserver.api.v1 import npcserver_pb2 as pb
+from npcserver.client.types import ChatMessage, ResponseFormatLike, to_response_format
+
+
+class ChatOptions(TypedDict, total=False):
+    """Optional chat-completion fields. Unset ones fall back to the preset, then the server default."""
+
+    #: Model id from ``list_models``; empty means the server's default model.
+    model: str
+    #: Sampling temperature in [0, 2]; 0 is greedy.
+    temperature: float
+    top_p: float
+    top_k: int
+    min_p: float
+    repeat_penalty: float
+    #: Most tokens to generate; 0 means until a stop or the end of the context window.
+    max_tokens: int
+    #: Sequences that end the reply; a single string is one sequence.
+    stop: Sequence[str] | str
+    seed: int
+    #: A preset name from ``list_presets``.
+    preset: str
+    response_format: ResponseFormatLike
+    #: Continue the last (assistant) message instead of starting a new one.
+    continue_final_message: bool
+    #: A Jinja2 chat template overriding the model's own.
+    chat_template: str
+    #: Seconds before the call is abandoned (DEADLINE_EXCEEDED); default: the client's ``timeout``.
+    timeout: float
+
+
+class TalkOptions(TypedDict, total=False):
+    """Optional Talk fields. Unset ones fall back to the preset named here, the persona's, then the server's."""
+
+    preset: str
+    temperature: float
+    top_p: float
+    max_tokens: int
+    seed: int
+    #: Overrides the persona's response schema (``"text"`` turns it off).
+    response_format: ResponseFormatLike
+    #: The player's name for this line; empty means the persona's player_name.
+    player_name: str
+    #: Seconds before the call is abandoned (DEADLINE_EXCEEDED); default: the client's ``timeout``.
+    timeout: float
+
+
+def _stops(stop: Sequence[str] | str) -> list[str]:
+    # A lone string is one stop sequence, not a sequence of one-character stops.
+    return [stop] if isinstance(stop, str) else list(stop)
+
+
+def chat_request(messages: Sequence[ChatMessage], options: ChatOptions) -> pb.CreateChatCompletionRequest:
+    """Builds the unary request; the streaming one has identical fields (see :func:`stream_chat_request`)."""
+    req = pb.CreateChatCompletionRequest(
+        model=options.get("model", ""),
+        messages=[m.to_pb() for m in messages],
+        stop=_stops(options.get("stop", ())),
+        continue_final_message=options.get("continue_final_message", False),
+    )
+    # Explicit presence matters: an unset optional field means "use the preset / server default".
+    for name in (
+        "temperature",
+        "top_p",
+        "top_k",
+        "min_p",
+        "repeat_penalty",
+        "max_tokens",
+        "seed",
+        "preset",
+        "chat_template",
+    ):
+        if name in options:
+            setattr(req, name, options[name])
+    if "response_format" in options:
+        req.response_format.CopyFrom(to_response_format(options["response_format"]).to_pb())
+    return req
+
+
+def stream_chat_request(messages: Sequence[ChatMessage], options: ChatOptions) -> pb.StreamChatCompletionRequest:
+    """The streaming request: the same fields as the unary one, so it is copied over by wire encoding."""
+    return pb.StreamChatCompletionRequest.FromString(chat_request(messages, options).SerializeToString())
+
+
+def talk_request(npc: str, conversation: str, text: str, options: TalkOptions) -> pb.TalkRequest:
+    req = pb.TalkRequest(
+        persona_id=npc, conversation_id=conversation, text=text, player_name=options.get("player_name", "")
+    )
+    for name in ("preset", "temperature", "top_p", "max_tokens", "seed"):
+        if name in options:
+            setattr(req, name, options[name])
+    if "response_format" in options:
+        req.response_format.CopyFrom(to_response_format(options["response_format"]).to_pb())
+    return req
