@@ -19,7 +19,7 @@ from typing import Any
 from npcserver.core import personas as rules
 from npcserver.core.presets import PresetBook, check_sampling
 from npcserver.core.prompt import BuiltPrompt, PromptBuilder
-from npcserver.core.structured import CompiledFormat, check_output, compile_format
+from npcserver.core.structured import CompiledFormat, allow_leading_space, check_output, compile_format
 from npcserver.core.types import (
     ROLES,
     ChatRequest,
@@ -215,10 +215,14 @@ class NpcCore:
         info = self.engine.info
         stop = tuple(dict.fromkeys((*params.stop, *prompt.stop)))
         params = replace(params, stop=stop[: MAX_STOP + 4])
+        grammar = compiled.grammar
+        if grammar is not None and prompt.strip_leading_space:
+            # After "Name:" the model's natural next token is a space; let it write one before the JSON.
+            grammar = allow_leading_space(grammar)
         request = GenerationRequest(
             prompt=prompt.tokens,
             params=params,
-            grammar=compiled.grammar,
+            grammar=grammar,
             session=session,
             prefix_len=prompt.prefix_len,
             request_id=f"{kind}-{uuid.uuid4().hex[:24]}",
