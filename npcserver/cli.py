@@ -22,14 +22,21 @@ def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
         help_text = field.description or ""
         annotation = field.annotation
         if annotation is bool:
-            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
-                                help=help_text)
+            parser.add_argument(
+                flag, dest=name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text
+            )
             continue
         choices = None
         if get_origin(annotation) is not None and str(get_origin(annotation)).endswith("Literal"):
             choices = list(get_args(annotation))
-        parser.add_argument(flag, dest=name, default=argparse.SUPPRESS, choices=choices, help=help_text,
-                            metavar=None if choices else name.upper())
+        parser.add_argument(
+            flag,
+            dest=name,
+            default=argparse.SUPPRESS,
+            choices=choices,
+            help=help_text,
+            metavar=None if choices else name.upper(),
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:

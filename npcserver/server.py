@@ -101,7 +101,11 @@ class NpcServer:
         info = engine.info
         log.info(
             "model %s ready in %.0f ms: backend %s, %d GPU layer(s), context %d tokens, chat template: %s",
-            info.id, (time.perf_counter() - started) * 1000, info.backend, info.gpu_layers, info.context_size,
+            info.id,
+            (time.perf_counter() - started) * 1000,
+            info.backend,
+            info.gpu_layers,
+            info.context_size,
             "yes" if info.chat_template else "no (transcript rendering)",
         )
         if self.grpc:
@@ -148,10 +152,18 @@ async def serve(settings: Settings) -> int:
     if ready.done() and ready.exception() is not None:
         code = 1
     else:
-        log.info("npcserver ready (pid %d): gRPC %s:%d%s", os.getpid(), settings.grpc_host, server.grpc_port,
-                 f", HTTP {settings.http_host}:{server.http_port}" if server.http else "")
-        print(f"npcserver ready: grpc={settings.grpc_host}:{server.grpc_port}"
-              + (f" http=http://{settings.http_host}:{server.http_port}" if server.http else ""), flush=True)
+        log.info(
+            "npcserver ready (pid %d): gRPC %s:%d%s",
+            os.getpid(),
+            settings.grpc_host,
+            server.grpc_port,
+            f", HTTP {settings.http_host}:{server.http_port}" if server.http else "",
+        )
+        print(
+            f"npcserver ready: grpc={settings.grpc_host}:{server.grpc_port}"
+            + (f" http=http://{settings.http_host}:{server.http_port}" if server.http else ""),
+            flush=True,
+        )
         await stopping
     log.info("shutting down")
     ready.cancel()

@@ -136,8 +136,11 @@ SCHEMAS = {
     "nested": {
         "type": "object",
         "properties": {
-            "npc": {"type": "object", "properties": {"name": {"type": "string", "maxLength": 24}, "age": {"type": "integer", "maximum": 120}},
-                    "required": ["name", "age"]},
+            "npc": {
+                "type": "object",
+                "properties": {"name": {"type": "string", "maxLength": 24}, "age": {"type": "integer", "maximum": 120}},
+                "required": ["name", "age"],
+            },
             "hostile": {"type": "boolean"},
         },
         "required": ["npc", "hostile"],
@@ -149,7 +152,9 @@ SCHEMAS = {
     },
     "array": {
         "type": "object",
-        "properties": {"items": {"type": "array", "items": {"type": "string", "maxLength": 24}, "minItems": 1, "maxItems": 3}},
+        "properties": {
+            "items": {"type": "array", "items": {"type": "string", "maxLength": 24}, "minItems": 1, "maxItems": 3}
+        },
         "required": ["items"],
     },
 }
@@ -286,16 +291,20 @@ BAD_REQUESTS: dict[str, tuple[Callable[[Api], Callable[[], Any]], grpc.StatusCod
         "conversation_id",
     ),
     "create persona without prompt": (
-        lambda a: lambda: a.personas.CreatePersona(
-            pb.CreatePersonaRequest(persona=pb.Persona(id="mute", display_name="Mute"))
+        lambda a: (
+            lambda: a.personas.CreatePersona(
+                pb.CreatePersonaRequest(persona=pb.Persona(id="mute", display_name="Mute"))
+            )
         ),
         grpc.StatusCode.INVALID_ARGUMENT,
         "system_prompt must not be empty",
     ),
     "persona exists": (
-        lambda a: lambda: a.personas.CreatePersona(
-            pb.CreatePersonaRequest(
-                persona=pb.Persona(id="tavern_keeper", display_name="Greta", system_prompt="again")
+        lambda a: (
+            lambda: a.personas.CreatePersona(
+                pb.CreatePersonaRequest(
+                    persona=pb.Persona(id="tavern_keeper", display_name="Greta", system_prompt="again")
+                )
             )
         ),
         grpc.StatusCode.ALREADY_EXISTS,
@@ -345,9 +354,12 @@ def test_export_then_import_reproduces_a_conversation(api: Api) -> None:
         pb.ExportConversationRequest(persona_id="tavern_keeper", conversation_id=conv)
     ).conversation
     blob = saved.SerializeToString()  # what a game writes into its save file
-    assert api.conv.ResetConversation(
-        pb.ResetConversationRequest(persona_id="tavern_keeper", conversation_id=conv)
-    ).deleted_turns == 2
+    assert (
+        api.conv.ResetConversation(
+            pb.ResetConversationRequest(persona_id="tavern_keeper", conversation_id=conv)
+        ).deleted_turns
+        == 2
+    )
     restored = pb.Conversation.FromString(blob)
     assert api.conv.ImportConversation(pb.ImportConversationRequest(conversation=restored)).imported_turns == 2
     again = api.conv.GetConversation(pb.GetConversationRequest(persona_id="tavern_keeper", conversation_id=conv))
@@ -357,8 +369,12 @@ def test_export_then_import_reproduces_a_conversation(api: Api) -> None:
 def test_persona_crud(api: Api) -> None:
     pid = "smith_" + uuid.uuid4().hex[:6]
     persona = pb.Persona(
-        id=pid, display_name="Brom", system_prompt="Brom is a blacksmith.", default_preset="factual",
-        example_dialogue=[pb.ExampleExchange(player_line="Fix my sword?", npc_line="Two silver.")], max_tokens=30,
+        id=pid,
+        display_name="Brom",
+        system_prompt="Brom is a blacksmith.",
+        default_preset="factual",
+        example_dialogue=[pb.ExampleExchange(player_line="Fix my sword?", npc_line="Two silver.")],
+        max_tokens=30,
     )
     created = api.personas.CreatePersona(pb.CreatePersonaRequest(persona=persona)).persona
     assert created == persona
@@ -404,8 +420,14 @@ def test_memory_survives_a_restart(server_factory: Any, tmp_path: Any) -> None:
     [turn] = history.conversation.turns
     assert turn.player_line == "Remember me: I am Aldric." and turn.npc_line == final.message.content
     b.talk("tavern_keeper", "save-1", "Who am I?", max_tokens=20)
-    assert len(b.conv.GetConversation(
-        pb.GetConversationRequest(persona_id="tavern_keeper", conversation_id="save-1")).conversation.turns) == 2
+    assert (
+        len(
+            b.conv.GetConversation(
+                pb.GetConversationRequest(persona_id="tavern_keeper", conversation_id="save-1")
+            ).conversation.turns
+        )
+        == 2
+    )
     b.channel.close()
 
 
@@ -413,8 +435,11 @@ def test_long_conversation_drops_oldest_turns_instead_of_failing(server_factory:
     server = server_factory(NPCSERVER_CTX_SIZE="512")
     a = Api(server.grpc_target)
     turns = [pb.Turn(player_line=f"Story part {i}: " + "and then " * 15, npc_line="Go on. " * 10) for i in range(30)]
-    a.conv.ImportConversation(pb.ImportConversationRequest(
-        conversation=pb.Conversation(persona_id="tavern_keeper", conversation_id="long", turns=turns)))
+    a.conv.ImportConversation(
+        pb.ImportConversationRequest(
+            conversation=pb.Conversation(persona_id="tavern_keeper", conversation_id="long", turns=turns)
+        )
+    )
     _, final = a.talk("tavern_keeper", "long", "So what now?", max_tokens=16)
     assert final.truncated_turns > 0
     assert final.usage.prompt_tokens + 16 <= 512
@@ -429,8 +454,10 @@ def test_queue_limit_gives_resource_exhausted(server_factory: Any) -> None:
 
     def long_stream(i: int) -> str:
         try:
-            for _ in a.conv.Talk(pb.TalkRequest(persona_id="narrator", conversation_id=f"q{i}", text="Go.",
-                                                max_tokens=48), timeout=HANG_GUARD_S):
+            for _ in a.conv.Talk(
+                pb.TalkRequest(persona_id="narrator", conversation_id=f"q{i}", text="Go.", max_tokens=48),
+                timeout=HANG_GUARD_S,
+            ):
                 pass
             return "ok"
         except grpc.RpcError as exc:

@@ -85,8 +85,16 @@ def persona_to_dict(p: Persona) -> dict[str, Any]:
 def persona_from_dict(d: dict[str, Any], *, origin: str = "persona") -> Persona:
     """Builds a Persona from the stored / TOML form. Raises InvalidArgument naming the bad field."""
     known = {
-        "id", "display_name", "system_prompt", "example_dialogue", "default_preset", "response_schema",
-        "max_tokens", "stop", "player_name", "description",
+        "id",
+        "display_name",
+        "system_prompt",
+        "example_dialogue",
+        "default_preset",
+        "response_schema",
+        "max_tokens",
+        "stop",
+        "player_name",
+        "description",
     }
     unknown = sorted(set(d) - known)
     if unknown:
@@ -96,7 +104,9 @@ def persona_from_dict(d: dict[str, Any], *, origin: str = "persona") -> Persona:
         try:
             schema = json.loads(schema) if schema.strip() else None
         except json.JSONDecodeError as exc:
-            raise InvalidArgument(f"{origin}: response_schema is not valid JSON: {exc}", param="response_schema") from exc
+            raise InvalidArgument(
+                f"{origin}: response_schema is not valid JSON: {exc}", param="response_schema"
+            ) from exc
     if schema is not None and not isinstance(schema, dict):
         raise InvalidArgument(f"{origin}: response_schema must be a JSON object", param="response_schema")
     examples = []

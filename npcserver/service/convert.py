@@ -29,7 +29,7 @@ _FINISH = {"stop": pb.FINISH_REASON_STOP, "length": pb.FINISH_REASON_LENGTH}
 class _SamplingFields(Protocol):
     """The optional sampling fields that chat and Talk requests share."""
 
-    def HasField(self, name: str) -> bool: ...  # noqa: N802 (protobuf's name)
+    def HasField(self, name: str) -> bool: ...
 
 
 def _opt(msg: Any, name: str) -> Any:
@@ -181,7 +181,9 @@ def persona_to_pb(p: Persona) -> pb.Persona:
         id=p.id,
         display_name=p.display_name,
         system_prompt=p.system_prompt,
-        example_dialogue=[pb.ExampleExchange(player_line=e.player_line, npc_line=e.npc_line) for e in p.example_dialogue],
+        example_dialogue=[
+            pb.ExampleExchange(player_line=e.player_line, npc_line=e.npc_line) for e in p.example_dialogue
+        ],
         default_preset=p.default_preset,
         response_schema=json.dumps(p.response_schema, ensure_ascii=False) if p.response_schema is not None else "",
         stop=list(p.stop),

@@ -67,7 +67,7 @@ def unary(needs_model: bool = False) -> Callable[..., Any]:
             try:
                 self._admit(context, needs_model)
                 return await fn(self, request, context)
-            except Exception as exc:  # noqa: BLE001 (every error leaves as a status, never a crash)
+            except Exception as exc:
                 await _abort(context, exc, fn.__qualname__)
                 raise AssertionError("unreachable: abort raises") from exc
 
@@ -81,12 +81,14 @@ def streaming(needs_model: bool = False) -> Callable[..., Any]:
 
     def wrap(fn: Callable[[Any, Req, Any], AsyncIterator[Resp]]) -> Callable[[Any, Req, Any], AsyncIterator[Resp]]:
         @functools.wraps(fn)
-        async def handler(self: _Base, request: Req, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Resp]:
+        async def handler(
+            self: _Base, request: Req, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[Resp]:
             try:
                 self._admit(context, needs_model)
                 async for item in fn(self, request, context):
                     yield item
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 await _abort(context, exc, fn.__qualname__)
 
         return handler
@@ -96,11 +98,11 @@ def streaming(needs_model: bool = False) -> Callable[..., Any]:
 
 class ChatServicer(_Base, pb_grpc.ChatServiceServicer):
     @unary(needs_model=True)
-    async def CreateChatCompletion(self, request: pb.CreateChatCompletionRequest, context: Any) -> Any:  # noqa: N802
+    async def CreateChatCompletion(self, request: pb.CreateChatCompletionRequest, context: Any) -> Any:
         return convert.completion_to_pb(await self.core.chat(convert.chat_request_from_pb(request)))
 
     @streaming(needs_model=True)
-    async def StreamChatCompletion(self, request: pb.StreamChatCompletionRequest, context: Any) -> Any:  # noqa: N802
+    async def StreamChatCompletion(self, request: pb.StreamChatCompletionRequest, context: Any) -> Any:
         chat = convert.chat_request_from_pb(request)
         head: dict[str, Any] = {}
         async for event in self.core.stream_chat(chat):
@@ -113,7 +115,7 @@ class ChatServicer(_Base, pb_grpc.ChatServiceServicer):
 
 class ConversationServicer(_Base, pb_grpc.ConversationServiceServicer):
     @streaming(needs_model=True)
-    async def Talk(self, request: pb.TalkRequest, context: Any) -> Any:  # noqa: N802
+    async def Talk(self, request: pb.TalkRequest, context: Any) -> Any:
         async for event in self.core.stream_talk(convert.talk_request_from_pb(request)):
             if isinstance(event, TextDelta):
                 yield pb.TalkResponse(delta=pb.ContentDelta(content=event.text))
@@ -121,57 +123,57 @@ class ConversationServicer(_Base, pb_grpc.ConversationServiceServicer):
                 yield pb.TalkResponse(final=convert.final_to_pb(event))
 
     @unary()
-    async def GetConversation(self, request: pb.GetConversationRequest, context: Any) -> Any:  # noqa: N802
+    async def GetConversation(self, request: pb.GetConversationRequest, context: Any) -> Any:
         conv = await self.core.get_conversation(request.persona_id, request.conversation_id)
         return pb.GetConversationResponse(conversation=convert.conversation_to_pb(conv))
 
     @unary()
-    async def ResetConversation(self, request: pb.ResetConversationRequest, context: Any) -> Any:  # noqa: N802
+    async def ResetConversation(self, request: pb.ResetConversationRequest, context: Any) -> Any:
         n = await self.core.reset_conversation(request.persona_id, request.conversation_id)
         return pb.ResetConversationResponse(deleted_turns=n)
 
     @unary()
-    async def ExportConversation(self, request: pb.ExportConversationRequest, context: Any) -> Any:  # noqa: N802
+    async def ExportConversation(self, request: pb.ExportConversationRequest, context: Any) -> Any:
         conv = await self.core.get_conversation(request.persona_id, request.conversation_id)
         return pb.ExportConversationResponse(conversation=convert.conversation_to_pb(conv))
 
     @unary()
-    async def ImportConversation(self, request: pb.ImportConversationRequest, context: Any) -> Any:  # noqa: N802
+    async def ImportConversation(self, request: pb.ImportConversationRequest, context: Any) -> Any:
         n = await self.core.import_conversation(convert.conversation_from_pb(request.conversation))
         return pb.ImportConversationResponse(imported_turns=n)
 
 
 class PersonaServicer(_Base, pb_grpc.PersonaServiceServicer):
     @unary()
-    async def CreatePersona(self, request: pb.CreatePersonaRequest, context: Any) -> Any:  # noqa: N802
+    async def CreatePersona(self, request: pb.CreatePersonaRequest, context: Any) -> Any:
         persona = await self.core.create_persona(convert.persona_from_pb(request.persona))
         return pb.CreatePersonaResponse(persona=convert.persona_to_pb(persona))
 
     @unary()
-    async def GetPersona(self, request: pb.GetPersonaRequest, context: Any) -> Any:  # noqa: N802
+    async def GetPersona(self, request: pb.GetPersonaRequest, context: Any) -> Any:
         persona = await self.core.get_persona(request.persona_id)
         return pb.GetPersonaResponse(persona=convert.persona_to_pb(persona))
 
     @unary()
-    async def ListPersonas(self, request: pb.ListPersonasRequest, context: Any) -> Any:  # noqa: N802
+    async def ListPersonas(self, request: pb.ListPersonasRequest, context: Any) -> Any:
         personas, token = await self.core.list_personas(request.page_size, request.page_token)
         return pb.ListPersonasResponse(personas=[convert.persona_to_pb(p) for p in personas], next_page_token=token)
 
     @unary()
-    async def UpdatePersona(self, request: pb.UpdatePersonaRequest, context: Any) -> Any:  # noqa: N802
+    async def UpdatePersona(self, request: pb.UpdatePersonaRequest, context: Any) -> Any:
         persona = await self.core.update_persona(
             convert.persona_from_pb(request.persona), allow_missing=request.allow_missing
         )
         return pb.UpdatePersonaResponse(persona=convert.persona_to_pb(persona))
 
     @unary()
-    async def DeletePersona(self, request: pb.DeletePersonaRequest, context: Any) -> Any:  # noqa: N802
+    async def DeletePersona(self, request: pb.DeletePersonaRequest, context: Any) -> Any:
         return pb.DeletePersonaResponse(deleted_conversations=await self.core.delete_persona(request.persona_id))
 
 
 class PresetServicer(_Base, pb_grpc.PresetServiceServicer):
     @unary()
-    async def ListPresets(self, request: pb.ListPresetsRequest, context: Any) -> Any:  # noqa: N802
+    async def ListPresets(self, request: pb.ListPresetsRequest, context: Any) -> Any:
         return pb.ListPresetsResponse(
             presets=[convert.preset_to_pb(p) for p in self.core.list_presets()],
             default_preset=self.core.default_preset,
@@ -180,5 +182,5 @@ class PresetServicer(_Base, pb_grpc.PresetServiceServicer):
 
 class ModelServicer(_Base, pb_grpc.ModelServiceServicer):
     @unary(needs_model=True)
-    async def ListModels(self, request: pb.ListModelsRequest, context: Any) -> Any:  # noqa: N802
+    async def ListModels(self, request: pb.ListModelsRequest, context: Any) -> Any:
         return pb.ListModelsResponse(models=[convert.model_to_pb(m) for m in self.core.list_models()])

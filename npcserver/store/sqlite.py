@@ -100,9 +100,7 @@ class SqliteStore:
 
     def list_personas(self, after: str, limit: int) -> list[dict[str, Any]]:
         with self._tx() as db:
-            rows = db.execute(
-                "SELECT body FROM personas WHERE id > ? ORDER BY id LIMIT ?", (after, limit)
-            ).fetchall()
+            rows = db.execute("SELECT body FROM personas WHERE id > ? ORDER BY id LIMIT ?", (after, limit)).fetchall()
         return [dict(json.loads(r[0])) for r in rows]
 
     def delete_persona(self, persona_id: str) -> int | None:
@@ -136,8 +134,15 @@ class SqliteStore:
             ).fetchone()
             db.execute(
                 "INSERT INTO turns VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (persona_id, conversation_id, seq, turn.player_line, turn.npc_line, turn.player_name,
-                 turn.create_time_ms or now_ms()),
+                (
+                    persona_id,
+                    conversation_id,
+                    seq,
+                    turn.player_line,
+                    turn.npc_line,
+                    turn.player_name,
+                    turn.create_time_ms or now_ms(),
+                ),
             )
         return int(seq)
 
@@ -155,8 +160,15 @@ class SqliteStore:
             db.executemany(
                 "INSERT INTO turns VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [
-                    (persona_id, conversation_id, i, t.player_line, t.npc_line, t.player_name,
-                     t.create_time_ms or now_ms())
+                    (
+                        persona_id,
+                        conversation_id,
+                        i,
+                        t.player_line,
+                        t.npc_line,
+                        t.player_name,
+                        t.create_time_ms or now_ms(),
+                    )
                     for i, t in enumerate(turns)
                 ],
             )

@@ -27,8 +27,9 @@ def test_precedence() -> None:
     by_request_preset = book.resolve(SamplingOverrides(), "factual", persona, default_max_tokens=100)
     assert by_request_preset.temperature == book.get("factual").temperature
     assert by_request_preset.top_p == book.get("factual").top_p
-    explicit = book.resolve(SamplingOverrides(temperature=0.0, max_tokens=5), "factual", persona,
-                            default_max_tokens=100)
+    explicit = book.resolve(
+        SamplingOverrides(temperature=0.0, max_tokens=5), "factual", persona, default_max_tokens=100
+    )
     assert explicit.temperature == 0.0 and explicit.max_tokens == 5
     assert explicit.top_k == book.get("factual").top_k
 

@@ -56,8 +56,9 @@ def test_builtin_gemma_format_would_drop_the_persona_but_ours_keeps_it(vocab: An
     messages = [{"role": "system", "content": greta.system_prompt}, {"role": "user", "content": "Hello"}]
     gemma = llama_chat_format.format_gemma(messages=messages)  # type: ignore[arg-type]
     assert "Rusty Flagon" not in gemma.prompt  # the persona vanishes with the built-in format
-    built = builder(vocab, template=DROPS_SYSTEM).talk(greta, [], "Hello", player_name="", max_tokens=60,
-                                                       structured=False)
+    built = builder(vocab, template=DROPS_SYSTEM).talk(
+        greta, [], "Hello", player_name="", max_tokens=60, structured=False
+    )
     assert "Rusty Flagon" in built.text  # folded into the first user message instead
     assert built.text.endswith("<start_of_turn>model\n")
 
@@ -80,8 +81,9 @@ def test_turns_only_grow_at_the_end_so_kv_can_be_reused(vocab: Any) -> None:
     greta = PERSONAS["tavern_keeper"]
     b = builder(vocab)
     first = b.talk(greta, [], "Hello there.", player_name="", max_tokens=60, structured=False)
-    second = b.talk(greta, [Turn("Hello there.", "Evening.")], "A room, please.", player_name="", max_tokens=60,
-                    structured=False)
+    second = b.talk(
+        greta, [Turn("Hello there.", "Evening.")], "A room, please.", player_name="", max_tokens=60, structured=False
+    )
     # Everything of the first prompt but its open "Greta:" tail is a prefix of the second prompt.
     tail = len(vocab.tokenize(b"Traveler: Hello there.\nGreta:", add_bos=False))
     assert second.tokens[: len(first.tokens) - tail] == first.tokens[:-tail]
@@ -113,5 +115,9 @@ def test_chat_template_continue_final_message_leaves_the_turn_open(vocab: Any) -
 
 def test_broken_template_override_is_invalid(vocab: Any) -> None:
     with pytest.raises(InvalidArgument, match="chat template"):
-        builder(vocab).chat([Message("user", "hi")], max_tokens=8, continue_final=False,
-                            chat_template="{% for m in messages %}{{ m.content }")
+        builder(vocab).chat(
+            [Message("user", "hi")],
+            max_tokens=8,
+            continue_final=False,
+            chat_template="{% for m in messages %}{{ m.content }",
+        )
