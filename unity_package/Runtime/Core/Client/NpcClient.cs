@@ -1,0 +1,244 @@
+using System;
+using System.Collections.Generic;
+using System.Threading;
+using System.Threading.Tasks;
+using NpcServer.Api.V1;
+using NpcServer.Dialogue.GrpcWeb;
+using NpcServer.Dialogue.Protobuf;
+
+namespace NpcServer.Dialogue
+{
+    /// <summary>
+    /// The npcserver client: every RPC of the API over gRPC-Web on HTTP/1.1, through any
+    /// <see cref="INpcTransport"/>. Async methods take a <see cref="CancellationToken"/> last; cancelling aborts the
+    /// HTTP request, which makes the server stop generating. Streaming methods report each delta through an
+    /// <see cref="IProgress{T}"/>, called on the transport's thread in arrival order (wrap it, or use
+    /// <see cref="NpcConversation"/> and a main-thread queue, to touch engine objects). Thread-safe.
+    /// </summary>
+    public sealed class NpcClient
+    {
+        /// <summary>The content type of binary gRPC-Web.</summary>
+        public const string ContentType = "application/grpc-web+proto";
+
+        readonly INpcTransport _transport;
+        readonly string _apiKey;
+
+        /// <summary>Creates a client. <paramref name="apiKey"/>, when set, is sent as "authorization: Bearer".</summary>
+        public NpcClient(INpcTransport transport, string apiKey = null)
+        {
+            if (transport == null) throw new ArgumentNullException("transport");
+            _transport = transport;
+            _apiKey = string.IsNullOrEmpty(apiKey) ? null : apiKey.Trim();
+        }
+
+        /// <summary>The transport the client sends through.</summary>
+        public INpcTransport Transport
+        {
+            get { return _transport; }
+        }
+
+        /// <summary>
+        /// Checks and tidies a server URL ("http://host:port", optionally with a path prefix) and drops the
+        /// trailing slash. Throws <see cref="ArgumentException"/> saying what to fix.
+        /// </summary>
+        public static string NormalizeBaseUrl(string url)
+        {
+            string trimmed = (url ?? "").Trim();
+            Uri uri;
+            if (!Uri.TryCreate(trimmed, UriKind.Absolute, out uri) || (uri.Scheme != "http" && uri.Scheme != "https"))
+            {
+                throw new ArgumentException("server URL must be absolute http:// or https://, like "
+                                            + "http://127.0.0.1:8080; got '" + trimmed + "'", "url");
+            }
+            if (!string.IsNullOrEmpty(uri.Query) || !string.IsNullOrEmpty(uri.Fragment))
+            {
+                throw new ArgumentException("server URL must not have a query or fragment; got '" + trimmed + "'",
+                    "url");
+            }
+            return trimmed.TrimEnd('/');
+        }
+
+        /// <summary>
+        /// The player says a line to an NPC. Each delta of the NPC's reply goes to <paramref name="onDelta"/> as it
+        /// is sampled; the task returns the finished line. The turn is stored by the server only when the reply
+        /// completes, so a cancelled call leaves the conversation as it was.
+        /// </summary>
+        public async Task<NpcLine> TalkAsync(TalkRequest request, IProgress<string> onDelta,
+            CancellationToken cancellationToken = default(CancellationToken))
+        {
+            CompletionFinal final = null;
+            await ServerStreamingAsync<TalkRequest, TalkResponse>(ConversationServicePaths.Talk, request,
+                response =>
+                {
+                    if (response.Delta != null && onDelta != null) onDelta.Report(response.Delta.Content);
+                    if (response.Final != null) final = response.Final;
+                }, cancellationToken).ConfigureAwait(false);
+            if (final == null)
+            {
+                throw NpcRpcException.FromStatus(GrpcStatusCode.Internal, "Talk stream ended with no final message",
+                    null);
+            }
+            return new NpcLine(final);
+        }
+
+        /// <summary>Shorthand for <see cref="TalkAsync(TalkRequest, IProgress{string}, CancellationToken)"/>.</summary>
+        public Task<NpcLine> TalkAsync(string personaId, string conversationId, string text, IProgress<string> onDelta,
+            CancellationToken cancellationToken = default(CancellationToken))
+        {
+            var request = new TalkRequest { PersonaId = personaId, ConversationId = conversationId, Text = text };
+            return TalkAsync(request, onDelta, cancellationToken);
+        }
+
+        /// <summary>Streams an OpenAI-style chat completion; returns its final message.</summary>
+        public async Task<CompletionFinal> StreamChatCompletionAsync(StreamChatCompletionRequest request,
+            IProgress<string> onDelta, CancellationToken cancellationToken = default(CancellationToken))
+        {
+            CompletionFinal final = null;
+            await ServerStreamingAsync<StreamChatCompletionRequest, StreamChatCompletionResponse>(
+                ChatServicePaths.StreamChatCompletion, request, response =>
+                {
+                    if (response.Delta != null && onDelta != null) onDelta.Report(response.Delta.Content);
+                    if (response.Final != null) final = response.Final;
+                }, cancellationToken).ConfigureAwait(false);
+            if (final == null)
+            {
+                throw NpcRpcException.FromStatus(GrpcStatusCode.Internal, "chat stream ended with no final message",
+                    null);
+            }
+            return final;
+        }
+
+        /// <summary>Returns one persona; throws <see cref="NpcNotFoundException"/> when it does not exist.</summary>
+        public async Task<Persona> GetPersonaAsync(string personaId,
+            CancellationToken cancellationToken = default(CancellationToken))
+        {
+            var response = await UnaryAsync<GetPersonaRequest, GetPersonaResponse>(PersonaServicePaths.GetPersona,
+                new GetPersonaRequest { PersonaId = personaId }, cancellationToken).ConfigureAwait(false);
+            return response.Persona;
+        }
+
+        /// <summary>Lists personas ordered by id, one page at a time.</summary>
+        public Task<ListPersonasResponse> ListPersonasAsync(int pageSize, string pageToken,
+            CancellationToken cancellationToken = default(CancellationToken))
+        {
+            return UnaryAsync<ListPersonasRequest, ListPersonasResponse>(PersonaServicePaths.ListPersonas,
+                new ListPersonasRequest { PageSize = pageSize, PageToken = pageToken ?? "" }, cancellationToken);
+        }
+
+        /// <summary>Returns a conversation's stored turns, oldest first (none when it has none).</summary>
+        public async Task<Conversation> GetConversationAsync(string personaId, string conversationId,
+            CancellationToken cancellationToken = default(CancellationToken))
+        {
+            var response = await UnaryAsync<GetConversationRequest, GetConversationResponse>(
+                ConversationServicePaths.GetConversation,
+                new GetConversationRequest { PersonaId = personaId, ConversationId = conversationId },
+                cancellationToken).ConfigureAwait(false);
+            return response.Conversation ?? new Conversation { PersonaId = personaId, ConversationId = conversationId };
+        }
+
+        /// <summary>Forgets every turn of a conversation; returns how many were forgotten.</summary>
+        public async Task<int> ResetConversationAsync(string personaId, string conversationId,
+            CancellationToken cancellationToken = default(CancellationToken))
+        {
+            var response = await UnaryAsync<ResetConversationRequest, ResetConversationResponse>(
+                ConversationServicePaths.ResetConversation,
+                new ResetConversationRequest { PersonaId = personaId, ConversationId = conversationId },
+                cancellationToken).ConfigureAwait(false);
+            return response.DeletedTurns;
+        }
+
+        /// <summary>Returns a whole conversation for a save file (see <see cref="ConversationSave"/>).</summary>
+        public async Task<Conversation> ExportConversationAsync(string personaId, string conversationId,
+            CancellationToken cancellationToken = default(CancellationToken))
+        {
+            var response = await UnaryAsync<ExportConversationRequest, ExportConversationResponse>(
+                ConversationServicePaths.ExportConversation,
+                new ExportConversationRequest { PersonaId = personaId, ConversationId = conversationId },
+                cancellationToken).ConfigureAwait(false);
+            return response.Conversation ?? new Conversation { PersonaId = personaId, ConversationId = conversationId };
+        }
+
+        /// <summary>
+        /// Restores a conversation from a save file, replacing what the server held for its persona and id;
+        /// returns how many turns were restored.
+        /// </summary>
+        public async Task<int> ImportConversationAsync(Conversation conversation,
+            CancellationToken cancellationToken = default(CancellationToken))
+        {
+            if (conversation == null) throw new ArgumentNullException("conversation");
+            var response = await UnaryAsync<ImportConversationRequest, ImportConversationResponse>(
+                ConversationServicePaths.ImportConversation, new ImportConversationRequest { Conversation = conversation },
+                cancellationToken).ConfigureAwait(false);
+            return response.ImportedTurns;
+        }
+
+        /// <summary>Lists the server's sampling presets.</summary>
+        public Task<ListPresetsResponse> ListPresetsAsync(CancellationToken cancellationToken = default(CancellationToken))
+        {
+            return UnaryAsync<ListPresetsRequest, ListPresetsResponse>(PresetServicePaths.ListPresets,
+                new ListPresetsRequest(), cancellationToken);
+        }
+
+        /// <summary>Lists the server's loaded models (a cheap way to check the connection).</summary>
+        public async Task<List<Model>> ListModelsAsync(CancellationToken cancellationToken = default(CancellationToken))
+        {
+            var response = await UnaryAsync<ListModelsRequest, ListModelsResponse>(ModelServicePaths.ListModels,
+                new ListModelsRequest(), cancellationToken).ConfigureAwait(false);
+            return response.Models;
+        }
+
+        /// <summary>Calls any unary RPC by path.</summary>
+        public async Task<TResponse> UnaryAsync<TRequest, TResponse>(string path, TRequest request,
+            CancellationToken cancellationToken = default(CancellationToken))
+            where TRequest : IProtoMessage
+            where TResponse : class, IProtoMessage, new()
+        {
+            TResponse result = null;
+            await ServerStreamingAsync<TRequest, TResponse>(path, request, response =>
+            {
+                if (result != null)
+                {
+                    throw NpcRpcException.FromStatus(GrpcStatusCode.Internal, "unary RPC " + path
+                                                                              + " returned more than one message", null);
+                }
+                result = response;
+            }, cancellationToken).ConfigureAwait(false);
+            if (result == null)
+            {
+                throw NpcRpcException.FromStatus(GrpcStatusCode.Internal, "unary RPC " + path + " returned no message",
+                    null);
+            }
+            return result;
+        }
+
+        /// <summary>
+        /// Calls any server-streaming RPC by path. <paramref name="onMessage"/> runs for each message as it arrives,
+        /// on the transport's thread. The task completes after the OK trailer and throws
+        /// <see cref="NpcRpcException"/> (or a subclass) for any other status.
+        /// </summary>
+        public async Task ServerStreamingAsync<TRequest, TResponse>(string path, TRequest request,
+            Action<TResponse> onMessage, CancellationToken cancellationToken = default(CancellationToken))
+            where TRequest : IProtoMessage
+            where TResponse : IProtoMessage, new()
+        {
+            if (request == null) throw new ArgumentNullException("request");
+            var body = GrpcWebFraming.EncodeMessage(ProtoWriter.Serialize(request));
+            var reader = new GrpcWebResponseReader<TResponse>(onMessage);
+            await _transport.SendAsync(new NpcHttpRequest(path, body, BuildHeaders()), reader, cancellationToken)
+                .ConfigureAwait(false);
+            reader.Complete();
+        }
+
+        Dictionary<string, string> BuildHeaders()
+        {
+            var headers = new Dictionary<string, string>
+            {
+                { "content-type", ContentType },
+                { "accept", ContentType },
+                { "x-grpc-web", "1" },
+            };
+            if (_apiKey != null) headers["authorization"] = "Bearer " + _apiKey;
+            return headers;
+        }
+    }
+}
