@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-import uuid
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -149,7 +147,7 @@ class NpcCore:
             continue_final=request.continue_final_message,
             chat_template=request.chat_template,
         )
-        async for event in self._generate("chatcmpl", prompt, params, compiled, session=None):
+        async for event in self._generate(request.id, request.created, prompt, params, compiled, session=None):
             yield event
 
     # --- Talk ----------------------------------------------------------------------------------------------------
@@ -187,7 +185,9 @@ class NpcCore:
                 structured=compiled.grammar is not None,
             )
             final: Completion | None = None
-            async for event in self._generate("talk", prompt, params, compiled, session="/".join(key)):
+            async for event in self._generate(
+                request.id, request.created, prompt, params, compiled, session="/".join(key)
+            ):
                 if isinstance(event, Completion):
                     final = event
                     break
@@ -205,7 +205,8 @@ class NpcCore:
 
     async def _generate(
         self,
-        kind: str,
+        request_id: str,
+        created: int,
         prompt: BuiltPrompt,
         params: SamplingParams,
         compiled: CompiledFormat,
@@ -225,9 +226,8 @@ class NpcCore:
             grammar=grammar,
             session=session,
             prefix_len=prompt.prefix_len,
-            request_id=f"{kind}-{uuid.uuid4().hex[:24]}",
+            request_id=request_id,
         )
-        created = int(time.time())
         pieces: list[str] = []
         trim = prompt.strip_leading_space
         leading = trim
@@ -254,7 +254,7 @@ class NpcCore:
                 elif isinstance(event, Finished):
                     text = "".join(pieces)
                     yield Completion(
-                        id=request.request_id,
+                        id=request_id,
                         model=info.id,
                         created=created,
                         text=text,

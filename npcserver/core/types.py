@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from npcserver.engine.base import FinishReason, GenerationStats, TextDelta
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
+
+
+def new_id(kind: str) -> str:
+    """A unique completion id ("chatcmpl-…", "talk-…")."""
+    return f"{kind}-{uuid.uuid4().hex[:24]}"
+
+
+def _now() -> int:
+    return int(time.time())
 ResponseKind = Literal["text", "json_object", "json_schema"]
 
 
@@ -54,6 +65,9 @@ class ChatRequest:
     response_format: ResponseFormat | None = None
     continue_final_message: bool = False
     chat_template: str | None = None
+    #: Set when the request is made, so a door can label every streamed chunk before the reply is done.
+    id: str = field(default_factory=lambda: new_id("chatcmpl"))
+    created: int = field(default_factory=_now)
 
 
 @dataclass(frozen=True)
@@ -68,6 +82,8 @@ class TalkRequest:
     #: None keeps the persona's response schema; a value overrides it (``text`` turns it off).
     response_format: ResponseFormat | None = None
     player_name: str = ""
+    id: str = field(default_factory=lambda: new_id("talk"))
+    created: int = field(default_factory=_now)
 
 
 @dataclass(frozen=True)

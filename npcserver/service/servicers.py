@@ -104,12 +104,11 @@ class ChatServicer(_Base, pb_grpc.ChatServiceServicer):
     @streaming(needs_model=True)
     async def StreamChatCompletion(self, request: pb.StreamChatCompletionRequest, context: Any) -> Any:
         chat = convert.chat_request_from_pb(request)
-        head: dict[str, Any] = {}
+        head = {"id": chat.id, "model": self.core.engine.info.id, "created": chat.created}
         async for event in self.core.stream_chat(chat):
             if isinstance(event, TextDelta):
                 yield pb.StreamChatCompletionResponse(delta=pb.ContentDelta(content=event.text), **head)
             elif isinstance(event, Completion):
-                head = {"id": event.id, "model": event.model, "created": event.created}
                 yield pb.StreamChatCompletionResponse(final=convert.final_to_pb(event), **head)
 
 

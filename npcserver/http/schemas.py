@@ -1,0 +1,176 @@
+"""Request bodies of the REST door, and their conversion to the core's request types.
+
+These check only the JSON shape (types, required fields). Value rules (temperature range, empty messages, known
+roles, max_tokens, message size) live in the core, so both doors enforce them the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from npcserver.core.types import (
+    ChatRequest,
+    Conversation,
+    Message,
+    ResponseFormat,
+    SamplingOverrides,
+    TalkRequest,
+    Turn,
+)
+from npcserver.errors import InvalidArgument
+
+
+class _Body(BaseModel):
+    # OpenAI clients send fields we do not use (user, logprobs, ...); ignoring them is what OpenAI-compatible
+    # servers do.
+    model_config = ConfigDict(extra="ignore")
+
+
+class ContentPart(_Body):
+    """One part of a multi-part message content. Only text parts are supported."""
+
+    type: str
+    text: str | None = None
+
+
+class ChatMessageBody(_Body):
+    role: str
+    content: str | list[ContentPart] | None = None
+    name: str | None = None
+
+    def to_core(self, index: int) -> Message:
+        if self.content is None:
+            text = ""
+        elif isinstance(self.content, str):
+            text = self.content
+        else:
+            parts = []
+            for part in self.content:
+                if part.type != "text" or part.text is None:
+                    raise InvalidArgument(
+                        f"messages[{index}].content has a {part.type!r} part; only text parts are supported",
+                        param=f"messages[{index}].content",
+                    )
+                parts.append(part.text)
+            text = "".join(parts)
+        return Message(role=self.role, content=text, name=self.name or "")
+
+
+class JsonSchemaBody(_Body):
+    name: str = ""
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+    strict: bool | None = None
+    description: str | None = None
+
+
+class ResponseFormatBody(_Body):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaBody | None = None
+
+    def to_core(self) -> ResponseFormat:
+        if self.type != "json_schema":
+            return ResponseFormat(type=self.type)
+        if self.json_schema is None or self.json_schema.schema_ is None:
+            raise InvalidArgument(
+                'response_format type json_schema needs json_schema: {"name": ..., "schema": {...}}',
+                param="response_format.json_schema",
+            )
+        return ResponseFormat(type="json_schema", schema=self.json_schema.schema_, name=self.json_schema.name)
+
+
+class StreamOptions(_Body):
+    include_usage: bool = False
+
+
+class _Sampling(_Body):
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    min_p: float | None = None
+    repeat_penalty: float | None = None
+    seed: int | None = None
+    max_tokens: int | None = None
+    #: OpenAI's newer name for max_tokens.
+    max_completion_tokens: int | None = None
+    stop: str | list[str] | None = None
+    #: npcserver extra: a preset name (see GET /v1/presets or ListPresets).
+    preset: str | None = None
+    response_format: ResponseFormatBody | None = None
+
+    def overrides(self) -> SamplingOverrides:
+        stop: tuple[str, ...] = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
+        max_tokens = self.max_tokens if self.max_tokens is not None else self.max_completion_tokens
+        return SamplingOverrides(
+            temperature=self.temperature,
+            top_p=self.top_p,
+            top_k=self.top_k,
+            min_p=self.min_p,
+            repeat_penalty=self.repeat_penalty,
+            seed=self.seed,
+            max_tokens=max_tokens,
+            stop=stop,
+        )
+
+
+class ChatCompletionBody(_Sampling):
+    """POST /v1/chat/completions."""
+
+    model: str = ""
+    messages: list[ChatMessageBody]
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    n: int | None = None
+    continue_final_message: bool = False
+    chat_template: str | None = None
+
+    def to_core(self) -> ChatRequest:
+        if self.n not in (None, 1):
+            raise InvalidArgument(f"n is {self.n}; this server generates exactly one choice (n=1)", param="n")
+        return ChatRequest(
+            messages=tuple(m.to_core(i) for i, m in enumerate(self.messages)),
+            model=self.model,
+            overrides=self.overrides(),
+            preset=self.preset,
+            response_format=self.response_format.to_core() if self.response_format else None,
+            continue_final_message=self.continue_final_message,
+            chat_template=self.chat_template,
+        )
+
+
+class TalkBody(_Sampling):
+    """POST /v1/npcs/{persona_id}/conversations/{conversation_id}:talk."""
+
+    text: str
+    #: False returns the final message as one JSON object instead of an SSE stream.
+    stream: bool = True
+    player_name: str = ""
+
+    def to_core(self, persona_id: str, conversation_id: str) -> TalkRequest:
+        return TalkRequest(
+            persona_id=persona_id,
+            conversation_id=conversation_id,
+            text=self.text,
+            overrides=self.overrides(),
+            preset=self.preset,
+            response_format=self.response_format.to_core() if self.response_format else None,
+            player_name=self.player_name,
+        )
+
+
+class TurnBody(_Body):
+    player_line: str
+    npc_line: str
+    create_time_ms: int = 0
+    player_name: str = ""
+
+
+class ConversationBody(_Body):
+    """PUT /v1/npcs/{persona_id}/conversations/{conversation_id}: what GET returned (the ids come from the path)."""
+
+    turns: list[TurnBody]
+
+    def to_core(self, persona_id: str, conversation_id: str) -> Conversation:
+        turns = tuple(Turn(t.player_line, t.npc_line, t.create_time_ms, t.player_name) for t in self.turns)
+        return Conversation(persona_id=persona_id, conversation_id=conversation_id, turns=turns)
