@@ -12,8 +12,14 @@ from npcserver.errors import NotReady
 class FakeEngine:
     """Streams ``script`` word by word; or raises ``fail_with`` from generate()."""
 
-    def __init__(self, script: str = "Hello there traveler.", *, ready: bool = True,
-                 fail_with: BaseException | None = None, delay_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        script: str = "Hello there traveler.",
+        *,
+        ready: bool = True,
+        fail_with: BaseException | None = None,
+        delay_s: float = 0.0,
+    ) -> None:
         self.script = script
         self._ready = ready
         self.fail_with = fail_with
@@ -28,9 +34,19 @@ class FakeEngine:
     def info(self) -> ModelInfo:
         if not self._ready:
             raise NotReady("the model is still loading")
-        return ModelInfo(id="fake", path="/dev/null", context_size=2048, backend="CPU", gpu_layers=0,
-                         chat_template=None, bos_token="<bos>", eos_token="<eos>", add_bos=False, load_ms=1.0,
-                         created=0)
+        return ModelInfo(
+            id="fake",
+            path="/dev/null",
+            context_size=2048,
+            backend="CPU",
+            gpu_layers=0,
+            chat_template=None,
+            bos_token="<bos>",
+            eos_token="<eos>",
+            add_bos=False,
+            load_ms=1.0,
+            created=0,
+        )
 
     async def start(self) -> None:
         self._ready = True
@@ -46,9 +62,9 @@ class FakeEngine:
         if self.fail_with is not None:
             raise self.fail_with
         words = self.script.split(" ")
-        for i, w in enumerate(words):
+        for w in words:
             await asyncio.sleep(self.delay_s)
-            yield TextDelta((" " if i else " ") + w)
+            yield TextDelta(" " + w)
         yield Finished(GenerationStats("stop", len(request.prompt), len(words)))
 
     async def close(self) -> None:

@@ -42,7 +42,11 @@ def test_cors_origins_from_env_as_a_list(monkeypatch: pytest.MonkeyPatch) -> Non
 def test_invalid_setting_exits_2_naming_the_field() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "npcserver", "serve", "--grpc-port", "70000"],
-        cwd=REPO, capture_output=True, text=True, timeout=60, check=False,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 2
     assert "grpc_port" in result.stderr and "less than or equal to 65535" in result.stderr
@@ -51,9 +55,25 @@ def test_invalid_setting_exits_2_naming_the_field() -> None:
 def test_missing_model_file_fails_fast_with_its_path(tmp_path: Path) -> None:
     missing = tmp_path / "nope.gguf"
     result = subprocess.run(
-        [sys.executable, "-m", "npcserver", "serve", "--model", str(missing), "--grpc-port", "0", "--http-port", "0",
-         "--data-dir", str(tmp_path)],
-        cwd=REPO, capture_output=True, text=True, timeout=60, check=False,
+        [
+            sys.executable,
+            "-m",
+            "npcserver",
+            "serve",
+            "--model",
+            str(missing),
+            "--grpc-port",
+            "0",
+            "--http-port",
+            "0",
+            "--data-dir",
+            str(tmp_path),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 1
     assert str(missing) in result.stderr

@@ -49,6 +49,7 @@ async def _closing(events: AsyncIterator[Any]) -> AsyncIterator[AsyncIterator[An
         if close is not None:
             await close()
 
+
 MAX_STOP = 16
 MAX_PAGE = 1000
 DEFAULT_PAGE = 100

@@ -19,6 +19,8 @@ def new_id(kind: str) -> str:
 
 def _now() -> int:
     return int(time.time())
+
+
 ResponseKind = Literal["text", "json_object", "json_schema"]
 
 

@@ -104,12 +104,14 @@ class ChatServicer(_Base, pb_grpc.ChatServiceServicer):
     @streaming(needs_model=True)
     async def StreamChatCompletion(self, request: pb.StreamChatCompletionRequest, context: Any) -> Any:
         chat = convert.chat_request_from_pb(request)
-        head = {"id": chat.id, "model": self.core.engine.info.id, "created": chat.created}
+        model = self.core.engine.info.id
         async for event in self.core.stream_chat(chat):
+            msg = pb.StreamChatCompletionResponse(id=chat.id, model=model, created=chat.created)
             if isinstance(event, TextDelta):
-                yield pb.StreamChatCompletionResponse(delta=pb.ContentDelta(content=event.text), **head)
+                msg.delta.content = event.text
             elif isinstance(event, Completion):
-                yield pb.StreamChatCompletionResponse(final=convert.final_to_pb(event), **head)
+                msg.final.CopyFrom(convert.final_to_pb(event))
+            yield msg
 
 
 class ConversationServicer(_Base, pb_grpc.ConversationServiceServicer):
