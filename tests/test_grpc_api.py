@@ -486,3 +486,17 @@ def test_api_key_is_required_when_configured(server_factory: Any) -> None:
     ok = anon.presets.ListPresets(pb.ListPresetsRequest(), metadata=(("authorization", "Bearer s3cret"),))
     assert ok.presets
     anon.channel.close()
+
+
+def test_concurrent_talks_on_one_conversation_are_serialized(api: Api) -> None:
+    conv = conv_id()
+    lines = ["First question?", "Second question?"]
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        finals = list(pool.map(lambda t: api.talk("tavern_keeper", conv, t, max_tokens=16)[1], lines))
+    history = api.conv.GetConversation(pb.GetConversationRequest(persona_id="tavern_keeper", conversation_id=conv))
+    turns = history.conversation.turns
+    assert sorted(t.player_line for t in turns) == sorted(lines)
+    # One ran after the other: the later turn was generated with the earlier one in its prompt.
+    earlier, later = sorted(finals, key=lambda f: f.usage.prompt_tokens)
+    assert later.usage.prompt_tokens > earlier.usage.prompt_tokens
+    assert [t.npc_line for t in turns] == [earlier.message.content, later.message.content]
