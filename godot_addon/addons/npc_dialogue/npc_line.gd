@@ -1,0 +1,42 @@
+class_name NpcLine
+extends RefCounted
+## What [method NpcDialogue.say] returns: the NPC's whole line, or why there is none.
+##
+## [codeblock]
+## var line: NpcLine = await $Greta.say("Any rooms free?")
+## if line.ok:
+##     print(line.text)
+## [/codeblock]
+
+## True when the line completed (status OK).
+var ok := false
+## The whole reply: the concatenation of every delta.
+var text := ""
+## The parsed structured payload, when the persona has a response schema and the reply matched it.
+var data: Dictionary = {}
+## True when a response schema applied to this line (see [member data], [member structured_error]).
+var structured := false
+## Why the structured reply did not match its schema (empty when it did, or when none applied).
+var structured_error := ""
+## True when the line was cancelled (by [method NpcDialogue.cancel] or a newer [code]say()[/code]).
+var cancelled := false
+## The [enum NpcGrpcWeb.Status] code: 0 when ok.
+var status_code := -1
+## The error message, when not ok.
+var error_message := ""
+## Why generation stopped (an [enum NpcProto.FinishReason] value).
+var finish_reason := 0
+## How many deltas streamed in.
+var delta_count := 0
+## Tokens in the prompt.
+var prompt_tokens := 0
+## Tokens generated.
+var completion_tokens := 0
+## Milliseconds from the request to the first token, as the server measured it.
+var time_to_first_token_ms := 0.0
+## Milliseconds the request waited for the server's engine (other NPCs' lines ahead of it).
+var queue_ms := 0.0
+## Oldest turns left out of the prompt to fit the model's context window.
+var truncated_turns := 0
+## What the player said.
+var player_text := ""

@@ -1,0 +1,240 @@
+extends NpcTestCase
+## NpcDialogue, NpcClient and NpcNarrator against the real npcserver (real model) over the web
+## HTTPClient, plus a refused port and a server that never answers (both set up by pytest).
+
+const TAVERN := "tavern_keeper"
+const SHIP := "ship_ai"
+
+
+## The reply streams as several delta signals, then one line_finished whose
+## text equals the deltas joined and the awaited NpcLine's text; the narrator types the same text.
+func test_deltas_stream_before_the_line_finishes() -> void:
+	var npc := make_dialogue(TAVERN, "stream")
+	var recorder := Recorder.new(npc)
+	var label := RichTextLabel.new()
+	add_child(label)
+	var narrator := NpcNarrator.new()
+	narrator.label = label
+	narrator.characters_per_second = 400.0
+	add_child(narrator)
+	narrator.dialogue = npc
+	var line: NpcLine = await npc.say("Good evening. What's on the menu?")
+	if not check(line.ok, "the line completed: %s" % line.error_message):
+		return
+	var deltas := recorder.named("delta")
+	check(deltas.size() >= 2, "several deltas arrived (%d)" % deltas.size())
+	var names := recorder.names()
+	check_eq(names[0], "started", "line_started comes first")
+	check_eq(names[-1], "finished", "line_finished comes last")
+	check_eq(names.count("finished"), 1, "one line_finished")
+	check_eq(line.text, recorder.delta_text(), "awaited text == concatenated deltas")
+	check_eq(recorder.named("finished")[0][1], line.text, "line_finished text == awaited text")
+	check(recorder.named("finished")[0][2].is_empty(), "no structured data for a free-text persona")
+	check(not line.structured, "free text is not structured")
+	check_eq(line.delta_count, deltas.size(), "NpcLine counts the deltas")
+	check(line.completion_tokens > 0, "usage reported (%d tokens)" % line.completion_tokens)
+	var waited := 0.0
+	while narrator.is_typing() and waited < 10.0:
+		await get_tree().process_frame
+		waited += get_process_delta_time()
+	check(not narrator.is_typing(), "the narrator finished typing")
+	check_eq(label.get_parsed_text(), line.text, "the narrator typed the whole line")
+	check_eq(narrator.get_text(), line.text, "the narrator's text")
+	check_eq(label.visible_characters, -1, "all characters visible")
+	label.queue_free()
+	narrator.queue_free()
+
+
+## A long reply (pytest's persona forces one) reaches the game piece by piece over many frames,
+## not in one lump at the end: the body is read as it arrives.
+func test_a_long_reply_streams_over_many_frames() -> void:
+	var npc := make_dialogue(str(config["long_persona"]), "long")
+	npc.max_tokens = 80
+	var frames := {}
+	var first_ms := [0]
+	npc.delta_received.connect(
+		func(_t: String) -> void:
+			frames[Engine.get_process_frames()] = true
+			if first_ms[0] == 0:
+				first_ms[0] = Time.get_ticks_msec()
+	)
+	var finished_ms := [0]
+	npc.line_finished.connect(
+		func(_t: String, _d: Dictionary) -> void: finished_ms[0] = Time.get_ticks_msec()
+	)
+	var line: NpcLine = await npc.say("Tell the story of the storm.")
+	check(line.ok, "the line completed: %s" % line.error_message)
+	check(line.delta_count >= 40, "many deltas (%d)" % line.delta_count)
+	check(frames.size() >= 4, "deltas arrived in %d different frames" % frames.size())
+	var spread: int = finished_ms[0] - first_ms[0]
+	check(spread >= 200, "the first delta came %d ms before the line finished" % spread)
+
+
+## A persona with a response schema yields its payload as a Dictionary.
+func test_structured_persona_yields_a_dictionary() -> void:
+	var npc := make_dialogue(SHIP, "structured")
+	npc.max_tokens = 200  # room for the whole JSON object, so it is never cut off
+	var recorder := Recorder.new(npc)
+	var line: NpcLine = await npc.say("Status report.")
+	if not check(line.ok, "the line completed: %s" % line.error_message):
+		return
+	check(line.structured, "a schema applied")
+	check_eq(line.structured_error, "", "the reply matched the schema")
+	check(line.data is Dictionary and line.data.has("line"), "data has line: %s" % line.data)
+	check(str(line.data.get("emotion")) in ["calm", "concerned", "pleased", "alarmed"], "emotion")
+	check(line.data.has("action"), "data has action")
+	var finished := recorder.named("finished")
+	check(finished.size() == 1 and finished[0][2] == line.data, "line_finished carries the data")
+	check(recorder.named("delta").size() >= 2, "structured replies stream too")
+
+
+## An unknown persona fails with NOT_FOUND on the failed signal, the NpcLine and the client.
+func test_unknown_persona_fails_with_not_found() -> void:
+	var npc := make_dialogue("no_such_persona", "missing")
+	var recorder := Recorder.new(npc)
+	var client_failures: Array = []
+	npc.client.call_failed.connect(
+		func(path: String, code: int, _m: String) -> void: client_failures.append([path, code])
+	)
+	var line: NpcLine = await npc.say("Hello?")
+	check(not line.ok, "the line failed")
+	check_eq(line.status_code, NpcGrpcWeb.Status.NOT_FOUND, "status")
+	check(
+		"no_such_persona" in line.error_message, "message names the persona: " + line.error_message
+	)
+	var failed := recorder.named("failed")
+	check(failed.size() == 1 and failed[0][1] == NpcGrpcWeb.Status.NOT_FOUND, "failed signal")
+	check(recorder.named("finished").is_empty(), "no line_finished")
+	await get_tree().process_frame
+	check_eq(client_failures.size(), 1, "NpcClient.call_failed fired")
+
+
+## cancel() mid-stream ends the line at once: nothing more arrives, the server stops generating
+## (the next line is not queued behind it) and stores no turn. The persona (made by pytest) has a
+## schema that forces a reply of hundreds of tokens, so the cancel always lands mid-stream.
+func test_cancel_stops_the_stream() -> void:
+	var npc := make_dialogue(str(config["long_persona"]), "cancel")
+	var recorder := Recorder.new(npc)
+	var deltas_at_cancel := [0]
+	npc.delta_received.connect(
+		func(_t: String) -> void:
+			if recorder.named("delta").size() == 3:
+				deltas_at_cancel[0] = 3
+				npc.cancel()
+	)
+	var line: NpcLine = await npc.say("Tell the whole story of the storm.")
+	check_eq(deltas_at_cancel[0], 3, "cancelled on the third delta")
+	check(line.cancelled, "the line reports cancelled")
+	check_eq(line.status_code, NpcGrpcWeb.Status.CANCELLED, "status")
+	check(not npc.is_talking(), "not talking any more")
+	check_eq(recorder.named("delta").size(), 3, "no delta after the cancel")
+	check_eq(recorder.named("cancelled").size(), 1, "line_cancelled fired")
+	check(recorder.named("finished").is_empty(), "no line_finished")
+	check(recorder.named("failed").is_empty(), "a cancel is not a failure")
+	# The server runs one sequence at a time: a line still generating (about 20 s when not stopped)
+	# would hold this one in the queue. Chromium may keep an aborted HTTP/1.1 response open for up
+	# to 5 s to drain it for reuse, so the server can hear of the cancel up to 5 s late on the web.
+	var next := make_dialogue(TAVERN, "after-cancel")
+	next.max_tokens = 4
+	var quick: NpcLine = await next.say("Hello.")
+	check(quick.ok, "the next line completed: %s" % quick.error_message)
+	print("queue wait after cancel: %.0f ms" % quick.queue_ms)
+	check(
+		quick.queue_ms < 8000.0,
+		"the cancelled line stopped (next line queued %.0f ms)" % quick.queue_ms
+	)
+	await wait_seconds(0.5)
+	check_eq(recorder.named("delta").size(), 3, "still no deltas after the cancel")
+	var history := await npc.get_history()
+	check_eq(history.size(), 0, "the server stored no turn for the cancelled line")
+	print("CANCELLED_CONVERSATION %s %s" % [npc.persona_id, npc.conversation_id])
+	npc.max_tokens = 8
+	var again: NpcLine = await npc.say("The storm clears.")
+	check(again.ok, "the same node talks again after a cancel: %s" % again.error_message)
+
+
+## History, export (Dictionary and bytes), reset and import restore a conversation exactly.
+func test_export_then_import_restores_the_conversation() -> void:
+	var npc := make_dialogue(TAVERN, "save")
+	npc.max_tokens = 16
+	var first: NpcLine = await npc.say("Is there a room for the night?")
+	var second: NpcLine = await npc.say("How much for the stew?")
+	if not check(first.ok and second.ok, "both lines completed"):
+		return
+	var history := await npc.get_history()
+	check_eq(history.size(), 2, "two turns stored")
+	check_eq(history[0]["player_line"], "Is there a room for the night?", "first player line")
+	check_eq(history[1]["npc_line"], second.text, "second reply")
+	var saved := await npc.export_conversation()
+	var saved_bytes := await npc.export_conversation_bytes()
+	check_eq(saved.get("turns", []).size(), 2, "the export holds both turns")
+	check(saved_bytes.size() > 20, "the byte export is not empty")
+	# A save file usually goes through JSON, which turns ints into floats.
+	var from_save: Variant = JSON.parse_string(JSON.stringify(saved))
+	check_eq(await npc.reset(), 2, "reset forgot two turns")
+	check_eq((await npc.get_history()).size(), 0, "history empty after reset")
+	check_eq(await npc.import_conversation(from_save), 2, "imported two turns from the Dictionary")
+	check_eq(await npc.get_history(), history, "the Dictionary import restored the history")
+	check_eq(await npc.reset(), 2, "reset again")
+	check_eq(await npc.import_conversation(saved_bytes), 2, "imported two turns from bytes")
+	check_eq(await npc.get_history(), history, "the byte import restored the history")
+	var other := make_dialogue(TAVERN, "save-copy")
+	check_eq(
+		await other.import_conversation(saved), 2, "an export imports into another conversation"
+	)
+	check_eq((await other.get_history()).size(), 2, "the copy has the turns")
+	check_eq(await npc.import_conversation("not a save"), -1, "a bad save is rejected")
+
+
+## Preset, temperature, max_tokens and seed overrides reach the server; bad ones fail precisely.
+func test_overrides_and_server_errors() -> void:
+	var npc := make_dialogue(TAVERN, "overrides")
+	npc.preset = "factual"
+	npc.temperature = 0.0
+	npc.max_tokens = 6
+	npc.seed_value = 7
+	var line: NpcLine = await npc.say("Hello.")
+	check(line.ok, "the overridden line completed: %s" % line.error_message)
+	check(line.completion_tokens <= 6, "max_tokens respected (%d)" % line.completion_tokens)
+	npc.preset = "no_such_preset"
+	var bad_preset: NpcLine = await npc.say("Hello.")
+	check_eq(bad_preset.status_code, NpcGrpcWeb.Status.NOT_FOUND, "unknown preset")
+	check("no_such_preset" in bad_preset.error_message, "message: " + bad_preset.error_message)
+	npc.preset = ""
+	npc.temperature = 5.0
+	var bad_temperature: NpcLine = await npc.say("Hello.")
+	check_eq(bad_temperature.status_code, NpcGrpcWeb.Status.INVALID_ARGUMENT, "temperature 5")
+	check(
+		"temperature" in bad_temperature.error_message, "message: " + bad_temperature.error_message
+	)
+	var fresh := make_dialogue(TAVERN, "never-used")
+	check_eq((await fresh.get_history()).size(), 0, "a new conversation has no history")
+	check_eq(await fresh.reset(), 0, "resetting it forgets nothing")
+
+
+## A port nobody listens on gives UNAVAILABLE with a message naming the server.
+func test_refused_connection_fails_clearly() -> void:
+	var client := make_client("refused_port")
+	var npc := make_dialogue(TAVERN, "refused", client)
+	var recorder := Recorder.new(npc)
+	var line: NpcLine = await npc.say("Anyone there?")
+	check_eq(line.status_code, NpcGrpcWeb.Status.UNAVAILABLE, "status")
+	var port := str(int(config["refused_port"]))
+	check(port in line.error_message, "message names the port: %s" % line.error_message)
+	check_eq(recorder.named("failed").size(), 1, "failed signal")
+
+
+## A server that accepts the request and never answers hits the idle timeout; the API key is sent.
+func test_timeout_fails_with_deadline_exceeded() -> void:
+	var client := make_client("stall_port")
+	client.idle_timeout_s = 1.5
+	client.api_key = str(config["api_key"])
+	var npc := make_dialogue(TAVERN, "stall", client)
+	var recorder := Recorder.new(npc)
+	var started := Time.get_ticks_msec()
+	var line: NpcLine = await npc.say("Hello?")
+	var took := (Time.get_ticks_msec() - started) / 1000.0
+	check_eq(line.status_code, NpcGrpcWeb.Status.DEADLINE_EXCEEDED, "status")
+	check("timed out" in line.error_message, "message: " + line.error_message)
+	check(took >= 1.4 and took < 10.0, "gave up after the idle timeout (%.1f s)" % took)
+	check_eq(recorder.named("failed").size(), 1, "failed signal")
