@@ -295,10 +295,17 @@ class _Response:
         self._text = text
         self.headers_sent = False
         self.messages = 0
+        #: Set for server-streaming calls. A browser that aborts a fetch may keep a keep-alive connection open
+        #: for seconds to reuse it (seen with Godot's web build in Chromium), so the server would hear of the
+        #: cancel late and keep generating. A connection per stream makes an abort a disconnect at once.
+        self.close_connection = False
 
     def _headers(self) -> list[tuple[bytes, bytes]]:
         content_type = CONTENT_TYPE_TEXT if self._text else CONTENT_TYPE_BINARY
-        return [(b"content-type", content_type.encode()), (b"grpc-accept-encoding", b"identity")]
+        headers = [(b"content-type", content_type.encode()), (b"grpc-accept-encoding", b"identity")]
+        if self.close_connection:
+            headers.append((b"connection", b"close"))
+        return headers
 
     def _body(self, frame: bytes) -> bytes:
         return base64.b64encode(frame) if self._text else frame
@@ -377,6 +384,7 @@ class GrpcWebBridge:
         if handler.request_streaming:
             await response.finish(grpc.StatusCode.UNIMPLEMENTED, f"{path} streams requests, which gRPC-Web cannot do")
             return
+        response.close_connection = handler.response_streaming
         encoding = headers.get("grpc-encoding", "identity")
         if encoding != "identity":
             message = f"grpc-encoding {encoding} is not supported; use identity"
