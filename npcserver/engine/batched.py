@@ -60,7 +60,7 @@ from npcserver.engine.base import (
     TextDelta,
 )
 from npcserver.engine.batched_sampling import CandidateBuffer, SequenceSampler
-from npcserver.engine.llama_engine import StreamDecoder, _backend, _cpu_count
+from npcserver.engine.common import GrammarCheck, StreamDecoder, check_request, cpu_count, detect_backend
 from npcserver.engine.model import model_id_for
 from npcserver.errors import Internal, InvalidArgument, NotReady, NpcError, QueueFull
 
@@ -69,7 +69,6 @@ logger = logging.getLogger(__name__)
 #: Context length per sequence when ``ctx_size`` is 0 and the model's own window is larger: every sequence gets
 #: its own share of the KV cache, so the model's 32k window times 8 sequences would not fit in RAM.
 DEFAULT_CTX_PER_SEQUENCE = 4096
-_GRAMMAR_CACHE = 256
 
 _llama_log_cb: object = None  # keeps the ctypes callback alive for as long as the process runs
 
@@ -185,7 +184,7 @@ class BatchedEngine:
         self._path = Path(model_path)
         self._model_id = model_id or model_id_for(self._path)
         self._n_gpu_layers = n_gpu_layers
-        self._threads = threads if threads > 0 else _cpu_count()
+        self._threads = threads if threads > 0 else cpu_count()
         self._ctx_req = ctx_size
         self._max_queue = max_queue
         self._n_batch = n_batch
@@ -214,9 +213,7 @@ class BatchedEngine:
         self._slots: list[_Slot] = []
         self._waiting: deque[_Job] = deque()
         self._active: list[_Job] = []
-        self._grammar_lock = threading.Lock()
-        # Grammars llama.cpp has already parsed, so each is checked once (LRU).
-        self._good_grammars: OrderedDict[str, None] = OrderedDict()
+        self._grammars = GrammarCheck()
         #: Counters for tests and the benchmark.
         self.steps = 0
         self.tokens_decoded = 0
@@ -345,7 +342,7 @@ class BatchedEngine:
         self._slots = [_Slot(seq_id=i) for i in range(self._n_seq)]
 
         n_layer = ll.llama_model_n_layer(model)
-        backend, devices = _backend()
+        backend, devices = detect_backend()
         if backend == "CPU" or not ll.llama_supports_gpu_offload():
             gpu_layers = 0
         else:
@@ -418,20 +415,9 @@ class BatchedEngine:
     def _submit(self, request: GenerationRequest) -> _Job:
         if not self.ready:
             raise NotReady("the model is still loading; retry when the server reports SERVING")
-        prompt = request.prompt
-        if not prompt:
-            raise InvalidArgument("the prompt is empty", param="messages")
-        if len(prompt) >= self._n_ctx_seq:
-            raise InvalidArgument(
-                f"the prompt has {len(prompt)} tokens but the context window holds {self._n_ctx_seq}; shorten it",
-                param="messages",
-            )
-        if min(prompt) < 0 or max(prompt) >= self._n_vocab:
-            raise InvalidArgument(f"prompt token ids must be in [0, {self._n_vocab})", param="prompt")
-        if request.params.max_tokens < 0:
-            raise InvalidArgument("max_tokens must be >= 0 (0 = until a stop)", param="max_tokens")
-        if request.grammar:
-            self._check_grammar(request.grammar)
+        check_request(
+            request, context_size=self._n_ctx_seq, n_vocab=self._n_vocab, vocab=self._vocab, grammars=self._grammars
+        )
         job = _Job(
             request=request, loop=asyncio.get_running_loop(), events=asyncio.Queue(), submitted=time.perf_counter()
         )
@@ -445,26 +431,6 @@ class BatchedEngine:
             self._incoming.append(job)
             self._lock.notify()
         return job
-
-    def _check_grammar(self, grammar: str) -> None:
-        """Raises InvalidArgument before anything is queued when llama.cpp cannot parse the grammar."""
-        with self._grammar_lock:
-            if grammar in self._good_grammars:
-                self._good_grammars.move_to_end(grammar)
-                return
-        # Parsing reads only the vocabulary: safe beside a running decode.
-        smpl = ll.llama_sampler_init_grammar(self._vocab, grammar.encode("utf-8"), b"root")
-        if not smpl:
-            raise InvalidArgument(
-                "the response format's grammar failed to compile in llama.cpp (see the server log for the parse "
-                "error); simplify the schema",
-                param="response_format",
-            )
-        ll.llama_sampler_free(smpl)
-        with self._grammar_lock:
-            self._good_grammars[grammar] = None
-            if len(self._good_grammars) > _GRAMMAR_CACHE:
-                self._good_grammars.popitem(last=False)
 
     # ---------------------------------------------------------------------------------------------- scheduler
 

@@ -17,14 +17,13 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 
 import asyncio
-import codecs
 import ctypes
 import logging
 import math
 import random
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +43,7 @@ from npcserver.engine.base import (
     SamplingParams,
     TextDelta,
 )
+from npcserver.engine.common import GrammarCheck, StreamDecoder, check_request, cpu_count, detect_backend
 from npcserver.engine.model import model_id_for
 from npcserver.errors import Internal, InvalidArgument, NotReady, NpcError, QueueFull
 
@@ -51,63 +51,9 @@ logger = logging.getLogger(__name__)
 
 #: How many recent tokens the repeat penalty looks at (llama.cpp's default).
 _PENALTY_LAST_N = 64
-_GRAMMAR_CACHE = 256
 #: How many of the most likely tokens the grammar judges, in turn, before it judges the whole vocabulary.
 _GRAMMAR_SHORTLISTS = (1024, 16384)
 _NEG_INF = -math.inf
-
-
-class StreamDecoder:
-    """Token bytes in, text safe to show out.
-
-    Never ends inside a multi-byte UTF-8 character (a token may carry half of one), cuts the text at the first
-    stop string, and holds back a tail that could be the start of a stop string until the next piece decides.
-    """
-
-    def __init__(self, stop: tuple[str, ...] = ()) -> None:
-        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self._stops = tuple(s for s in stop if s)
-        self._held = ""
-        #: True once a stop string was seen; push() returns the text before it.
-        self.stopped = False
-
-    def push(self, piece: bytes) -> str:
-        """Adds one token's bytes; returns the text that can be shown now."""
-        new = self._decoder.decode(piece)
-        if not self._stops:
-            return new
-        buf = self._held + new
-        cut = -1
-        for s in self._stops:
-            i = buf.find(s)
-            if i != -1 and (cut == -1 or i < cut):
-                cut = i
-        if cut != -1:
-            self.stopped = True
-            self._held = ""
-            return buf[:cut]
-        keep = self._partial_stop_len(buf)
-        if keep:
-            self._held = buf[-keep:]
-            return buf[:-keep]
-        self._held = ""
-        return buf
-
-    def flush(self) -> str:
-        """At the end of generation: the held-back text, plus U+FFFD for a character left incomplete."""
-        out = self._held + self._decoder.decode(b"", final=True)
-        self._held = ""
-        return out
-
-    def _partial_stop_len(self, buf: str) -> int:
-        # Longest suffix of buf that is a proper prefix of some stop string.
-        best = 0
-        for s in self._stops:
-            for k in range(min(len(s) - 1, len(buf)), best, -1):
-                if buf.endswith(s[:k]):
-                    best = k
-                    break
-        return best
 
 
 @dataclass(eq=False)
@@ -147,7 +93,7 @@ class LlamaEngine:
         self._model_path = Path(model_path)
         self._model_id = model_id or model_id_for(self._model_path)
         self._n_gpu_layers = n_gpu_layers
-        self._threads = threads if threads > 0 else _cpu_count()
+        self._threads = threads if threads > 0 else cpu_count()
         self._ctx_size = ctx_size
         self._max_queue = max_queue
         self._n_batch = n_batch
@@ -161,8 +107,7 @@ class LlamaEngine:
         self._worker: threading.Thread | None = None
         self._start_lock = asyncio.Lock()
         # Grammars llama.cpp has already parsed successfully, so each is checked once (LRU).
-        self._good_grammars: OrderedDict[str, None] = OrderedDict()
-        self._grammar_lock = threading.Lock()
+        self._grammars = GrammarCheck()
 
         # Set at load; used by the worker on every token.
         self._vocab: Any = None
@@ -289,7 +234,7 @@ class LlamaEngine:
         self._prefilters = [llama_cpp.llama_sampler_init_top_k(k) for k in _GRAMMAR_SHORTLISTS if k < self._n_vocab]
 
         n_layer = int(llama_cpp.llama_model_n_layer(llm.model))
-        backend, devices = _backend()
+        backend, devices = detect_backend()
         if backend == "CPU" or not llama_cpp.llama_supports_gpu_offload():
             gpu_layers = 0
         else:
@@ -347,40 +292,9 @@ class LlamaEngine:
     def _validate(self, request: GenerationRequest) -> None:
         if not self.ready:
             raise NotReady("the model is not loaded yet; retry shortly")
-        prompt = request.prompt
-        if not prompt:
-            raise InvalidArgument("the prompt is empty", param="messages")
-        if len(prompt) >= self._n_ctx:
-            raise InvalidArgument(
-                f"the prompt has {len(prompt)} tokens but the context window holds {self._n_ctx}; shorten it",
-                param="messages",
-            )
-        lo, hi = min(prompt), max(prompt)
-        if lo < 0 or hi >= self._n_vocab:
-            raise InvalidArgument(f"prompt token ids must be in [0, {self._n_vocab})", param="prompt")
-        if request.params.max_tokens < 0:
-            raise InvalidArgument("max_tokens must be >= 0 (0 = until a stop)", param="max_tokens")
-        if request.grammar:
-            self._check_grammar(request.grammar)
-
-    def _check_grammar(self, grammar: str) -> None:
-        with self._grammar_lock:
-            if grammar in self._good_grammars:
-                self._good_grammars.move_to_end(grammar)
-                return
-        # Parsing reads only the vocabulary: safe beside a running decode.
-        smpl = llama_cpp.llama_sampler_init_grammar(self._vocab, grammar.encode("utf-8"), b"root")
-        if not smpl:
-            raise InvalidArgument(
-                "the response format's grammar failed to compile in llama.cpp (see the server log for the parse "
-                "error); simplify the schema",
-                param="response_format",
-            )
-        llama_cpp.llama_sampler_free(smpl)
-        with self._grammar_lock:
-            self._good_grammars[grammar] = None
-            if len(self._good_grammars) > _GRAMMAR_CACHE:
-                self._good_grammars.popitem(last=False)
+        check_request(
+            request, context_size=self._n_ctx, n_vocab=self._n_vocab, vocab=self._vocab, grammars=self._grammars
+        )
 
     # -- the worker thread -----------------------------------------------------------------------------------
 
@@ -569,51 +483,3 @@ class LlamaEngine:
             self._piece_buf = buf = ctypes.create_string_buffer(-n)
             n = llama_cpp.llama_token_to_piece(self._vocab, tok, buf, len(buf), 0, False)
         return buf.raw[:n]
-
-
-def _cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
-_GGML_DEV_GPU = 1
-_GGML_DEV_ACCEL = 2
-_GGML_DEV_IGPU = 3
-_BACKEND_NAMES = {"MTL": "Metal", "METAL": "Metal", "CUDA": "CUDA", "ROCM": "ROCm", "HIP": "ROCm", "VULKAN": "Vulkan"}
-
-
-def _backend() -> tuple[str, str]:
-    """The compute backend llama.cpp will use ("CPU", "CUDA", "Metal", ...) and a description of its devices."""
-    try:
-        lib = ctypes.CDLL(str(Path(llama_cpp.__file__).parent / "lib" / "libggml.so"))
-        lib.ggml_backend_dev_count.restype = ctypes.c_size_t
-        lib.ggml_backend_dev_get.restype = ctypes.c_void_p
-        lib.ggml_backend_dev_get.argtypes = [ctypes.c_size_t]
-        lib.ggml_backend_dev_name.restype = ctypes.c_char_p
-        lib.ggml_backend_dev_name.argtypes = [ctypes.c_void_p]
-        lib.ggml_backend_dev_description.restype = ctypes.c_char_p
-        lib.ggml_backend_dev_description.argtypes = [ctypes.c_void_p]
-        lib.ggml_backend_dev_type.restype = ctypes.c_int
-        lib.ggml_backend_dev_type.argtypes = [ctypes.c_void_p]
-        gpus: list[tuple[str, str]] = []
-        cpus: list[str] = []
-        for i in range(lib.ggml_backend_dev_count()):
-            dev = lib.ggml_backend_dev_get(i)
-            name = (lib.ggml_backend_dev_name(dev) or b"").decode(errors="replace")
-            desc = (lib.ggml_backend_dev_description(dev) or b"").decode(errors="replace")
-            if lib.ggml_backend_dev_type(dev) in (_GGML_DEV_GPU, _GGML_DEV_ACCEL, _GGML_DEV_IGPU):
-                gpus.append((name, desc))
-            else:
-                cpus.append(desc or name)
-    except (OSError, AttributeError):  # a build without the ggml device API: fall back to the summary string
-        info = llama_cpp.llama_print_system_info().decode(errors="replace")
-        for key, label in _BACKEND_NAMES.items():
-            if f"{key} :" in info.upper():
-                return label, label
-        return "CPU", "CPU"
-    if gpus and llama_cpp.llama_supports_gpu_offload():
-        base = gpus[0][0].rstrip("0123456789").upper()
-        return _BACKEND_NAMES.get(base, base or "GPU"), ", ".join(f"{n}: {d}" for n, d in gpus)
-    return "CPU", ", ".join(cpus) or "CPU"
