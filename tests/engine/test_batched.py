@@ -183,7 +183,11 @@ async def test_json_schema_output_is_valid_with_the_fast_grammar_path(batched: B
         "properties": {
             "line": {"type": "string", "maxLength": 60},
             "emotion": {"type": "string", "enum": ["calm", "angry", "happy"]},
-            "action": {"type": "object", "properties": {"kind": {"type": "string"}}, "required": ["kind"]},
+            "action": {
+                "type": "object",
+                "properties": {"kind": {"type": "string", "maxLength": 24}},
+                "required": ["kind"],
+            },
         },
         "required": ["line", "emotion", "action"],
     }
