@@ -399,8 +399,34 @@ class NpcHttp(_OpenAIHttp):
         return body
 
 
-class LlamaServer(_OpenAIHttp):
+class _ServedProcess(_OpenAIHttp):
+    """An OpenAI-style HTTP peer that runs as a subprocess: started, polled at ``ready_path`` until it answers."""
+
+    process: _Process
+    ready_path = "/v1/models"
+
+    async def start(self) -> None:
+        self.process.start()
+        await super().start()
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            self.process.check_alive()
+            with contextlib.suppress(httpx.HTTPError):
+                r = await self.client.get(self.ready_path)
+                if r.status_code == 200:
+                    return
+            await asyncio.sleep(0.3)
+        raise RuntimeError(f"{self.name} did not get ready:\n" + "".join(self.process.log[-40:]))
+
+    async def stop(self) -> None:
+        await super().stop()
+        self.process.stop()
+
+
+class LlamaServer(_ServedProcess):
     """Native llama-server with ``-np`` slots, continuous batching and its prompt cache."""
+
+    ready_path = "/health"
 
     def __init__(self, binary: Path, model: Path, threads: int, ctx_per_slot: int, slots: int, omp: str) -> None:
         self.port = free_port()
@@ -411,23 +437,6 @@ class LlamaServer(_OpenAIHttp):
             "-c", str(ctx_per_slot * slots), "--host", "127.0.0.1", "--port", str(self.port), "--no-webui",
         ]  # fmt: skip
         self.process = _Process(cmd, bench_env(omp), self.name)
-
-    async def start(self) -> None:
-        self.process.start()
-        await super().start()
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            self.process.check_alive()
-            with contextlib.suppress(httpx.HTTPError):
-                r = await self.client.get("/health")
-                if r.status_code == 200:
-                    return
-            await asyncio.sleep(0.3)
-        raise RuntimeError("llama-server did not get ready:\n" + "".join(self.process.log[-40:]))
-
-    async def stop(self) -> None:
-        await super().stop()
-        self.process.stop()
 
     def body(
         self, text: str, max_tokens: int, stop: list[str], json_schema: dict[str, Any] | None, rp: float
@@ -448,7 +457,7 @@ class LlamaServer(_OpenAIHttp):
         return body
 
 
-class LlamaCppServer(_OpenAIHttp):
+class LlamaCppServer(_ServedProcess):
     """``python -m llama_cpp.server``: llama-cpp-python's OpenAI server (one sequence, behind a lock)."""
 
     concurrent = True
@@ -463,23 +472,6 @@ class LlamaCppServer(_OpenAIHttp):
             "--interrupt_requests", "False",  # serve concurrent requests one after another instead of cutting them off
         ]  # fmt: skip
         self.process = _Process(cmd, bench_env(omp), self.name)
-
-    async def start(self) -> None:
-        self.process.start()
-        await super().start()
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            self.process.check_alive()
-            with contextlib.suppress(httpx.HTTPError):
-                r = await self.client.get("/v1/models")
-                if r.status_code == 200:
-                    return
-            await asyncio.sleep(0.3)
-        raise RuntimeError("llama_cpp.server did not get ready:\n" + "".join(self.process.log[-40:]))
-
-    async def stop(self) -> None:
-        await super().stop()
-        self.process.stop()
 
     def body(
         self, text: str, max_tokens: int, stop: list[str], json_schema: dict[str, Any] | None, rp: float
