@@ -64,6 +64,7 @@ class NpcServer:
         from npcserver.engine.model import resolve_model_path
 
         model_path = await asyncio.to_thread(resolve_model_path, s.model, s.cache_dir)
+        # The composition root picks the backend; the core sees only the Store protocol.
         store = SqliteStore(s.data_dir / "npcserver.db")
         log.info("conversations and personas are stored in %s", store.path)
         presets = PresetBook(s.default_preset, s.presets_file)

@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import Any
 
+from npcserver.clock import now_ms
 from npcserver.core import personas as rules
 from npcserver.core.presets import PresetBook, check_sampling
 from npcserver.core.prompt import BuiltPrompt, PromptBuilder
@@ -34,7 +35,7 @@ from npcserver.core.types import (
 )
 from npcserver.engine.base import Engine, Finished, GenerationRequest, SamplingParams, TextDelta
 from npcserver.errors import AlreadyExists, Internal, InvalidArgument, NotFound
-from npcserver.store.sqlite import SqliteStore, now_ms
+from npcserver.store.base import Store
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ class NpcCore:
     def __init__(
         self,
         engine: Engine,
-        store: SqliteStore,
+        store: Store,
         presets: PresetBook,
         *,
         default_max_tokens: int = 256,

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from npcserver.engine.base import FinishReason, GenerationStats, TextDelta
+# The store owns the turn record (it imports nothing from the core); re-exported so core code names it here too.
+from npcserver.store.base import Turn as Turn
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
 
@@ -124,16 +126,6 @@ class Persona:
     stop: tuple[str, ...] = ()
     player_name: str = ""
     description: str = ""
-
-
-@dataclass(frozen=True)
-class Turn:
-    """One stored turn."""
-
-    player_line: str
-    npc_line: str
-    create_time_ms: int = 0
-    player_name: str = ""
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,8 @@
-"""Conversation and persona storage in SQLite (WAL), in the data directory.
+"""The default ``Store`` backend: personas and conversations in one SQLite file (WAL), in the data directory.
 
 One connection guarded by a lock: every operation is a few rows, so a single writer is plenty, and each public
-method is one transaction. A turn is appended atomically or not at all. The core calls these methods through
-``asyncio.to_thread`` so the event loop never waits on the disk.
+method is one transaction. ``BEGIN IMMEDIATE`` takes the write lock up front, so a turn's index is computed and used
+under one lock even when another process has the same file open. The semantics are those of ``npcserver.store.base``.
 """
 
 from __future__ import annotations
@@ -10,13 +10,12 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
-from npcserver.core.types import Turn
+from npcserver.clock import now_ms
+from npcserver.store.base import PUT_MODES, PersonaBody, PutMode, Turn
 
 SCHEMA_VERSION = 1
 
@@ -40,12 +39,8 @@ CREATE TABLE IF NOT EXISTS turns (
 """
 
 
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
 class SqliteStore:
-    """Personas and conversation turns."""
+    """Personas and conversation turns in the SQLite file at ``path`` (created, with its folder, if absent)."""
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -76,17 +71,16 @@ class SqliteStore:
 
     # --- personas ------------------------------------------------------------------------------------------------
 
-    def get_persona(self, persona_id: str) -> dict[str, Any] | None:
+    def get_persona(self, persona_id: str) -> PersonaBody | None:
         with self._tx() as db:
             row = db.execute("SELECT body FROM personas WHERE id = ?", (persona_id,)).fetchone()
         return None if row is None else dict(json.loads(row[0]))
 
-    def put_persona(self, persona_id: str, body: dict[str, Any], *, mode: str) -> bool:
-        """Stores a persona. mode: 'create' (fails if present), 'update' (fails if absent), 'upsert'.
-
-        Returns False when the mode's precondition failed (nothing written).
-        """
-        text = json.dumps(body, ensure_ascii=False, sort_keys=True)
+    def put_persona(self, persona_id: str, body: PersonaBody, *, mode: PutMode) -> bool:
+        if mode not in PUT_MODES:
+            raise ValueError(f"mode {mode!r} is unknown; use one of: {', '.join(PUT_MODES)}")
+        # allow_nan=False: NaN is not JSON, and another backend's JSON column would refuse it.
+        text = json.dumps(body, ensure_ascii=False, sort_keys=True, allow_nan=False)
         with self._tx() as db:
             exists = db.execute("SELECT 1 FROM personas WHERE id = ?", (persona_id,)).fetchone() is not None
             if (mode == "create" and exists) or (mode == "update" and not exists):
@@ -98,13 +92,14 @@ class SqliteStore:
             )
         return True
 
-    def list_personas(self, after: str, limit: int) -> list[dict[str, Any]]:
+    def list_personas(self, after: str, limit: int) -> list[PersonaBody]:
+        if limit < 0:  # SQLite reads LIMIT -1 as "no limit"
+            raise ValueError(f"limit must not be negative, got {limit}")
         with self._tx() as db:
             rows = db.execute("SELECT body FROM personas WHERE id > ? ORDER BY id LIMIT ?", (after, limit)).fetchall()
         return [dict(json.loads(r[0])) for r in rows]
 
     def delete_persona(self, persona_id: str) -> int | None:
-        """Deletes a persona and its conversations. Returns how many conversations went, or None if absent."""
         with self._tx() as db:
             if db.execute("DELETE FROM personas WHERE id = ?", (persona_id,)).rowcount == 0:
                 return None
@@ -126,7 +121,6 @@ class SqliteStore:
         return [Turn(player_line=r[0], npc_line=r[1], create_time_ms=r[2], player_name=r[3]) for r in rows]
 
     def append_turn(self, persona_id: str, conversation_id: str, turn: Turn) -> int:
-        """Appends one turn atomically; returns its index in the conversation (0-based)."""
         with self._tx() as db:
             (seq,) = db.execute(
                 "SELECT COALESCE(MAX(seq) + 1, 0) FROM turns WHERE persona_id = ? AND conversation_id = ?",
@@ -154,7 +148,6 @@ class SqliteStore:
         return int(cur.rowcount)
 
     def replace_turns(self, persona_id: str, conversation_id: str, turns: list[Turn]) -> int:
-        """Replaces a whole conversation in one transaction (import)."""
         with self._tx() as db:
             db.execute("DELETE FROM turns WHERE persona_id = ? AND conversation_id = ?", (persona_id, conversation_id))
             db.executemany(

@@ -1,0 +1,115 @@
+"""The ``Store`` protocol: what the core needs from persistence, and what every backend must guarantee.
+
+The core depends on this module only; the composition root (``npcserver.server``) picks a backend. Backends are
+checked by one contract suite (``tests/store/test_store_contract.py``), which every backend must pass.
+
+Data model:
+
+- A **persona** is an opaque JSON object (``PersonaBody``) stored under its id. The store never interprets it; the
+  core owns its shape (``npcserver.core.personas``).
+- A **conversation** is the ordered list of ``Turn`` records under ``(persona_id, conversation_id)``. Each turn has an
+  index: 0 for the oldest, then 1, 2, … with no gaps. Reset and replace renumber from 0.
+- Writing turns for a persona that is not stored is the caller's mistake (the core always checks first); a backend
+  may accept it or refuse it.
+
+Semantics every backend keeps:
+
+- **One call, one transaction.** Each method either does all of its work or, when it raises, none of it. Nobody ever
+  observes a half-done call: a reader sees a conversation before or after a replace, never a mix.
+- **Thread safety.** Methods are blocking and may be called from many threads at once (the core runs them through
+  ``asyncio.to_thread``). Concurrent appends to one conversation are serialized: none is lost, each gets its own
+  index, and the turn stored at an index is the one whose append returned it.
+- **Durability.** What a method wrote before it returned is there when the same data is opened again.
+- **Text.** Ids and lines are arbitrary Unicode strings (newlines, quotes and emoji included); they come back equal.
+- **Ordering.** Personas list by id in code-point order (a backend with collations uses a binary one, such as
+  PostgreSQL's ``COLLATE "C"``), so pages do not depend on a locale.
+
+Room to grow, on purpose: turn indexes are dense and stable so that an append can later state which index it
+expects to follow (and fail if another turn got there first), and so that a load can later ask for only the newest
+turns by index range. Neither exists yet.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+#: A persona as stored: a JSON object (str keys; values JSON-serializable). The store returns an equal, fresh dict.
+PersonaBody = dict[str, Any]
+
+#: ``create`` only when absent, ``update`` only when present, ``upsert`` either way.
+PutMode = Literal["create", "update", "upsert"]
+PUT_MODES: tuple[PutMode, ...] = ("create", "update", "upsert")
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One stored turn: the player's line and the NPC's reply."""
+
+    player_line: str
+    npc_line: str
+    #: When the turn was made, in ms since the epoch (``npcserver.clock.now_ms``). 0 on write: the store stamps it.
+    create_time_ms: int = 0
+    #: The name the player spoke under ("" for the persona's default).
+    player_name: str = ""
+
+
+class Store(Protocol):
+    """Personas and conversation turns. See the module docstring for the guarantees every method keeps."""
+
+    def close(self) -> None:
+        """Releases connections and files. No other method is called afterwards; calling close again is harmless."""
+        ...
+
+    # --- personas ------------------------------------------------------------------------------------------------
+
+    def get_persona(self, persona_id: str) -> PersonaBody | None:
+        """The stored body, or None when there is no such persona."""
+        ...
+
+    def put_persona(self, persona_id: str, body: PersonaBody, *, mode: PutMode) -> bool:
+        """Writes a persona's body, replacing the whole of any previous body.
+
+        Returns False, writing nothing, when the mode's precondition fails: ``create`` and the persona exists, or
+        ``update`` and it does not. Raises ValueError for an unknown mode, and TypeError or ValueError for a body that
+        is not JSON (NaN and infinities included), before writing anything.
+        """
+        ...
+
+    def list_personas(self, after: str, limit: int) -> list[PersonaBody]:
+        """Up to ``limit`` bodies of the personas whose id sorts after ``after`` ("" for the first page), by id.
+
+        Paging is keyset paging: pass the last id of a page as ``after`` to get the next one. ``limit`` 0 returns
+        nothing; a negative limit raises ValueError.
+        """
+        ...
+
+    def delete_persona(self, persona_id: str) -> int | None:
+        """Deletes a persona and all of its conversations, in one transaction.
+
+        Returns how many conversations (distinct conversation ids with at least one turn) went with it, or None when
+        there was no such persona (then nothing is deleted).
+        """
+        ...
+
+    # --- conversations -------------------------------------------------------------------------------------------
+
+    def load_turns(self, persona_id: str, conversation_id: str) -> list[Turn]:
+        """All turns of a conversation, oldest first (list position = turn index). Empty when it has none."""
+        ...
+
+    def append_turn(self, persona_id: str, conversation_id: str, turn: Turn) -> int:
+        """Appends one turn after the newest, atomically. Returns its index (the number of turns before it)."""
+        ...
+
+    def reset(self, persona_id: str, conversation_id: str) -> int:
+        """Deletes every turn of a conversation. Returns how many were deleted (0 when it had none)."""
+        ...
+
+    def replace_turns(self, persona_id: str, conversation_id: str, turns: list[Turn]) -> int:
+        """Replaces a whole conversation with ``turns`` (indexes 0…n-1), atomically. Returns how many were stored.
+
+        An empty list leaves the conversation empty. If any turn cannot be stored, the call raises and the old
+        conversation is untouched.
+        """
+        ...
