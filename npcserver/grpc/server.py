@@ -10,7 +10,7 @@ from grpc_reflection.v1alpha import reflection
 
 from npcserver.config import Settings
 from npcserver.core.app import NpcCore
-from npcserver.service import add_services
+from npcserver.grpc.servicers import add_services
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from npcserver.http.calls import CallTracker
 from npcserver.http.errors import error_body, error_response
 from npcserver.http.grpcweb import GrpcWebBridge, MethodRegistry, is_grpc_web
 from npcserver.http.rest import RestRoutes
-from npcserver.service import add_services
+from npcserver.grpc.servicers import add_services
 from npcserver.service.auth import check_api_key
 
 log = logging.getLogger(__name__)

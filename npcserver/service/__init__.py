@@ -1,31 +1,13 @@
-"""The service layer shared by every door."""
+"""The service layer: door-agnostic operations that every door calls.
 
-from __future__ import annotations
+``NpcService`` (operations.py) holds the operations: admission, chat, Talk, personas, conversations, presets,
+models, health. ``streams.py`` holds the stream event types doors see and ``final_of``. The doors live in
+``npcserver.grpc`` (gRPC, and through it gRPC-Web) and ``npcserver.http`` (OpenAI REST, NPC REST); this package
+imports neither, nor grpc, nor the generated protobuf code.
+"""
 
-from typing import Any
+from npcserver.service.auth import check_api_key
+from npcserver.service.operations import Health, NpcService
+from npcserver.service.streams import Completion, StreamEvent, TextDelta, final_of
 
-from npcserver.api.v1 import npcserver_pb2 as pb
-from npcserver.api.v1 import npcserver_pb2_grpc as pb_grpc
-from npcserver.config import Settings
-from npcserver.core.app import NpcCore
-from npcserver.service.servicers import (
-    ChatServicer,
-    ConversationServicer,
-    ModelServicer,
-    PersonaServicer,
-    PresetServicer,
-)
-
-#: Full names of the API services, for health checking and reflection.
-SERVICE_NAMES = [s.full_name for s in pb.DESCRIPTOR.services_by_name.values()]
-
-
-def add_services(server: Any, core: NpcCore, settings: Settings) -> list[str]:
-    """Registers every API servicer on ``server`` (a grpc.aio server, or the gRPC-Web bridge's collector)."""
-    api_key = settings.api_key_value
-    pb_grpc.add_ChatServiceServicer_to_server(ChatServicer(core, api_key), server)
-    pb_grpc.add_ConversationServiceServicer_to_server(ConversationServicer(core, api_key), server)
-    pb_grpc.add_PersonaServiceServicer_to_server(PersonaServicer(core, api_key), server)
-    pb_grpc.add_PresetServiceServicer_to_server(PresetServicer(core, api_key), server)
-    pb_grpc.add_ModelServiceServicer_to_server(ModelServicer(core, api_key), server)
-    return list(SERVICE_NAMES)
+__all__ = ["Completion", "Health", "NpcService", "StreamEvent", "TextDelta", "check_api_key", "final_of"]

@@ -1,0 +1,137 @@
+"""NpcService: the operations every door calls (gRPC, gRPC-Web, OpenAI REST, NPC REST).
+
+A door parses its wire format into the core's request types, calls one method here, and writes the result back in
+its own shape. Admission (the API key) and readiness are checked here the same way for every door, and the domain
+errors of ``npcserver.errors`` come out unchanged for each door's one error map.
+
+Adding an operation: a method on NpcService (the rule itself lives in the core), then one handler per door that
+converts to and from the door's shapes. Nothing here imports grpc, an HTTP library or the generated protobuf code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from dataclasses import dataclass
+
+from npcserver.core.app import NpcCore
+from npcserver.core.types import (
+    ChatRequest,
+    Completion,
+    Conversation,
+    ModelCard,
+    Persona,
+    Preset,
+    StreamEvent,
+    TalkRequest,
+)
+from npcserver.errors import NotFound, NotReady
+from npcserver.service.auth import check_api_key
+from npcserver.service.streams import final_of
+
+
+@dataclass(frozen=True)
+class Health:
+    """What a health check reports: whether the model serves, and which one."""
+
+    ready: bool
+    model: str = ""
+
+
+class NpcService:
+    """The door-facing operations over one NpcCore. Stateless apart from the core, so every door may hold its own."""
+
+    def __init__(self, core: NpcCore, api_key: str | None = None) -> None:
+        self.core = core
+        self.api_key = api_key
+
+    # --- admission -----------------------------------------------------------------------------------------------
+
+    def admit(self, authorization: str | None) -> None:
+        """Raises Unauthenticated unless the caller's ``authorization`` value carries the API key (when one is set)."""
+        check_api_key(authorization, self.api_key)
+
+    @property
+    def ready(self) -> bool:
+        return bool(self.core.engine.ready)
+
+    def require_model(self) -> None:
+        """Raises NotReady while the model loads: operations that generate or describe the model need it."""
+        if not self.ready:
+            raise NotReady("the model is still loading; retry shortly (health reports ready once it has loaded)")
+
+    def health(self) -> Health:
+        if not self.ready:
+            return Health(ready=False)
+        return Health(ready=True, model=self.core.engine.info.id)
+
+    # --- models and presets --------------------------------------------------------------------------------------
+
+    def list_models(self) -> list[ModelCard]:
+        self.require_model()
+        return self.core.list_models()
+
+    def get_model(self, model_id: str) -> ModelCard:
+        for card in self.list_models():
+            if card.id == model_id:
+                return card
+        raise NotFound(f"model {model_id!r} is not loaded (see ListModels)", param="model", code="model_not_found")
+
+    def list_presets(self) -> list[Preset]:
+        return self.core.list_presets()
+
+    @property
+    def default_preset(self) -> str:
+        return self.core.default_preset
+
+    # --- generation ----------------------------------------------------------------------------------------------
+
+    async def chat(self, request: ChatRequest) -> Completion:
+        """A whole chat completion."""
+        return await final_of(self.stream_chat(request))
+
+    async def stream_chat(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+        """A chat completion as TextDelta events, then one Completion."""
+        self.require_model()
+        async with aclosing(self.core.stream_chat(request)) as events:  # type: ignore[type-var]
+            async for event in events:
+                yield event
+
+    async def talk(self, request: TalkRequest) -> Completion:
+        """A whole Talk turn: the NPC's reply, stored when it completed (``Completion.stored``)."""
+        return await final_of(self.stream_talk(request))
+
+    async def stream_talk(self, request: TalkRequest) -> AsyncIterator[StreamEvent]:
+        """A Talk turn as TextDelta events, then one Completion; the turn is stored only when the reply completes."""
+        self.require_model()
+        async with aclosing(self.core.stream_talk(request)) as events:  # type: ignore[type-var]
+            async for event in events:
+                yield event
+
+    # --- personas ------------------------------------------------------------------------------------------------
+
+    async def create_persona(self, persona: Persona) -> Persona:
+        return await self.core.create_persona(persona)
+
+    async def get_persona(self, persona_id: str) -> Persona:
+        return await self.core.get_persona(persona_id)
+
+    async def list_personas(self, page_size: int = 0, page_token: str = "") -> tuple[list[Persona], str]:
+        return await self.core.list_personas(page_size, page_token)
+
+    async def update_persona(self, persona: Persona, *, allow_missing: bool = False) -> Persona:
+        return await self.core.update_persona(persona, allow_missing=allow_missing)
+
+    async def delete_persona(self, persona_id: str) -> int:
+        return await self.core.delete_persona(persona_id)
+
+    # --- conversations -------------------------------------------------------------------------------------------
+
+    async def get_conversation(self, persona_id: str, conversation_id: str) -> Conversation:
+        return await self.core.get_conversation(persona_id, conversation_id)
+
+    async def reset_conversation(self, persona_id: str, conversation_id: str) -> int:
+        return await self.core.reset_conversation(persona_id, conversation_id)
+
+    async def import_conversation(self, conversation: Conversation) -> int:
+        return await self.core.import_conversation(conversation)
