@@ -5,9 +5,10 @@
 set -euo pipefail
 source "$(dirname "$0")/_venv.sh" "dev"
 cd "$ROOT"
-echo "==> engine test tools (Debian chromium, mono; npm playwright-core and the Godot web build)"
+echo "==> test tools (Debian chromium, mono; npm playwright-core, the Godot web build, buf)"
 bash tests/godot/install.sh
 bash tests/unity/install.sh
+bash tools/buf/install.sh
 echo "==> ruff and mypy"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
