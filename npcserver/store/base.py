@@ -19,8 +19,11 @@ Semantics every backend keeps:
 - **Thread safety.** Methods are blocking and may be called from many threads at once (the core runs them through
   ``asyncio.to_thread``). Concurrent appends to one conversation are serialized: none is lost, each gets its own
   index, and the turn stored at an index is the one whose append returned it.
-- **Durability.** What a method wrote before it returned is there when the same data is opened again.
-- **Text.** Ids and lines are arbitrary Unicode strings (newlines, quotes and emoji included); they come back equal.
+- **Durability.** What a method wrote before it returned is there when the same data is opened again, even if the
+  process was killed rather than closed.
+- **Text.** Ids and lines are any Unicode text (newlines, quotes, emoji included) and come back equal. Two kinds of
+  string are not text and a backend may refuse them: lone surrogates (not encodable as UTF-8) and NUL characters
+  (PostgreSQL's text type has none); callers must reject those before they reach the store.
 - **Ordering.** Personas list by id in code-point order (a backend with collations uses a binary one, such as
   PostgreSQL's ``COLLATE "C"``), so pages do not depend on a locale.
 

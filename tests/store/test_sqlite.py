@@ -1,56 +1,88 @@
-"""The SQLite store: turns are appended atomically, conversations replaced whole, and data outlives the process."""
+"""What only the SQLite backend does: its file, WAL, and several connections on one file.
 
+The behaviour every backend shares is in ``test_store_contract.py``, which runs against SQLite too.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
 from pathlib import Path
 
-from npcserver.core.types import Turn
-from npcserver.store.sqlite import SqliteStore
+from npcserver.store.base import Turn
+from npcserver.store.sqlite import SCHEMA_VERSION, SqliteStore
 
 
-def test_turns_persist_across_reopen(tmp_path: Path) -> None:
-    db = tmp_path / "npc.db"
-    store = SqliteStore(db)
-    assert store.append_turn("greta", "p1", Turn("hi", "Evening.")) == 0
-    assert store.append_turn("greta", "p1", Turn("ale?", "Two copper.")) == 1
-    store.append_turn("greta", "p2", Turn("other", "conversation"))
-    store.close()
-    reopened = SqliteStore(db)
-    assert [t.player_line for t in reopened.load_turns("greta", "p1")] == ["hi", "ale?"]
-    assert reopened.load_turns("greta", "p1")[0].create_time_ms > 0
-    assert reopened._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-
-
-def test_replace_and_reset(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "npc.db")
-    store.append_turn("greta", "p1", Turn("a", "b"))
-    assert store.replace_turns("greta", "p1", [Turn("x", "y", 5), Turn("z", "w", 6)]) == 2
-    assert [(t.player_line, t.create_time_ms) for t in store.load_turns("greta", "p1")] == [("x", 5), ("z", 6)]
-    assert store.reset("greta", "p1") == 2
-    assert store.load_turns("greta", "p1") == []
-
-
-def test_failed_replace_keeps_the_old_conversation(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "npc.db")
-    store.append_turn("greta", "p1", Turn("keep", "me"))
-    bad = [Turn("ok", "ok"), Turn(None, "boom")]  # type: ignore[arg-type]  # NOT NULL violation mid-transaction
+def test_creates_its_folder_and_opens_in_wal_mode(tmp_path: Path) -> None:
+    path = tmp_path / "not" / "yet" / "npcserver.db"
+    store = SqliteStore(path)
     try:
-        store.replace_turns("greta", "p1", bad)
-    except Exception:
-        pass
-    else:
-        raise AssertionError("expected the insert to fail")
-    assert [t.player_line for t in store.load_turns("greta", "p1")] == ["keep"]
+        assert path.is_file()
+        assert store.path == path
+        raw = sqlite3.connect(path)
+        try:
+            assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"  # WAL is a property of the file
+            assert raw.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (
+                str(SCHEMA_VERSION),
+            )
+        finally:
+            raw.close()
+    finally:
+        store.close()
 
 
-def test_personas_create_update_delete(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "npc.db")
-    assert store.put_persona("greta", {"id": "greta"}, mode="create")
-    assert not store.put_persona("greta", {"id": "greta"}, mode="create")
-    assert not store.put_persona("bob", {"id": "bob"}, mode="update")
-    assert store.put_persona("bob", {"id": "bob"}, mode="upsert")
-    assert [p["id"] for p in store.list_personas("", 10)] == ["bob", "greta"]
-    assert [p["id"] for p in store.list_personas("bob", 10)] == ["greta"]
-    store.append_turn("greta", "c1", Turn("a", "b"))
-    store.append_turn("greta", "c2", Turn("a", "b"))
-    assert store.delete_persona("greta") == 2
-    assert store.delete_persona("greta") is None
-    assert store.load_turns("greta", "c1") == []
+def test_a_turn_survives_the_process_dying_without_close(tmp_path: Path) -> None:
+    path = tmp_path / "npcserver.db"
+    script = textwrap.dedent(
+        f"""
+        import os
+        from pathlib import Path
+        from npcserver.store.base import Turn
+        from npcserver.store.sqlite import SqliteStore
+        store = SqliteStore(Path({str(path)!r}))
+        store.put_persona("greta", {{"id": "greta"}}, mode="create")
+        store.append_turn("greta", "p1", Turn("hi", "Evening."))
+        os._exit(0)  # no close, no cleanup: as if the server were killed
+        """
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60, cwd=Path(__file__).parents[2])
+    store = SqliteStore(path)
+    try:
+        assert store.get_persona("greta") == {"id": "greta"}
+        assert [(t.player_line, t.npc_line) for t in store.load_turns("greta", "p1")] == [("hi", "Evening.")]
+    finally:
+        store.close()
+
+
+def test_connections_sharing_one_file_never_reuse_an_index(tmp_path: Path) -> None:
+    # Stores on one file stand for processes sharing it: the index must be taken under SQLite's own write lock,
+    # since the Python lock of one store does not cover the other.
+    path = tmp_path / "npcserver.db"
+    stores = [SqliteStore(path) for _ in range(4)]
+    returned: list[int] = []
+    errors: list[BaseException] = []
+    start = threading.Barrier(len(stores))
+
+    def write(store: SqliteStore, name: str) -> None:
+        try:
+            start.wait()
+            for i in range(50):
+                returned.append(store.append_turn("greta", "p1", Turn(f"{name} {i}", "ok")))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(s, f"s{n}")) for n, s in enumerate(stores)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert not errors, errors
+        assert sorted(returned) == list(range(200))
+        assert len(stores[1].load_turns("greta", "p1")) == 200
+    finally:
+        for s in stores:
+            s.close()

@@ -1,0 +1,412 @@
+"""The contract every ``Store`` backend must pass (semantics in ``npcserver.store.base``).
+
+Every test runs once per backend in ``BACKENDS``. A backend is one factory: a context manager that takes pytest's
+``tmp_path`` and yields an *opener*, a function that opens a store on one fresh, empty database. Calling the opener
+again opens the same database again, as a restarted server would. When the block ends, the database is thrown away.
+
+Adding a backend (PostgreSQL, say) is adding one factory and one ``BACKENDS`` entry::
+
+    @contextmanager
+    def postgres_backend(tmp_path: Path) -> Iterator[Opener]:
+        dsn = create_scratch_database()            # e.g. CREATE DATABASE on a cluster started for the session
+        yield lambda: PostgresStore(dsn)
+        drop_scratch_database(dsn)
+
+    BACKENDS["postgres"] = postgres_backend
+
+The ``store_factory`` fixture closes every store a test opened. SQLite-only behaviour (WAL, file paths, two
+connections on one file) is tested in ``test_sqlite.py``.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+
+import pytest
+
+from npcserver.clock import now_ms
+from npcserver.store.base import PersonaBody, Store, Turn
+from npcserver.store.sqlite import SqliteStore
+
+Opener = Callable[[], Store]
+
+
+@contextmanager
+def sqlite_backend(tmp_path: Path) -> Iterator[Opener]:
+    path = tmp_path / "contract" / "npcserver.db"
+    yield lambda: SqliteStore(path)
+
+
+BACKENDS: dict[str, Callable[[Path], AbstractContextManager[Opener]]] = {
+    "sqlite": sqlite_backend,
+}
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
+    """Opens stores on one fresh database of the backend under test; a second call reopens the same data."""
+    opened: list[Store] = []
+    with BACKENDS[request.param](tmp_path) as open_backend:
+
+        def open_store() -> Store:
+            store = open_backend()
+            opened.append(store)
+            return store
+
+        yield open_store
+        for store in opened:
+            store.close()
+
+
+@pytest.fixture
+def store(store_factory: Opener) -> Store:
+    return store_factory()
+
+
+def persona(persona_id: str, **extra: object) -> PersonaBody:
+    return {"id": persona_id, "display_name": persona_id.title(), **extra}
+
+
+def with_persona(store: Store, persona_id: str = "greta") -> str:
+    assert store.put_persona(persona_id, persona(persona_id), mode="create")
+    return persona_id
+
+
+def lines(turns: list[Turn]) -> list[tuple[str, str]]:
+    return [(t.player_line, t.npc_line) for t in turns]
+
+
+# --- personas ------------------------------------------------------------------------------------------------------
+
+
+def test_create_update_upsert_preconditions(store: Store) -> None:
+    assert store.get_persona("greta") is None
+    assert store.put_persona("greta", persona("greta", v=1), mode="create")
+    assert not store.put_persona("greta", persona("greta", v=2), mode="create")
+    assert store.get_persona("greta") == persona("greta", v=1)  # a failed create wrote nothing
+
+    assert not store.put_persona("bob", persona("bob"), mode="update")
+    assert store.get_persona("bob") is None  # a failed update created nothing
+    assert store.put_persona("greta", {"id": "greta", "only": "this"}, mode="update")
+    assert store.get_persona("greta") == {"id": "greta", "only": "this"}  # the whole body is replaced, not merged
+
+    assert store.put_persona("bob", persona("bob"), mode="upsert")
+    assert store.put_persona("bob", persona("bob", v=3), mode="upsert")
+    assert store.get_persona("bob") == persona("bob", v=3)
+
+
+def test_unknown_mode_is_refused_before_writing(store: Store) -> None:
+    with pytest.raises(ValueError, match="create, update, upsert"):
+        store.put_persona("greta", persona("greta"), mode="insert")  # type: ignore[arg-type]
+    assert store.get_persona("greta") is None
+
+
+def test_persona_body_round_trips_as_json(store: Store) -> None:
+    body = persona(
+        "ship_ai",
+        system_prompt='HALCYON says "hello"\n\tand\\or ✨ 你好 مرحبا e\u0301',
+        example_dialogue=[{"player": "status?", "npc": '{"line": "nominal"}'}],
+        response_schema={"type": "object", "properties": {"emotion": {"enum": ["calm", "alarm"]}}},
+        max_tokens=None,
+        stop=["\nPlayer:"],
+        temperature=0.7,
+        big=2**53,
+        flag=True,
+    )
+    assert store.put_persona("ship_ai", body, mode="create")
+    got = store.get_persona("ship_ai")
+    assert got == body
+    assert got is not None
+    got["display_name"] = "changed by the caller"
+    assert store.get_persona("ship_ai") == body  # callers get a copy, never the store's own object
+
+
+def test_a_body_that_is_not_json_writes_nothing(store: Store) -> None:
+    assert store.put_persona("greta", persona("greta", v=1), mode="create")
+    with pytest.raises((TypeError, ValueError)):
+        store.put_persona("greta", persona("greta", v={1, 2}), mode="upsert")
+    with pytest.raises((TypeError, ValueError)):
+        store.put_persona("greta", persona("greta", v=math.nan), mode="update")
+    with pytest.raises((TypeError, ValueError)):
+        store.put_persona("bob", persona("bob", v=object()), mode="create")
+    assert store.get_persona("greta") == persona("greta", v=1)
+    assert store.get_persona("bob") is None
+
+
+def test_list_pages_by_id_in_code_point_order(store: Store) -> None:
+    # Mixed case, '_' and '-', digits and non-ASCII: a locale collation would order these differently.
+    ids = ["b", "B", "a_b", "ab", "a-b", "a", "Z9", "z10", "z9", "é", "ß", "tavern_keeper", "ship_ai"]
+    for pid in ids:
+        assert store.put_persona(pid, persona(pid), mode="create")
+    expected = sorted(ids)  # Python sorts str by code point
+    assert [p["id"] for p in store.list_personas("", 100)] == expected
+
+    pages: list[list[str]] = []
+    after = ""
+    while page := [p["id"] for p in store.list_personas(after, 4)]:
+        pages.append(page)
+        after = page[-1]
+    assert [len(p) for p in pages] == [4, 4, 4, 1]
+    assert [pid for page in pages for pid in page] == expected
+
+    assert [p["id"] for p in store.list_personas("a_b", 2)] == expected[expected.index("a_b") + 1 :][:2]
+    assert store.list_personas("\U0010ffff", 10) == []
+    assert store.list_personas("", 0) == []
+    with pytest.raises(ValueError, match="limit"):
+        store.list_personas("", -1)
+
+
+def test_list_returns_whole_bodies(store: Store) -> None:
+    store.put_persona("greta", persona("greta", stop=["\n"]), mode="create")
+    assert store.list_personas("", 10) == [persona("greta", stop=["\n"])]
+
+
+def test_delete_cascades_to_conversations_and_counts_them(store: Store) -> None:
+    with_persona(store, "greta")
+    with_persona(store, "bob")
+    store.append_turn("greta", "p1", Turn("hi", "Evening."))
+    store.append_turn("greta", "p1", Turn("ale?", "Two copper."))
+    store.append_turn("greta", "p2", Turn("hi", "Again?"))
+    store.append_turn("bob", "p1", Turn("hi", "Hm."))
+
+    assert store.delete_persona("greta") == 2  # conversations, not turns
+    assert store.get_persona("greta") is None
+    assert store.load_turns("greta", "p1") == []
+    assert store.load_turns("greta", "p2") == []
+    assert lines(store.load_turns("bob", "p1")) == [("hi", "Hm.")]  # another persona's same conversation id stays
+    assert [p["id"] for p in store.list_personas("", 10)] == ["bob"]
+
+    assert store.delete_persona("greta") is None
+    assert store.delete_persona("nobody") is None
+    with_persona(store, "quiet")
+    assert store.delete_persona("quiet") == 0
+
+    # A persona created again under the same id starts with no memory of the deleted one.
+    with_persona(store, "greta")
+    assert store.load_turns("greta", "p1") == []
+    assert store.append_turn("greta", "p1", Turn("new", "start")) == 0
+
+
+# --- conversations -------------------------------------------------------------------------------------------------
+
+
+def test_append_returns_the_index_and_load_keeps_order(store: Store) -> None:
+    with_persona(store, "greta")
+    with_persona(store, "bob")
+    assert store.load_turns("greta", "p1") == []
+    turns = [Turn(f"line {i}", f"reply {i}", 1_000 + i, "Hero" if i % 2 else "") for i in range(6)]
+    assert [store.append_turn("greta", "p1", t) for t in turns] == list(range(6))
+    assert store.load_turns("greta", "p1") == turns  # every field, oldest first
+
+    # Indexes count per conversation, and a conversation id is scoped by its persona.
+    assert store.append_turn("greta", "p2", Turn("other", "conversation")) == 0
+    assert store.append_turn("bob", "p1", Turn("same id", "other persona")) == 0
+    assert store.load_turns("greta", "p1") == turns
+
+
+def test_create_time_is_stamped_when_zero_and_kept_otherwise(store: Store) -> None:
+    with_persona(store)
+    before = now_ms()
+    store.append_turn("greta", "p1", Turn("stamped", "by the store"))
+    store.replace_turns("greta", "p2", [Turn("stamped", "on import")])
+    after = now_ms()
+    store.append_turn("greta", "p1", Turn("kept", "as given", 42))
+    stamped, kept = store.load_turns("greta", "p1")
+    (imported,) = store.load_turns("greta", "p2")
+    assert before <= stamped.create_time_ms <= after
+    assert before <= imported.create_time_ms <= after
+    assert kept.create_time_ms == 42
+
+
+def test_everything_survives_reopening(store_factory: Opener) -> None:
+    first = store_factory()
+    with_persona(first, "greta")
+    turns = [Turn("hi", "Evening.", 5, "Ada"), Turn("ale?", "Two copper.", 6)]
+    for t in turns:
+        first.append_turn("greta", "p1", t)
+    first.replace_turns("greta", "p2", [Turn("imported", "turn", 7)])
+    first.close()
+    first.close()  # closing twice is harmless
+
+    reopened = store_factory()
+    assert reopened.get_persona("greta") == persona("greta")
+    assert reopened.load_turns("greta", "p1") == turns
+    assert lines(reopened.load_turns("greta", "p2")) == [("imported", "turn")]
+    assert reopened.append_turn("greta", "p1", Turn("and", "on")) == 2
+
+
+def test_reset_counts_and_restarts_indexes(store: Store) -> None:
+    with_persona(store)
+    for i in range(3):
+        store.append_turn("greta", "p1", Turn(f"{i}", f"{i}"))
+    store.append_turn("greta", "p2", Turn("keep", "me"))
+    assert store.reset("greta", "p1") == 3
+    assert store.load_turns("greta", "p1") == []
+    assert store.reset("greta", "p1") == 0
+    assert store.reset("greta", "never-spoken") == 0
+    assert lines(store.load_turns("greta", "p2")) == [("keep", "me")]
+    assert store.append_turn("greta", "p1", Turn("fresh", "start")) == 0
+
+
+def test_replace_swaps_the_whole_conversation(store: Store) -> None:
+    with_persona(store)
+    for i in range(4):
+        store.append_turn("greta", "p1", Turn(f"old {i}", "old"))
+    store.append_turn("greta", "p2", Turn("keep", "me"))
+    new = [Turn("x", "y", 5, "Ada"), Turn("z", "w", 6)]
+    assert store.replace_turns("greta", "p1", new) == 2
+    assert store.load_turns("greta", "p1") == new
+    assert store.append_turn("greta", "p1", Turn("next", "one")) == 2  # indexes continue from the import
+    assert store.replace_turns("greta", "p1", []) == 0
+    assert store.load_turns("greta", "p1") == []
+    assert store.replace_turns("greta", "p3", new) == 2  # importing into a new conversation
+    assert store.load_turns("greta", "p3") == new
+    assert lines(store.load_turns("greta", "p2")) == [("keep", "me")]
+
+
+def test_unicode_round_trips(store: Store) -> None:
+    weird = [
+        "emoji 🧙‍♀️🍺 and flags 🇳🇴",
+        "CJK 酒場の主人 and Hangul 주점",
+        "RTL مرحبا بك and Hebrew שלום",
+        "combining e\u0301 vs \u00e9, zero width \u200b joiner",
+        "quotes ' \" ` and backslash \\ and SQL '); DROP TABLE turns; --",
+        "lines\nwith\r\nbreaks\tand tabs",
+        "  leading and trailing spaces  ",
+        "𝔘𝔫𝔦𝔠𝔬𝔡𝔢 outside the BMP",
+    ]
+    with_persona(store, "é_npc")
+    conversation = "slot-ü-🗝"
+    turns = [Turn(text, text[::-1], 1, player_name="Ærwyn 李") for text in weird]
+    for t in turns:
+        store.append_turn("é_npc", conversation, t)
+    assert store.load_turns("é_npc", conversation) == turns
+    assert store.replace_turns("é_npc", conversation, turns[::-1]) == len(turns)
+    assert store.load_turns("é_npc", conversation) == turns[::-1]
+    assert store.delete_persona("é_npc") == 1
+
+
+# --- failures and concurrency ----------------------------------------------------------------------------------------
+
+
+def test_a_failed_replace_keeps_the_old_conversation(store: Store) -> None:
+    with_persona(store)
+    old = [Turn("keep", "me", 1), Turn("and", "me", 2)]
+    store.replace_turns("greta", "p1", old)
+    # The bad turn comes after a good one: the backend has already deleted and inserted when it fails.
+    bad = [Turn("ok", "ok"), Turn("ok", None)]  # type: ignore[arg-type]
+    with pytest.raises(Exception):  # noqa: B017 - which error is the backend's; that it raises and rolls back is not
+        store.replace_turns("greta", "p1", bad)
+    assert store.load_turns("greta", "p1") == old
+    with pytest.raises(Exception):  # noqa: B017
+        store.replace_turns("greta", "fresh", bad)
+    assert store.load_turns("greta", "fresh") == []
+    assert store.append_turn("greta", "p1", Turn("still", "works")) == 2
+
+
+def test_a_failed_append_stores_nothing_and_leaves_no_gap(store: Store) -> None:
+    with_persona(store)
+    store.append_turn("greta", "p1", Turn("a", "b"))
+    with pytest.raises(Exception):  # noqa: B017
+        store.append_turn("greta", "p1", Turn(None, "orphan reply"))  # type: ignore[arg-type]
+    assert lines(store.load_turns("greta", "p1")) == [("a", "b")]
+    assert store.append_turn("greta", "p1", Turn("c", "d")) == 1
+
+
+def test_concurrent_appends_never_interleave_or_get_lost(store: Store) -> None:
+    with_persona(store)
+    writers, per_writer = 8, 25
+    returned: dict[tuple[int, int], int] = {}
+    errors: list[BaseException] = []
+    start = threading.Barrier(writers + 1)
+
+    def write(w: int) -> None:
+        try:
+            start.wait()
+            for i in range(per_writer):
+                # Each writer also fills a conversation of its own, which must stay apart from the busy one.
+                returned[w, i] = store.append_turn("greta", "busy", Turn(f"w{w} line {i}", f"w{w} reply {i}"))
+                store.append_turn("greta", f"own-{w}", Turn(f"{i}", f"{i}"))
+        except BaseException as exc:
+            errors.append(exc)
+
+    def read() -> None:  # reads during the writes see whole turns in order, never a half-written one
+        try:
+            start.wait()
+            for _ in range(per_writer):
+                for t in store.load_turns("greta", "busy"):
+                    assert t.npc_line == t.player_line.replace("line", "reply")
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(w,)) for w in range(writers)] + [threading.Thread(target=read)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    total = writers * per_writer
+    assert sorted(returned.values()) == list(range(total))  # each append got its own index, none lost
+
+    turns = store.load_turns("greta", "busy")
+    assert len(turns) == total
+    for (w, i), index in returned.items():  # the turn stored at an index is the one whose append returned it
+        assert (turns[index].player_line, turns[index].npc_line) == (f"w{w} line {i}", f"w{w} reply {i}")
+    for w in range(writers):  # and each writer's turns keep the order it wrote them in
+        assert [returned[w, i] for i in range(per_writer)] == sorted(returned[w, i] for i in range(per_writer))
+        assert lines(store.load_turns("greta", f"own-{w}")) == [(f"{i}", f"{i}") for i in range(per_writer)]
+
+
+def watch_while(store: Store, write: Callable[[], None], rounds: int) -> set[tuple[tuple[str, str], ...]]:
+    """Runs ``write`` ``rounds`` times while reader threads load greta/p1 in a loop; returns every state they saw."""
+    seen: set[tuple[tuple[str, str], ...]] = set()
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def read() -> None:
+        try:
+            while not done.is_set():
+                seen.add(tuple(lines(store.load_turns("greta", "p1"))))
+        except BaseException as exc:
+            errors.append(exc)
+
+    readers = [threading.Thread(target=read) for _ in range(3)]
+    for t in readers:
+        t.start()
+    try:
+        for _ in range(rounds):
+            write()
+    finally:
+        done.set()
+        for t in readers:
+            t.join(60)
+    assert not errors, errors
+    return seen
+
+
+def test_readers_never_see_a_replace_half_done(store: Store) -> None:
+    with_persona(store)
+    long = [Turn(f"long {i}", "L") for i in range(7)]
+    short = [Turn(f"short {i}", "S") for i in range(3)]
+    store.replace_turns("greta", "p1", long)
+
+    def write() -> None:
+        assert store.replace_turns("greta", "p1", short) == 3
+        assert store.replace_turns("greta", "p1", long) == 7
+
+    assert watch_while(store, write, 60) <= {tuple(lines(long)), tuple(lines(short))}
+
+
+def test_readers_never_see_a_reset_half_done(store: Store) -> None:
+    with_persona(store)
+    turns = [Turn(f"line {i}", "reply") for i in range(7)]
+
+    def write() -> None:
+        assert store.replace_turns("greta", "p1", turns) == 7
+        assert store.reset("greta", "p1") == 7
+
+    assert watch_while(store, write, 60) <= {tuple(lines(turns)), ()}
