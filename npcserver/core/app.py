@@ -35,7 +35,7 @@ from npcserver.core.types import (
 )
 from npcserver.engine.base import Engine, Finished, GenerationRequest, SamplingParams, TextDelta
 from npcserver.errors import AlreadyExists, Internal, InvalidArgument, NotFound
-from npcserver.store.base import Store
+from npcserver.store.base import PutMode, Store
 
 log = logging.getLogger(__name__)
 
@@ -344,7 +344,7 @@ class NpcCore:
     async def update_persona(self, persona: Persona, *, allow_missing: bool = False) -> Persona:
         self._check_persona(persona)
         body = rules.persona_to_dict(persona)
-        mode = "upsert" if allow_missing else "update"
+        mode: PutMode = "upsert" if allow_missing else "update"
         if not await asyncio.to_thread(self.store.put_persona, persona.id, body, mode=mode):
             raise NotFound(
                 f"persona {persona.id!r} does not exist; create it, or set allow_missing", param="persona.id"
