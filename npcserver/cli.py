@@ -13,7 +13,15 @@ import os
 import sys
 from typing import Any, get_args, get_origin
 
-from npcserver.config import CONFIG_ENV, Settings
+try:
+    from npcserver.config import CONFIG_ENV, Settings
+except ModuleNotFoundError as missing:
+    # A client-only install (`pip install npcserver`) has no server dependencies: say what to install instead of
+    # printing a traceback.
+    raise SystemExit(
+        f"npcserver: the server is not installed here ({missing}); this install has only the Python client "
+        "(npcserver.client). To run the server or the terminal chat: pip install 'npcserver[server]'"
+    ) from None
 
 
 def _add_settings_flags(parser: argparse.ArgumentParser) -> None:

@@ -1,4 +1,5 @@
-# Sourced by serve.sh and test.sh: makes .venv and installs npcserver into it (with extras "$1", may be empty).
+# Sourced by serve.sh and test.sh: makes .venv and installs npcserver into it with the extras "$1" ("server" for
+# the server; without extras npcserver is the Python client alone).
 # llama-cpp-python builds from source the first time (about 5 minutes on 2 cores); pip caches the wheel.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -3,7 +3,7 @@
 # lint, type checks and the whole test suite (server, HTTP door, Godot addon in a real Godot runtime, Unity package).
 # Extra arguments go to pytest.
 set -euo pipefail
-source "$(dirname "$0")/_venv.sh" "dev"
+source "$(dirname "$0")/_venv.sh" "server,dev"
 cd "$ROOT"
 echo "==> test tools (Debian chromium, mono; npm playwright-core, the Godot web build, buf)"
 bash tests/godot/install.sh
