@@ -43,7 +43,7 @@ class PresetService:
 	const LIST_PRESETS := "/npcserver.api.v1.PresetService/ListPresets"
 
 
-## The player says a line to an NPC. Unset optional fields fall back, in order, to the preset named
+## The player says a line to an NPC. Unset sampling fields fall back, in order, to the preset named
 ## here, the persona's default preset, then the server default.
 class TalkRequest:
 	## The persona id of the NPC.
@@ -60,28 +60,29 @@ class TalkRequest:
 			has_preset = true
 	## Whether [member preset] is set; when false the server uses its default.
 	var has_preset: bool = false
-	## Sampling temperature in [0, 2].
+	## Sampling temperature in [0, 2]. Deprecated: use sampling.temperature.
 	var temperature: float = 0.0:
 		set(value):
 			temperature = value
 			has_temperature = true
 	## Whether [member temperature] is set; when false the server uses its default.
 	var has_temperature: bool = false
-	## Nucleus sampling probability mass in (0, 1].
+	## Nucleus sampling probability mass in (0, 1]. Deprecated: use sampling.top_p.
 	var top_p: float = 0.0:
 		set(value):
 			top_p = value
 			has_top_p = true
 	## Whether [member top_p] is set; when false the server uses its default.
 	var has_top_p: bool = false
-	## Most tokens in the reply. 0 means until a stop or the end of the context window.
+	## Most tokens in the reply. 0 means until a stop or the end of the context window. Deprecated:
+	## use sampling.max_tokens.
 	var max_tokens: int = 0:
 		set(value):
 			max_tokens = value
 			has_max_tokens = true
 	## Whether [member max_tokens] is set; when false the server uses its default.
 	var has_max_tokens: bool = false
-	## Random seed, for reproducible sampling.
+	## Random seed, for reproducible sampling. Deprecated: use sampling.seed.
 	var seed: int = 0:
 		set(value):
 			seed = value
@@ -92,6 +93,10 @@ class TalkRequest:
 	var response_format: ResponseFormat = null
 	## The player's name for this line. Empty means the persona's player_name.
 	var player_name: String = ""
+	## Sampling options (top_k, min_p, repeat_penalty and stop exist only here). A field set here
+	## wins over the deprecated flat field of the same name; the persona's own stop sequences always
+	## apply as well.
+	var sampling: SamplingOptions = null
 
 	## Encodes this message in the protobuf binary wire format.
 	func to_bytes() -> PackedByteArray:
@@ -116,6 +121,8 @@ class TalkRequest:
 			w.put_bytes(9, response_format.to_bytes())
 		if not player_name.is_empty():
 			w.put_string(10, player_name)
+		if sampling != null:
+			w.put_bytes(11, sampling.to_bytes())
 		return w.data
 
 	## Decodes protobuf binary wire bytes. Returns null when they are malformed.
@@ -150,6 +157,8 @@ class TalkRequest:
 					m.response_format = ResponseFormat.read_from(r, r.read_length_end())
 				82:
 					m.player_name = r.read_string()
+				90:
+					m.sampling = SamplingOptions.read_from(r, r.read_length_end())
 				_:
 					r.skip(tag)
 		r.expect_end(end)
@@ -175,6 +184,8 @@ class TalkRequest:
 		if response_format != null:
 			d["response_format"] = response_format.to_dict()
 		d["player_name"] = player_name
+		if sampling != null:
+			d["sampling"] = sampling.to_dict()
 		return d
 
 	## Builds the message from a Dictionary shaped like [method to_dict]'s (missing keys keep their
@@ -201,6 +212,8 @@ class TalkRequest:
 			m.response_format = ResponseFormat.from_dict(d["response_format"])
 		if d.has("player_name"):
 			m.player_name = str(d["player_name"])
+		if d.get("sampling") is Dictionary:
+			m.sampling = SamplingOptions.from_dict(d["sampling"])
 		return m
 
 
@@ -335,6 +348,162 @@ class JsonSchema:
 			m.schema = str(d["schema"])
 		if d.has("strict"):
 			m.strict = bool(d["strict"])
+		return m
+
+
+## Sampling options of a request, shared by chat completions and Talk so that every door accepts the
+## same ones. Every field is optional: an unset field falls back, in order, to the request's preset,
+## the persona's default preset (Talk only), then the server default. A field set here wins over the
+## request's deprecated flat field of the same name.
+class SamplingOptions:
+	## Sampling temperature in [0, 2]. 0 is greedy.
+	var temperature: float = 0.0:
+		set(value):
+			temperature = value
+			has_temperature = true
+	## Whether [member temperature] is set; when false the server uses its default.
+	var has_temperature: bool = false
+	## Nucleus sampling probability mass in (0, 1].
+	var top_p: float = 0.0:
+		set(value):
+			top_p = value
+			has_top_p = true
+	## Whether [member top_p] is set; when false the server uses its default.
+	var has_top_p: bool = false
+	## Keeps only the top k tokens when sampling: 0 disables it, negative values are rejected.
+	var top_k: int = 0:
+		set(value):
+			top_k = value
+			has_top_k = true
+	## Whether [member top_k] is set; when false the server uses its default.
+	var has_top_k: bool = false
+	## Minimum probability, relative to the most likely token, for a token to be kept. In [0, 1].
+	var min_p: float = 0.0:
+		set(value):
+			min_p = value
+			has_min_p = true
+	## Whether [member min_p] is set; when false the server uses its default.
+	var has_min_p: bool = false
+	## Penalty for repeating recent tokens, in (0, 4]. 1 disables it.
+	var repeat_penalty: float = 0.0:
+		set(value):
+			repeat_penalty = value
+			has_repeat_penalty = true
+	## Whether [member repeat_penalty] is set; when false the server uses its default.
+	var has_repeat_penalty: bool = false
+	## Random seed, for reproducible sampling.
+	var seed: int = 0:
+		set(value):
+			seed = value
+			has_seed = true
+	## Whether [member seed] is set; when false the server uses its default.
+	var has_seed: bool = false
+	## Most tokens to generate. 0 means until a stop or the end of the context window.
+	var max_tokens: int = 0:
+		set(value):
+			max_tokens = value
+			has_max_tokens = true
+	## Whether [member max_tokens] is set; when false the server uses its default.
+	var has_max_tokens: bool = false
+	## Sequences that end the reply (not included in it); at most 16. When set, they replace the
+	## flat stop field.
+	var stop: Array[String] = []
+
+	## Encodes this message in the protobuf binary wire format.
+	func to_bytes() -> PackedByteArray:
+		var w := NpcWire.Writer.new()
+		if has_temperature:
+			w.put_float(1, temperature)
+		if has_top_p:
+			w.put_float(2, top_p)
+		if has_top_k:
+			w.put_varint(3, top_k)
+		if has_min_p:
+			w.put_float(4, min_p)
+		if has_repeat_penalty:
+			w.put_float(5, repeat_penalty)
+		if has_seed:
+			w.put_varint(6, seed)
+		if has_max_tokens:
+			w.put_varint(7, max_tokens)
+		for item in stop:
+			w.put_string(8, item)
+		return w.data
+
+	## Decodes protobuf binary wire bytes. Returns null when they are malformed.
+	static func from_bytes(data: PackedByteArray) -> SamplingOptions:
+		var r := NpcWire.Reader.new(data)
+		var m := read_from(r, data.size())
+		return null if r.failed else m
+
+	## Decodes the message that spans the reader's bytes up to [param end] (used for nesting).
+	static func read_from(r: NpcWire.Reader, end: int) -> SamplingOptions:
+		var m := SamplingOptions.new()
+		while r.pos < end and not r.failed:
+			var tag := r.read_varint()
+			match tag:
+				13:
+					m.temperature = r.read_float()
+				21:
+					m.top_p = r.read_float()
+				24:
+					m.top_k = r.read_int32()
+				37:
+					m.min_p = r.read_float()
+				45:
+					m.repeat_penalty = r.read_float()
+				48:
+					m.seed = r.read_varint()
+				56:
+					m.max_tokens = r.read_int32()
+				66:
+					m.stop.append(r.read_string())
+				_:
+					r.skip(tag)
+		r.expect_end(end)
+		return m
+
+	## The fields as a Dictionary keyed by proto field name; unset messages and optionals are left
+	## out, nested messages are Dictionaries.
+	func to_dict() -> Dictionary:
+		var d := {}
+		if has_temperature:
+			d["temperature"] = temperature
+		if has_top_p:
+			d["top_p"] = top_p
+		if has_top_k:
+			d["top_k"] = top_k
+		if has_min_p:
+			d["min_p"] = min_p
+		if has_repeat_penalty:
+			d["repeat_penalty"] = repeat_penalty
+		if has_seed:
+			d["seed"] = seed
+		if has_max_tokens:
+			d["max_tokens"] = max_tokens
+		d["stop"] = Array(stop)
+		return d
+
+	## Builds the message from a Dictionary shaped like [method to_dict]'s (missing keys keep their
+	## defaults; numbers may be floats, as after a JSON round trip).
+	static func from_dict(d: Dictionary) -> SamplingOptions:
+		var m := SamplingOptions.new()
+		if d.has("temperature"):
+			m.temperature = float(d["temperature"])
+		if d.has("top_p"):
+			m.top_p = float(d["top_p"])
+		if d.has("top_k"):
+			m.top_k = int(d["top_k"])
+		if d.has("min_p"):
+			m.min_p = float(d["min_p"])
+		if d.has("repeat_penalty"):
+			m.repeat_penalty = float(d["repeat_penalty"])
+		if d.has("seed"):
+			m.seed = int(d["seed"])
+		if d.has("max_tokens"):
+			m.max_tokens = int(d["max_tokens"])
+		for item: Variant in d.get("stop", []):
+			m.stop.append(str(item))
 		return m
 
 

@@ -572,6 +572,129 @@ namespace NpcServer.Api.V1
     }
 
     /// <summary>
+    /// Sampling options of a request, shared by chat completions and Talk so that every door accepts the same ones.
+    /// Every field is optional: an unset field falls back, in order, to the request's preset, the persona's default
+    /// preset (Talk only), then the server default. A field set here wins over the request's deprecated flat field of
+    /// the same name.
+    /// </summary>
+    public sealed partial class SamplingOptions : IProtoMessage
+    {
+        /// <summary>
+        /// Sampling temperature in [0, 2]. 0 is greedy.
+        /// </summary>
+        /// <remarks>Null when unset: the server then applies its default.</remarks>
+        public float? Temperature { get; set; }
+
+        /// <summary>
+        /// Nucleus sampling probability mass in (0, 1].
+        /// </summary>
+        /// <remarks>Null when unset: the server then applies its default.</remarks>
+        public float? TopP { get; set; }
+
+        /// <summary>
+        /// Keeps only the top k tokens when sampling: 0 disables it, negative values are rejected.
+        /// </summary>
+        /// <remarks>Null when unset: the server then applies its default.</remarks>
+        public int? TopK { get; set; }
+
+        /// <summary>
+        /// Minimum probability, relative to the most likely token, for a token to be kept. In [0, 1].
+        /// </summary>
+        /// <remarks>Null when unset: the server then applies its default.</remarks>
+        public float? MinP { get; set; }
+
+        /// <summary>
+        /// Penalty for repeating recent tokens, in (0, 4]. 1 disables it.
+        /// </summary>
+        /// <remarks>Null when unset: the server then applies its default.</remarks>
+        public float? RepeatPenalty { get; set; }
+
+        /// <summary>
+        /// Random seed, for reproducible sampling.
+        /// </summary>
+        /// <remarks>Null when unset: the server then applies its default.</remarks>
+        public long? Seed { get; set; }
+
+        /// <summary>
+        /// Most tokens to generate. 0 means until a stop or the end of the context window.
+        /// </summary>
+        /// <remarks>Null when unset: the server then applies its default.</remarks>
+        public int? MaxTokens { get; set; }
+
+        /// <summary>
+        /// Sequences that end the reply (not included in it); at most 16. When set, they replace the flat stop field.
+        /// </summary>
+        public List<string> Stop { get; private set; } = new List<string>();
+
+        /// <summary>Writes every set field in field-number order.</summary>
+        public void WriteTo(ProtoWriter writer)
+        {
+            if (Temperature.HasValue) { writer.WriteTag(1, WireType.Fixed32); writer.WriteFloat(Temperature.Value); }
+            if (TopP.HasValue) { writer.WriteTag(2, WireType.Fixed32); writer.WriteFloat(TopP.Value); }
+            if (TopK.HasValue) { writer.WriteTag(3, WireType.Varint); writer.WriteInt32(TopK.Value); }
+            if (MinP.HasValue) { writer.WriteTag(4, WireType.Fixed32); writer.WriteFloat(MinP.Value); }
+            if (RepeatPenalty.HasValue) { writer.WriteTag(5, WireType.Fixed32); writer.WriteFloat(RepeatPenalty.Value); }
+            if (Seed.HasValue) { writer.WriteTag(6, WireType.Varint); writer.WriteInt64(Seed.Value); }
+            if (MaxTokens.HasValue) { writer.WriteTag(7, WireType.Varint); writer.WriteInt32(MaxTokens.Value); }
+            foreach (var item in Stop) { writer.WriteTag(8, WireType.LengthDelimited); writer.WriteString(item); }
+        }
+
+        /// <summary>Reads fields until the reader ends; unknown fields are skipped.</summary>
+        public void MergeFrom(ProtoReader reader)
+        {
+            int number;
+            WireType wire;
+            while (reader.ReadTag(out number, out wire))
+            {
+                switch (number)
+                {
+                    case 1:
+                        if (wire != WireType.Fixed32) { reader.SkipField(wire); break; }
+                        Temperature = reader.ReadFloat();
+                        break;
+                    case 2:
+                        if (wire != WireType.Fixed32) { reader.SkipField(wire); break; }
+                        TopP = reader.ReadFloat();
+                        break;
+                    case 3:
+                        if (wire != WireType.Varint) { reader.SkipField(wire); break; }
+                        TopK = reader.ReadInt32();
+                        break;
+                    case 4:
+                        if (wire != WireType.Fixed32) { reader.SkipField(wire); break; }
+                        MinP = reader.ReadFloat();
+                        break;
+                    case 5:
+                        if (wire != WireType.Fixed32) { reader.SkipField(wire); break; }
+                        RepeatPenalty = reader.ReadFloat();
+                        break;
+                    case 6:
+                        if (wire != WireType.Varint) { reader.SkipField(wire); break; }
+                        Seed = reader.ReadInt64();
+                        break;
+                    case 7:
+                        if (wire != WireType.Varint) { reader.SkipField(wire); break; }
+                        MaxTokens = reader.ReadInt32();
+                        break;
+                    case 8:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        Stop.Add(reader.ReadString());
+                        break;
+                    default:
+                        reader.SkipField(wire);
+                        break;
+                }
+            }
+        }
+
+        /// <summary>Serializes this message to protobuf bytes.</summary>
+        public byte[] ToByteArray() { return ProtoWriter.Serialize(this); }
+
+        /// <summary>Parses protobuf bytes.</summary>
+        public static SamplingOptions ParseFrom(byte[] data) { return ProtoReader.Parse<SamplingOptions>(data); }
+    }
+
+    /// <summary>
     /// A piece of a streamed reply.
     /// </summary>
     public sealed partial class ContentDelta : IProtoMessage
@@ -744,30 +867,31 @@ namespace NpcServer.Api.V1
         public List<ChatMessage> Messages { get; private set; } = new List<ChatMessage>();
 
         /// <summary>
-        /// Sampling temperature in [0, 2]. 0 is greedy.
+        /// Sampling temperature in [0, 2]. 0 is greedy. Deprecated: use sampling.temperature.
         /// </summary>
         /// <remarks>Null when unset: the server then applies its default.</remarks>
         public float? Temperature { get; set; }
 
         /// <summary>
-        /// Nucleus sampling probability mass in (0, 1].
+        /// Nucleus sampling probability mass in (0, 1]. Deprecated: use sampling.top_p.
         /// </summary>
         /// <remarks>Null when unset: the server then applies its default.</remarks>
         public float? TopP { get; set; }
 
         /// <summary>
-        /// Most tokens to generate. 0 means until a stop or the end of the context window.
+        /// Most tokens to generate. 0 means until a stop or the end of the context window. Deprecated: use
+        /// sampling.max_tokens.
         /// </summary>
         /// <remarks>Null when unset: the server then applies its default.</remarks>
         public int? MaxTokens { get; set; }
 
         /// <summary>
-        /// Sequences that end the reply (not included in it).
+        /// Sequences that end the reply (not included in it). Deprecated: use sampling.stop.
         /// </summary>
         public List<string> Stop { get; private set; } = new List<string>();
 
         /// <summary>
-        /// Random seed, for reproducible sampling.
+        /// Random seed, for reproducible sampling. Deprecated: use sampling.seed.
         /// </summary>
         /// <remarks>Null when unset: the server then applies its default.</remarks>
         public long? Seed { get; set; }
@@ -797,22 +921,29 @@ namespace NpcServer.Api.V1
         public string ChatTemplate { get; set; }
 
         /// <summary>
-        /// Keeps only the top k tokens when sampling. 0 disables it.
+        /// Keeps only the top k tokens when sampling. 0 disables it. Deprecated: use sampling.top_k.
         /// </summary>
         /// <remarks>Null when unset: the server then applies its default.</remarks>
         public int? TopK { get; set; }
 
         /// <summary>
-        /// Minimum probability, relative to the most likely token, for a token to be kept.
+        /// Minimum probability, relative to the most likely token, for a token to be kept. Deprecated: use
+        /// sampling.min_p.
         /// </summary>
         /// <remarks>Null when unset: the server then applies its default.</remarks>
         public float? MinP { get; set; }
 
         /// <summary>
-        /// Penalty for repeating recent tokens. 1 disables it.
+        /// Penalty for repeating recent tokens. 1 disables it. Deprecated: use sampling.repeat_penalty.
         /// </summary>
         /// <remarks>Null when unset: the server then applies its default.</remarks>
         public float? RepeatPenalty { get; set; }
+
+        /// <summary>
+        /// Sampling options. A field set here wins over the deprecated flat field of the same name.
+        /// </summary>
+        /// <remarks>Null when unset.</remarks>
+        public SamplingOptions Sampling { get; set; }
 
         /// <summary>Writes every set field in field-number order.</summary>
         public void WriteTo(ProtoWriter writer)
@@ -831,6 +962,7 @@ namespace NpcServer.Api.V1
             if (TopK.HasValue) { writer.WriteTag(12, WireType.Varint); writer.WriteInt32(TopK.Value); }
             if (MinP.HasValue) { writer.WriteTag(13, WireType.Fixed32); writer.WriteFloat(MinP.Value); }
             if (RepeatPenalty.HasValue) { writer.WriteTag(14, WireType.Fixed32); writer.WriteFloat(RepeatPenalty.Value); }
+            if (Sampling != null) { writer.WriteTag(15, WireType.LengthDelimited); writer.WriteMessage(Sampling); }
         }
 
         /// <summary>Reads fields until the reader ends; unknown fields are skipped.</summary>
@@ -905,6 +1037,14 @@ namespace NpcServer.Api.V1
                     case 14:
                         if (wire != WireType.Fixed32) { reader.SkipField(wire); break; }
                         RepeatPenalty = reader.ReadFloat();
+                        break;
+                    case 15:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        {
+                            var item = Sampling ?? new SamplingOptions();
+                            reader.ReadMessage(item);
+                            Sampling = item;
+                        }
                         break;
                     default:
                         reader.SkipField(wire);
@@ -1136,30 +1276,31 @@ namespace NpcServer.Api.V1
         public List<ChatMessage> Messages { get; private set; } = new List<ChatMessage>();
 
         /// <summary>
-        /// Sampling temperature in [0, 2]. 0 is greedy.
+        /// Sampling temperature in [0, 2]. 0 is greedy. Deprecated: use sampling.temperature.
         /// </summary>
         /// <remarks>Null when unset: the server then applies its default.</remarks>
         public float? Temperature { get; set; }
 
         /// <summary>
-        /// Nucleus sampling probability mass in (0, 1].
+        /// Nucleus sampling probability mass in (0, 1]. Deprecated: use sampling.top_p.
         /// </summary>
         /// <remarks>Null when unset: the server then applies its default.</remarks>
         public float? TopP { get; set; }
 
         /// <summary>
-        /// Most tokens to generate. 0 means until a stop or the end of the context window.
+        /// Most tokens to generate. 0 means until a stop or the end of the context window. Deprecated: use
+        /// sampling.max_tokens.
         /// </summary>
         /// <remarks>Null when unset: the server then applies its default.</remarks>
         public int? MaxTokens { get; set; }
 
         /// <summary>
-        /// Sequences that end the reply (not included in it).
+        /// Sequences that end the reply (not included in it). Deprecated: use sampling.stop.
         /// </summary>
         public List<string> Stop { get; private set; } = new List<string>();
 
         /// <summary>
-        /// Random seed, for reproducible sampling.
+        /// Random seed, for reproducible sampling. Deprecated: use sampling.seed.
         /// </summary>
         /// <remarks>Null when unset: the server then applies its default.</remarks>
         public long? Seed { get; set; }
@@ -1189,22 +1330,29 @@ namespace NpcServer.Api.V1
         public string ChatTemplate { get; set; }
 
         /// <summary>
-        /// Keeps only the top k tokens when sampling. 0 disables it.
+        /// Keeps only the top k tokens when sampling. 0 disables it. Deprecated: use sampling.top_k.
         /// </summary>
         /// <remarks>Null when unset: the server then applies its default.</remarks>
         public int? TopK { get; set; }
 
         /// <summary>
-        /// Minimum probability, relative to the most likely token, for a token to be kept.
+        /// Minimum probability, relative to the most likely token, for a token to be kept. Deprecated: use
+        /// sampling.min_p.
         /// </summary>
         /// <remarks>Null when unset: the server then applies its default.</remarks>
         public float? MinP { get; set; }
 
         /// <summary>
-        /// Penalty for repeating recent tokens. 1 disables it.
+        /// Penalty for repeating recent tokens. 1 disables it. Deprecated: use sampling.repeat_penalty.
         /// </summary>
         /// <remarks>Null when unset: the server then applies its default.</remarks>
         public float? RepeatPenalty { get; set; }
+
+        /// <summary>
+        /// Sampling options. A field set here wins over the deprecated flat field of the same name.
+        /// </summary>
+        /// <remarks>Null when unset.</remarks>
+        public SamplingOptions Sampling { get; set; }
 
         /// <summary>Writes every set field in field-number order.</summary>
         public void WriteTo(ProtoWriter writer)
@@ -1223,6 +1371,7 @@ namespace NpcServer.Api.V1
             if (TopK.HasValue) { writer.WriteTag(12, WireType.Varint); writer.WriteInt32(TopK.Value); }
             if (MinP.HasValue) { writer.WriteTag(13, WireType.Fixed32); writer.WriteFloat(MinP.Value); }
             if (RepeatPenalty.HasValue) { writer.WriteTag(14, WireType.Fixed32); writer.WriteFloat(RepeatPenalty.Value); }
+            if (Sampling != null) { writer.WriteTag(15, WireType.LengthDelimited); writer.WriteMessage(Sampling); }
         }
 
         /// <summary>Reads fields until the reader ends; unknown fields are skipped.</summary>
@@ -1297,6 +1446,14 @@ namespace NpcServer.Api.V1
                     case 14:
                         if (wire != WireType.Fixed32) { reader.SkipField(wire); break; }
                         RepeatPenalty = reader.ReadFloat();
+                        break;
+                    case 15:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        {
+                            var item = Sampling ?? new SamplingOptions();
+                            reader.ReadMessage(item);
+                            Sampling = item;
+                        }
                         break;
                     default:
                         reader.SkipField(wire);
@@ -2112,7 +2269,7 @@ namespace NpcServer.Api.V1
     }
 
     /// <summary>
-    /// The player says a line to an NPC. Unset optional fields fall back, in order, to the preset named here, the
+    /// The player says a line to an NPC. Unset sampling fields fall back, in order, to the preset named here, the
     /// persona's default preset, then the server default.
     /// </summary>
     public sealed partial class TalkRequest : IProtoMessage
@@ -2139,25 +2296,26 @@ namespace NpcServer.Api.V1
         public string Preset { get; set; }
 
         /// <summary>
-        /// Sampling temperature in [0, 2].
+        /// Sampling temperature in [0, 2]. Deprecated: use sampling.temperature.
         /// </summary>
         /// <remarks>Null when unset: the server then applies its default.</remarks>
         public float? Temperature { get; set; }
 
         /// <summary>
-        /// Nucleus sampling probability mass in (0, 1].
+        /// Nucleus sampling probability mass in (0, 1]. Deprecated: use sampling.top_p.
         /// </summary>
         /// <remarks>Null when unset: the server then applies its default.</remarks>
         public float? TopP { get; set; }
 
         /// <summary>
-        /// Most tokens in the reply. 0 means until a stop or the end of the context window.
+        /// Most tokens in the reply. 0 means until a stop or the end of the context window. Deprecated: use
+        /// sampling.max_tokens.
         /// </summary>
         /// <remarks>Null when unset: the server then applies its default.</remarks>
         public int? MaxTokens { get; set; }
 
         /// <summary>
-        /// Random seed, for reproducible sampling.
+        /// Random seed, for reproducible sampling. Deprecated: use sampling.seed.
         /// </summary>
         /// <remarks>Null when unset: the server then applies its default.</remarks>
         public long? Seed { get; set; }
@@ -2173,6 +2331,13 @@ namespace NpcServer.Api.V1
         /// </summary>
         public string PlayerName { get; set; } = "";
 
+        /// <summary>
+        /// Sampling options (top_k, min_p, repeat_penalty and stop exist only here). A field set here wins over the
+        /// deprecated flat field of the same name; the persona's own stop sequences always apply as well.
+        /// </summary>
+        /// <remarks>Null when unset.</remarks>
+        public SamplingOptions Sampling { get; set; }
+
         /// <summary>Writes every set field in field-number order.</summary>
         public void WriteTo(ProtoWriter writer)
         {
@@ -2186,6 +2351,7 @@ namespace NpcServer.Api.V1
             if (Seed.HasValue) { writer.WriteTag(8, WireType.Varint); writer.WriteInt64(Seed.Value); }
             if (ResponseFormat != null) { writer.WriteTag(9, WireType.LengthDelimited); writer.WriteMessage(ResponseFormat); }
             if (PlayerName.Length != 0) { writer.WriteTag(10, WireType.LengthDelimited); writer.WriteString(PlayerName); }
+            if (Sampling != null) { writer.WriteTag(11, WireType.LengthDelimited); writer.WriteMessage(Sampling); }
         }
 
         /// <summary>Reads fields until the reader ends; unknown fields are skipped.</summary>
@@ -2240,6 +2406,14 @@ namespace NpcServer.Api.V1
                     case 10:
                         if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
                         PlayerName = reader.ReadString();
+                        break;
+                    case 11:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        {
+                            var item = Sampling ?? new SamplingOptions();
+                            reader.ReadMessage(item);
+                            Sampling = item;
+                        }
                         break;
                     default:
                         reader.SkipField(wire);
