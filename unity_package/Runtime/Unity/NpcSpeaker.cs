@@ -57,7 +57,7 @@ namespace NpcServer.Dialogue.Unity
         NpcConversation _conversation;
         NpcClient _client;
 
-        /// <summary>The NPC started a reply (main thread).</summary>
+        /// <summary>The NPC started a reply (main thread). A line refused before sending raises only Failed.</summary>
         public event Action LineStarted;
 
         /// <summary>A piece of the reply arrived (main thread).</summary>
@@ -147,9 +147,9 @@ namespace NpcServer.Dialogue.Unity
         {
             try
             {
-                var conversation = PrepareConversation();
-                _mainThread.Post(RaiseLineStarted);
-                return await conversation.SayAsync(text, cancellationToken);
+                // LineStarted comes from the conversation once the line is accepted: a refused line (empty, or
+                // said while the NPC is still talking) must not clear a narrator that is typing the current one.
+                return await PrepareConversation().SayAsync(text, cancellationToken);
             }
             catch (Exception e)
             {
@@ -243,6 +243,7 @@ namespace NpcServer.Dialogue.Unity
             if (_conversation == null)
             {
                 _conversation = new NpcConversation(_client, personaId, conversationId);
+                _conversation.LineStarted += () => _mainThread.Post(RaiseLineStarted);
                 _conversation.DeltaReceived += delta => _mainThread.Post(() => RaiseDelta(delta));
                 _conversation.LineFinished += line => _mainThread.Post(() => RaiseLineFinished(line));
             }

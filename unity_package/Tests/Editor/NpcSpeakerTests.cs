@@ -132,6 +132,59 @@ namespace NpcServer.Dialogue.EditorTests
         }
 
         [Test]
+        public void ARefusedLineNeitherStartsNorClearsTheReplyStillStreaming()
+        {
+            var log = new List<string>();
+            var transport = new ScriptedTransport { HoldOpenAfterChunks = true }.Message(Delta("Hm, "));
+            var speaker = Speaker(transport, log);
+            var narrator = _npc.AddComponent<NpcNarrator>();
+            narrator.Speaker = speaker;
+            speaker.Say("One");
+            speaker.DispatchPendingEvents();
+            speaker.Say("Two");
+            speaker.Say("   ");
+            speaker.DispatchPendingEvents();
+            narrator.RevealAll();
+            Assert.AreEqual("Hm, ", narrator.VisibleText, "a refused line must not wipe the reply being typed");
+            Assert.AreEqual(1, log.FindAll(entry => entry == "started").Count);
+            StringAssert.StartsWith("error:NPC 'tavern_keeper' is still speaking", log[log.Count - 2]);
+            StringAssert.Contains("must not be empty", log[log.Count - 1]);
+            speaker.Cancel();
+            speaker.DispatchPendingEvents();
+        }
+
+        [Test]
+        public void AnEmptyLineRaisesOnlyTheError()
+        {
+            var log = new List<string>();
+            var transport = new ScriptedTransport().Message(Final("Hm.", false)).Trailer(0);
+            var speaker = Speaker(transport, log);
+            bool started = false;
+            speaker.LineStarted += () => started = true;
+            speaker.Say("");
+            speaker.DispatchPendingEvents();
+            Assert.IsFalse(started);
+            Assert.AreEqual(1, log.Count);
+            StringAssert.Contains("must not be empty", log[0]);
+            Assert.AreEqual(0, transport.Calls);
+        }
+
+        [Serializable]
+        public class ShipLine
+        {
+            public string line;
+        }
+
+        [Test]
+        public void GetStructuredReturnsDefaultForAPayloadThatIsNotAnObject()
+        {
+            var array = new NpcLine(Final("[\"aye\", \"nay\"]", true).Final);
+            Assert.IsTrue(array.IsStructuredValid, "a schema may allow a top-level array");
+            Assert.IsNull(array.GetStructured<ShipLine>());
+            Assert.IsNull(new NpcLine(Final("Aye.", false).Final).GetStructured<ShipLine>());
+        }
+
+        [Test]
         public void SaveGameRoundTripThroughTheSpeaker()
         {
             var saved = new Conversation { PersonaId = "tavern_keeper", ConversationId = "player" };

@@ -45,6 +45,23 @@ namespace NpcServer.Dialogue.Tests
         }
 
         [Test]
+        public void LineStartedOnlyForAcceptedLinesAndBeforeTheirDeltas()
+        {
+            var transport = new ScriptedTransport { HoldOpenAfterChunks = true }.Message(Delta("Hm"));
+            var conversation = new NpcConversation(new NpcClient(transport), "tavern_keeper", "slot1");
+            var events = new List<string>();
+            conversation.LineStarted += () => events.Add("started");
+            conversation.DeltaReceived += d => events.Add("delta:" + d);
+            Assert.IsInstanceOf<ArgumentException>(Sync.Catch(() => conversation.SayAsync(" ")));
+            Assert.AreEqual(0, events.Count, "an empty line is refused before it starts");
+            var first = conversation.SayAsync("One");
+            Assert.IsInstanceOf<InvalidOperationException>(Sync.Catch(() => conversation.SayAsync("Two")));
+            Assert.AreEqual(new[] { "started", "delta:Hm" }, events.ToArray());
+            conversation.Cancel();
+            Assert.IsInstanceOf<OperationCanceledException>(Sync.Catch(() => first));
+        }
+
+        [Test]
         public void OneLineAtATime()
         {
             var transport = new ScriptedTransport { HoldOpenAfterChunks = true }.Message(Delta("Hm"));

@@ -28,6 +28,12 @@ namespace NpcServer.Dialogue
             PlayerName = "";
         }
 
+        /// <summary>
+        /// A line passed its checks (not empty, not while another is spoken) and is being sent. Raised on the thread
+        /// that called <see cref="SayAsync"/>, before any delta; a refused line raises nothing.
+        /// </summary>
+        public event Action LineStarted;
+
         /// <summary>A delta of the line being spoken arrived.</summary>
         public event Action<string> DeltaReceived;
 
@@ -106,6 +112,8 @@ namespace NpcServer.Dialogue
             if (MaxTokens > 0) request.MaxTokens = MaxTokens;
             try
             {
+                var started = LineStarted;
+                if (started != null) started();
                 var line = await _client.TalkAsync(request, new DeltaSink(this), source.Token).ConfigureAwait(false);
                 lock (_gate) LastLine = line;
                 Finish(source);
