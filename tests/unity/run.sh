@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Compiles the Unity package with Debian mono's mcs in C# 7.2 mode (the subset Unity projects must compile too),
-# runs every NUnit test (package runtime + editor tests, Python<->C# wire interop, end to end against a live
-# server), checks C#'s encodings with Python protobuf, and prints "N passed, N failed".
+# runs every NUnit test (package runtime + editor tests, the UnityWebRequest transport against the stub,
+# Python<->C# wire interop, end to end against a live server), checks C#'s encodings with Python protobuf, and
+# prints "N passed, N failed".
 #
 #   NPCSERVER_HTTP_URL=http://127.0.0.1:8080 tests/unity/run.sh
 #
@@ -54,6 +55,10 @@ sources() { find "$@" -name '*.cs' | sort; }
     -r:System.Core.dll $(sources "$PKG/Tests/Editor")
   compile NpcServer.Dialogue.Interop "NpcServer.Dialogue.Core nunit.framework" -r:System.Core.dll \
     $(sources "$HERE/interop")
+  # UnityWebRequestTransport against the stub's scriptable UnityWebRequest (stub-only hooks, so not in the package).
+  compile NpcServer.Dialogue.TransportTests \
+    "UnityEngine NpcServer.Dialogue.Core NpcServer.Dialogue NpcServer.Dialogue.Tests nunit.framework" \
+    -r:System.Core.dll $(sources "$HERE/transport")
   compile NpcServer.Dialogue.E2E "NpcServer.Dialogue.Core nunit.framework" -r:System.Core.dll \
     $(sources "$HERE/e2e")
 }
@@ -70,7 +75,7 @@ fi
 # nunit-console's exit code is its failure count; the summary below decides.
 (cd "$BUILD" && nunit-console -nologo -noshadow -xml="$BUILD/TestResult.xml" \
   NpcServer.Dialogue.Tests.dll NpcServer.Dialogue.EditorTests.dll NpcServer.Dialogue.Interop.dll \
-  NpcServer.Dialogue.E2E.dll > "$BUILD/nunit.log" 2>&1) || true
+  NpcServer.Dialogue.TransportTests.dll NpcServer.Dialogue.E2E.dll > "$BUILD/nunit.log" 2>&1) || true
 grep -v '^\s*$' "$BUILD/nunit.log" | grep -vE '^(ProcessModel|Execution Runtime|Tests run|  Not run)' || true
 
 status=0

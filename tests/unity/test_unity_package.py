@@ -196,7 +196,7 @@ def test_csharp_suite(live_server: LiveServer, server_factory: Callable[..., Liv
     summary = re.findall(r"^(\d+) passed, (\d+) failed$", result.stdout, re.MULTILINE)
     assert summary, "run.sh printed no summary"
     passed, failed = (int(n) for n in summary[-1])
-    expected = count_tests(PACKAGE / "Tests", HERE / "interop", HERE / "e2e")
+    expected = count_tests(PACKAGE / "Tests", HERE / "interop", HERE / "transport", HERE / "e2e")
     assert (passed, failed) == (expected, 0), f"expected all {expected} [Test]s to run and pass"
     wire_total = len(wire_fixtures.fixtures())
     assert f"wire interop (C# -> Python): {wire_total} passed, 0 failed" in result.stdout

@@ -133,7 +133,13 @@ namespace UnityEngine
 
     public static class JsonUtility
     {
-        public static T FromJson<T>(string json) { throw new NotSupportedException("stub: JsonUtility needs Unity"); }
+        public static T FromJson<T>(string json)
+        {
+            // Unity's JsonUtility reads only objects: a top-level array, string or number throws this.
+            string trimmed = (json ?? "").TrimStart();
+            if (trimmed.Length > 0 && trimmed[0] != '{') throw new ArgumentException("JSON must represent an object type.");
+            throw new NotSupportedException("stub: JsonUtility needs Unity");
+        }
         public static string ToJson(object obj) { throw new NotSupportedException("stub: JsonUtility needs Unity"); }
     }
 
@@ -285,6 +291,7 @@ namespace UnityEngine.Networking
         protected virtual bool ReceiveData(byte[] data, int dataLength) { return true; }
         protected virtual void CompleteContent() { }
         protected virtual void ReceiveContentLengthHeader(ulong contentLength) { }
+        internal bool Deliver(byte[] data) { return ReceiveData(data, data.Length); }
         public void Dispose() { }
     }
 
@@ -303,7 +310,21 @@ namespace UnityEngine.Networking
     {
         public enum Result { InProgress, Success, ConnectionError, ProtocolError, DataProcessingError }
 
-        public UnityWebRequest(string url, string method) { this.url = url; this.method = method; }
+        // Stub-only hooks (Unity has none of these): tests script what SendWebRequest does and then play the
+        // network's part with StubReceive and StubFinish. Without StubOnSend, SendWebRequest throws as before.
+        public static readonly List<UnityWebRequest> StubCreated = new List<UnityWebRequest>();
+        public static Action<UnityWebRequest> StubOnSend;
+        public bool StubDisposed { get; private set; }
+        public bool StubAborted { get; private set; }
+        public readonly Dictionary<string, string> StubHeaders = new Dictionary<string, string>();
+        UnityWebRequestAsyncOperation _operation;
+
+        public UnityWebRequest(string url, string method)
+        {
+            this.url = url;
+            this.method = method;
+            StubCreated.Add(this);
+        }
 
         public string url { get; set; }
         public string method { get; set; }
@@ -317,17 +338,53 @@ namespace UnityEngine.Networking
         public string error { get; private set; }
         public bool isDone { get; private set; }
 
-        public void SetRequestHeader(string name, string value) { }
+        public void SetRequestHeader(string name, string value)
+        {
+            // Like Unity, refuse empty names or values and control characters (CR/LF would split the header).
+            if (string.IsNullOrEmpty(name)) throw new ArgumentException("Cannot set a request header with no name");
+            if (string.IsNullOrEmpty(value)) throw new ArgumentException("Cannot set request header " + name + " empty");
+            foreach (char c in name + value)
+            {
+                if (c < 0x20 && c != '\t') throw new ArgumentException("Request header " + name + ": invalid characters");
+            }
+            StubHeaders[name] = value;
+        }
+
         public Dictionary<string, string> GetResponseHeaders() { return new Dictionary<string, string>(); }
         public string GetResponseHeader(string name) { return null; }
 
         public UnityWebRequestAsyncOperation SendWebRequest()
         {
-            throw new NotSupportedException("stub: UnityWebRequest needs the Unity engine");
+            if (StubOnSend == null) throw new NotSupportedException("stub: UnityWebRequest needs the Unity engine");
+            StubOnSend(this);
+            _operation = new UnityWebRequestAsyncOperation { webRequest = this };
+            return _operation;
         }
 
-        public void Abort() { }
-        public void Dispose() { }
+        /// <summary>Stub only: the server sent a status line and a chunk of the body.</summary>
+        public bool StubReceive(long status, byte[] chunk)
+        {
+            responseCode = status;
+            return downloadHandler.Deliver(chunk);
+        }
+
+        /// <summary>Stub only: the request ended (Unity then raises the operation's completed event).</summary>
+        public void StubFinish(Result outcome, string errorText)
+        {
+            result = outcome;
+            error = errorText;
+            isDone = true;
+            _operation.Complete();
+        }
+
+        public void Abort() { StubAborted = true; }
+
+        public void Dispose()
+        {
+            StubDisposed = true;
+            if (disposeUploadHandlerOnDispose && uploadHandler != null) uploadHandler.Dispose();
+            if (disposeDownloadHandlerOnDispose && downloadHandler != null) downloadHandler.Dispose();
+        }
     }
 }
 

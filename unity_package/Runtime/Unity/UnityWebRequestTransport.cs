@@ -1,5 +1,6 @@
 using System;
 using System.Collections.Generic;
+using System.Diagnostics;
 using System.Threading;
 using System.Threading.Tasks;
 using UnityEngine.Networking;
@@ -45,26 +46,39 @@ namespace NpcServer.Dialogue.Unity
                 return completion.Task;
             }
 
+            var clock = Stopwatch.StartNew();
             var web = new UnityWebRequest(_baseUrl + request.Path, "POST");
-            var upload = new UploadHandlerRaw(request.Body);
-            var download = new StreamingDownloadHandler(web, handler);
-            web.uploadHandler = upload;
-            web.downloadHandler = download;
-            web.disposeUploadHandlerOnDispose = true;
-            web.disposeDownloadHandlerOnDispose = true;
-            web.timeout = _timeoutSeconds;
-            foreach (var header in request.Headers)
+            StreamingDownloadHandler download;
+            UnityWebRequestAsyncOperation operation;
+            try
             {
-                if (string.Equals(header.Key, "content-type", StringComparison.OrdinalIgnoreCase))
+                var upload = new UploadHandlerRaw(request.Body);
+                download = new StreamingDownloadHandler(web, handler);
+                web.uploadHandler = upload;
+                web.downloadHandler = download;
+                web.disposeUploadHandlerOnDispose = true;
+                web.disposeDownloadHandlerOnDispose = true;
+                web.timeout = _timeoutSeconds;
+                foreach (var header in request.Headers)
                 {
-                    upload.contentType = header.Value;
+                    if (string.Equals(header.Key, "content-type", StringComparison.OrdinalIgnoreCase))
+                    {
+                        upload.contentType = header.Value;
+                    }
+                    web.SetRequestHeader(header.Key, header.Value);
                 }
-                web.SetRequestHeader(header.Key, header.Value);
+                operation = web.SendWebRequest();
+            }
+            catch (Exception e)
+            {
+                // The request never started, so no completion callback will dispose it (and its native memory).
+                web.Dispose();
+                completion.SetException(RefusedError(e));
+                return completion.Task;
             }
 
             var registration = default(CancellationTokenRegistration);
             bool finished = false;
-            var operation = web.SendWebRequest();
             if (cancellationToken.CanBeCanceled)
             {
                 // Abort must run on the main thread: let the token post back to Unity's synchronization context.
@@ -86,6 +100,13 @@ namespace NpcServer.Dialogue.Unity
                     else if (cancellationToken.IsCancellationRequested)
                     {
                         completion.TrySetCanceled();
+                    }
+                    else if (web.result == UnityWebRequest.Result.ConnectionError && IsTimeout(web.error, clock))
+                    {
+                        completion.TrySetException(new NpcRpcException(GrpcStatusCode.DeadlineExceeded,
+                            "no complete reply from " + _baseUrl + " within the transport timeout of "
+                            + _timeoutSeconds + " s; raise timeoutSeconds in the NpcConnectionSettings, or set it "
+                            + "to 0 so that long replies can stream to the end"));
                     }
                     else if (web.result == UnityWebRequest.Result.ConnectionError)
                     {
@@ -109,6 +130,28 @@ namespace NpcServer.Dialogue.Unity
                 }
             };
             return completion.Task;
+        }
+
+        // Unity reports its own timeout as a ConnectionError whose error is "Request timeout"; the clock also
+        // catches a platform that words it differently.
+        bool IsTimeout(string error, Stopwatch clock)
+        {
+            if (_timeoutSeconds <= 0) return false;
+            return string.Equals(error, "Request timeout", StringComparison.OrdinalIgnoreCase)
+                   || clock.Elapsed.TotalSeconds >= _timeoutSeconds;
+        }
+
+        Exception RefusedError(Exception e)
+        {
+            // Unity 2022.1+ refuses http:// in SendWebRequest unless the player settings allow it (and iOS does so
+            // on every version); say where to change that.
+            if (e is InvalidOperationException && _baseUrl.StartsWith("http://", StringComparison.OrdinalIgnoreCase))
+            {
+                return new InvalidOperationException("Unity refused the request to " + _baseUrl + ": " + e.Message
+                    + ". Plain http:// needs Player Settings > Other Settings > Allow downloads over HTTP; "
+                    + "shipped games should use https://", e);
+            }
+            return e;
         }
 
         sealed class StreamingDownloadHandler : DownloadHandlerScript

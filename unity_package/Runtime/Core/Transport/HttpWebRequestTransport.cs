@@ -22,7 +22,10 @@ namespace NpcServer.Dialogue
             _baseUrl = NpcClient.NormalizeBaseUrl(baseUrl);
         }
 
-        /// <summary>How long a read may wait for the next chunk before the call fails (default 5 minutes).</summary>
+        /// <summary>
+        /// How long a read may wait for the next chunk before the call fails with DEADLINE_EXCEEDED (default 5
+        /// minutes).
+        /// </summary>
         public int ReadWriteTimeoutMilliseconds { get; set; } = 300000;
 
         /// <inheritdoc />
@@ -90,6 +93,13 @@ namespace NpcServer.Dialogue
                 catch (Exception e) when (cancellationToken.IsCancellationRequested && !(e is NpcRpcException))
                 {
                     throw new OperationCanceledException("the call was cancelled", e, cancellationToken);
+                }
+                catch (WebException e) when (e.Status == WebExceptionStatus.Timeout)
+                {
+                    // The server was reached but went quiet for too long: a deadline, not an unreachable server.
+                    throw new NpcRpcException(GrpcStatusCode.DeadlineExceeded, "no data from " + _baseUrl
+                        + " for " + ReadWriteTimeoutMilliseconds + " ms; raise ReadWriteTimeoutMilliseconds for "
+                        + "replies that pause longer");
                 }
                 catch (WebException e)
                 {
