@@ -1,20 +1,23 @@
-"""The asyncio client, :class:`AsyncNpcClient`: the same API as :class:`~npcserver.client.NpcClient`, awaited."""
+"""The asyncio client, :class:`AsyncNpcClient`.
+
+The blocking client in ``sync.py`` is generated from this module by ``tools/gen_sync_client.py`` (unasync), so the
+two keep one API: edit this module, then run the tool.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import os
+import time
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Unpack
 
 import grpc
-import grpc.aio
 from grpc_health.v1 import health_pb2
 
 from npcserver.api.v1 import npcserver_pb2 as pb
+from npcserver.client import _io_async as backend
 from npcserver.client._common import (
-    CHANNEL_OPTIONS,
     DEFAULT_TARGET,
     PROBE_TIMEOUT_S,
     ReadinessProbe,
@@ -41,17 +44,19 @@ from npcserver.client.types import (
 class AsyncNpcClient:
     """An asyncio npcserver client over gRPC.
 
-    ::
+    Use it as a context manager: entering connects and waits until the server reports SERVING (up to
+    ``ready_timeout`` seconds), or raises :class:`~npcserver.client.errors.NpcServerUnavailable`::
 
         async with AsyncNpcClient("127.0.0.1:50051") as npc:
             reply = await npc.chat("Hello!")
+            print(reply.content)
             stream = npc.stream_talk("tavern_keeper", "player-1", "What's on the menu?")
             async for piece in stream:
                 print(piece, end="", flush=True)
-            print((await stream.result()).usage)
+            result = await stream.result()
+            print(result.usage)
 
-    Entering waits until the server reports SERVING (up to ``ready_timeout`` seconds) or raises
-    :class:`~npcserver.client.errors.NpcServerUnavailable`. ``AsyncNpcClient.local()`` starts a private server.
+    ``AsyncNpcClient.local()`` starts a private server process instead and stops it on exit.
     """
 
     def __init__(
@@ -64,10 +69,10 @@ class AsyncNpcClient:
         local_server: LocalServer | None = None,
     ) -> None:
         """``timeout`` is the default deadline in seconds of each call (None: no deadline); ``api_key`` is sent as
-        ``authorization: Bearer <key>``; ``local_server`` is started on :meth:`connect` and stopped on
-        :meth:`close`.
+        ``authorization: Bearer <key>``; ``local_server`` is started on :meth:`connect` (``target`` then becomes
+        the address it reports) and stopped on :meth:`close`.
         """
-        self.target = local_server.target if local_server is not None else target
+        self.target = target
         self.timeout = timeout
         self.ready_timeout = ready_timeout
         self._metadata = auth_metadata(api_key)
@@ -86,15 +91,20 @@ class AsyncNpcClient:
         timeout: float | None = None,
         ready_timeout: float = 180.0,
     ) -> AsyncNpcClient:
-        """A client that owns a private ``python -m npcserver serve`` on a free loopback port (HTTP door off)."""
+        """A client that owns a private ``python -m npcserver serve`` on a free loopback port (HTTP door off).
+
+        ``env`` adds NPCSERVER_* settings for the server; ``ready_timeout`` covers its model load.
+        """
         server = LocalServer(data_dir=data_dir, env=env, args=args)
         return cls(api_key=api_key, timeout=timeout, ready_timeout=ready_timeout, local_server=server)
 
     @property
     def _stubs(self) -> Stubs:
-        # Made lazily: a grpc.aio channel belongs to the event loop running when it is created.
+        # Made on first use: the asyncio flavour's channel must be created inside the running event loop.
         if self._stubs_ is None:
-            self._channel = grpc.aio.insecure_channel(self.target, options=CHANNEL_OPTIONS)
+            if self._server is not None:
+                self.target = self._server.target  # raises a clear error if the server was never started
+            self._channel = backend.open_channel(self.target)
             self._stubs_ = Stubs(self._channel)
         return self._stubs_
 
@@ -107,9 +117,11 @@ class AsyncNpcClient:
 
     async def connect(self) -> AsyncNpcClient:
         """Starts the local server (if any) and waits until the server is ready. Returns self."""
-        if self._server is not None:
-            self._server.start()
         try:
+            if self._server is not None:
+                # Returns once the server printed its ready line (model loaded, ports bound) or raises.
+                await backend.run_blocking(self._server.start, self.ready_timeout)
+                self.target = self._server.target
             await self.wait_ready(self.ready_timeout)
         except BaseException:
             await self.close()
@@ -121,13 +133,12 @@ class AsyncNpcClient:
         (default: ``ready_timeout``)."""
         max_wait = self.ready_timeout if max_wait is None else max_wait
         probe = ReadinessProbe(self.target, max_wait)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + max_wait
+        deadline = time.monotonic() + max_wait
         pause = 0.05
         while True:
             if self._server is not None:
                 self._server.check_alive()
-            remaining = deadline - loop.time()
+            remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise probe.timed_out()
             try:
@@ -138,9 +149,9 @@ class AsyncNpcClient:
                 )
                 if probe.serving(resp):
                     return
-            except grpc.aio.AioRpcError as err:
+            except grpc.RpcError as err:
                 probe.failed(err)
-            await asyncio.sleep(max(0.0, min(pause, deadline - loop.time())))
+            await backend.sleep(max(0.0, min(pause, deadline - time.monotonic())))
             pause = min(pause * 2, 0.5)
 
     async def close(self) -> None:
@@ -150,8 +161,7 @@ class AsyncNpcClient:
             self._channel = None
             self._stubs_ = None
         if self._server is not None:
-            # Stopping waits for the process; keep the loop responsive meanwhile.
-            await asyncio.to_thread(self._server.stop)
+            await backend.run_blocking(self._server.stop)
 
     async def __aenter__(self) -> AsyncNpcClient:
         return await self.connect()
@@ -166,10 +176,11 @@ class AsyncNpcClient:
             return await method(
                 request, timeout=call_timeout if call_timeout is not None else self.timeout, metadata=self._metadata
             )
-        except grpc.aio.AioRpcError as err:
+        except grpc.RpcError as err:
             raise from_rpc_error(err, self.target) from None
 
     def _stream(self, method: Callable[..., Any], request: Any, call_timeout: float | None) -> AsyncReplyStream:
+        # A streaming call does not fail here; errors surface on iteration, where the stream maps them.
         call = method(
             request, timeout=call_timeout if call_timeout is not None else self.timeout, metadata=self._metadata
         )
@@ -181,7 +192,8 @@ class AsyncNpcClient:
         self, message: str, history: Sequence[MessageLike] | None = None, **options: Unpack[ChatOptions]
     ) -> ChatMessage:
         """Sends ``message`` as the user after ``history`` and returns the assistant's reply."""
-        return (await self.chat_completion(history_messages(message, history), **options)).message
+        result = await self.chat_completion(history_messages(message, history), **options)
+        return result.message
 
     async def chat_completion(self, messages: Sequence[MessageLike], **options: Unpack[ChatOptions]) -> ChatResult:
         """A whole chat completion over ``messages``, with usage, timings and structured output."""
@@ -194,7 +206,7 @@ class AsyncNpcClient:
     def stream_chat(
         self, message: str, history: Sequence[MessageLike] | None = None, **options: Unpack[ChatOptions]
     ) -> AsyncReplyStream:
-        """Like :meth:`chat`, but yields the reply's text pieces as they are sampled (``async for``)."""
+        """Like :meth:`chat`, but yields the reply's text pieces as they are sampled."""
         return self.stream_chat_completion(history_messages(message, history), **options)
 
     def stream_chat_completion(
@@ -207,8 +219,11 @@ class AsyncNpcClient:
     # -- NPC dialogue ------------------------------------------------------------------------------------------
 
     async def talk(self, npc: str, conversation: str, text: str, **overrides: Unpack[TalkOptions]) -> ChatResult:
-        """The player says ``text`` to persona ``npc`` in ``conversation``; returns the NPC's whole reply."""
-        # The async with block cancels the stream if this task is cancelled, so the server stops generating.
+        """The player says ``text`` to persona ``npc`` in ``conversation``; returns the NPC's whole reply.
+
+        The server stores the turn once the reply completes.
+        """
+        # Leaving the with block early (task cancelled, Ctrl-C) cancels the stream, so the server stops generating.
         async with self.stream_talk(npc, conversation, text, **overrides) as stream:
             return await stream.result()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -26,6 +27,15 @@ async def anpc(live_server: Any) -> AsyncIterator[AsyncNpcClient]:
     """An asyncio client, connected and ready."""
     async with AsyncNpcClient(live_server.grpc_target, ready_timeout=READY_TIMEOUT_S, timeout=120.0) as client:
         yield client
+
+
+@pytest.fixture
+def closed_port_target() -> Iterator[str]:
+    """``127.0.0.1:<port>`` where nothing listens: the port stays bound (not listening) for the whole test, so no
+    other process can take it and connections to it are refused."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield f"127.0.0.1:{sock.getsockname()[1]}"
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ from typing import Any
 
 from npcserver.chat_repl import EXIT_ERROR, EXIT_OK, EXIT_UNAVAILABLE, run_chat
 from npcserver.client import NpcClient
-from npcserver.client.local import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -106,8 +105,8 @@ def test_unknown_persona_is_a_clear_error(live_server: Any) -> None:
     assert "tavern_keeper" in err.getvalue()  # the known personas are listed
 
 
-def test_server_down_is_a_clear_error() -> None:
-    target = f"127.0.0.1:{free_port()}"
+def test_server_down_is_a_clear_error(closed_port_target: str) -> None:
+    target = closed_port_target
     err = io.StringIO()
     code = run_chat(
         target, "tavern_keeper", "c1", ready_timeout=1.0, stdin=io.StringIO(), stdout=io.StringIO(), stderr=err

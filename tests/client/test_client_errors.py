@@ -22,7 +22,6 @@ from npcserver.client import (
     Persona,
 )
 from npcserver.client.errors import from_rpc_error
-from npcserver.client.local import free_port
 
 
 def test_unknown_persona_raises_not_found(npc: NpcClient, conversation_id: str) -> None:
@@ -66,8 +65,8 @@ def test_a_passed_deadline_raises_deadline_exceeded(npc: NpcClient, conversation
     assert npc.history("narrator", conversation_id).turns == ()
 
 
-def test_a_closed_port_fails_fast_with_a_clear_error() -> None:
-    target = f"127.0.0.1:{free_port()}"  # nothing listens here
+def test_a_closed_port_fails_fast_with_a_clear_error(closed_port_target: str) -> None:
+    target = closed_port_target  # nothing listens here
     start = time.monotonic()
     with pytest.raises(NpcServerUnavailable) as exc, NpcClient(target, ready_timeout=1.0):
         pass
@@ -78,8 +77,8 @@ def test_a_closed_port_fails_fast_with_a_clear_error() -> None:
     assert "npcserver serve" in exc.value.message
 
 
-def test_a_call_to_a_closed_port_raises_unavailable() -> None:
-    target = f"127.0.0.1:{free_port()}"
+def test_a_call_to_a_closed_port_raises_unavailable(closed_port_target: str) -> None:
+    target = closed_port_target
     client = NpcClient(target, timeout=5.0)  # not entered: no readiness wait, the call itself fails
     try:
         with pytest.raises(NpcServerUnavailable) as exc:

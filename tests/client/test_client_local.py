@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
 import pytest
 
-from npcserver.client import NpcClient, NpcServerUnavailable, NpcUnauthenticated, Persona
+from npcserver.client import AsyncNpcClient, NpcClient, NpcServerUnavailable, NpcUnauthenticated, Persona
 
 REPO = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.model  # each test starts its own server on the embedded model
 
 
 def test_local_server_starts_serves_and_stops(tmp_path: Path) -> None:
@@ -25,7 +28,9 @@ def test_local_server_starts_serves_and_stops(tmp_path: Path) -> None:
     assert server is not None
     with client:
         assert server.running
-        assert client.target == server.target
+        # The server bound port 0 and reported the port it got; the client talks to that one.
+        assert server.port > 0
+        assert client.target == server.target == f"127.0.0.1:{server.port}"
         assert client.list_models()[0].context_size > 0
         client.create_persona(Persona(id="local_guard", display_name="Guard", system_prompt="A bored city guard."))
         reply = client.talk("local_guard", "p1", "Halt?", max_tokens=8, temperature=0.0)
@@ -39,6 +44,8 @@ def test_local_server_starts_serves_and_stops(tmp_path: Path) -> None:
             finally:
                 stranger.close()
     assert not server.running
+    with pytest.raises(NpcServerUnavailable, match="start it first"):
+        _ = server.target
     assert data_dir.is_dir() and any(data_dir.iterdir()), "the server kept no data in the given data_dir"
 
 
@@ -49,3 +56,27 @@ def test_local_server_that_dies_reports_its_output() -> None:
     assert time.monotonic() - start < 30.0  # the dead process is noticed at once, not at the timeout
     assert "exited with code" in exc.value.message
     assert "--no-such-flag" in exc.value.message  # the server's own complaint is quoted
+
+
+async def test_async_local_server_starts_without_blocking_the_loop_and_stops() -> None:
+    env = {"NPCSERVER_THREADS": "2", "NPCSERVER_CTX_SIZE": "2048", "NPCSERVER_PERSONAS_DIR": str(REPO / "personas")}
+    client = AsyncNpcClient.local(env=env, ready_timeout=300.0)
+    server = client.local_server
+    assert server is not None
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.05)
+            ticks += 1
+
+    ticker = asyncio.create_task(tick())
+    async with client:
+        # The server process takes seconds to load its model; the loop kept running meanwhile.
+        assert ticks >= 5
+        assert client.target == server.target
+        assert (await client.list_models())[0].context_size > 0
+        assert "tavern_keeper" in [p.id for p in await client.list_personas()]
+    ticker.cancel()
+    assert not server.running
