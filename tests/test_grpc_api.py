@@ -224,6 +224,34 @@ def test_output_cut_by_max_tokens_is_length_and_not_valid(api: Api) -> None:
     assert not choice.structured.valid and choice.structured.error
 
 
+#: Letters likely in any English reply; the stop test cuts at the first one the unstopped reply has.
+STOP_LETTERS = "etaoinsrhl"
+
+
+def test_talk_accepts_every_sampling_option_and_applies_them(api: Api) -> None:
+    greedy = {"temperature": 0.0, "seed": 3, "top_k": 40, "min_p": 0.05, "repeat_penalty": 1.1, "top_p": 0.9}
+    line = "What is on the menu tonight?"
+    _, one = api.talk("tavern_keeper", conv_id(), line, sampling=pb.SamplingOptions(**greedy, max_tokens=1))
+    assert one.finish_reason == pb.FINISH_REASON_LENGTH and one.usage.completion_tokens == 1
+
+    _, full = api.talk("tavern_keeper", conv_id(), line, sampling=pb.SamplingOptions(**greedy, max_tokens=24))
+    text = full.message.content
+    stop = next(c for c in STOP_LETTERS if text.find(c) > 0)
+    sampling = pb.SamplingOptions(**greedy, max_tokens=24, stop=[stop])
+    _, cut = api.talk("tavern_keeper", conv_id(), line, sampling=sampling)
+    assert stop not in cut.message.content and cut.message.content, (text, cut.message.content)
+    assert cut.finish_reason == pb.FINISH_REASON_STOP and cut.usage.completion_tokens < 24
+
+    for bad, field in [
+        ({"top_k": -1}, "top_k"),
+        ({"min_p": 1.5}, "min_p"),
+        ({"repeat_penalty": 0.0}, "repeat_penalty"),
+    ]:
+        with pytest.raises(grpc.RpcError) as info:
+            api.talk("tavern_keeper", conv_id(), line, sampling=pb.SamplingOptions(**bad))
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and field in info.value.details()
+
+
 def _chat(api: Api, **fields: Any) -> Callable[[], Any]:
     return lambda: api.chat.CreateChatCompletion(pb.CreateChatCompletionRequest(**fields), timeout=HANG_GUARD_S)
 

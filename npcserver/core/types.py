@@ -7,7 +7,11 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from npcserver.engine.base import FinishReason, GenerationStats, TextDelta
+from npcserver.engine.base import FinishReason, GenerationStats
+
+# TextDelta is re-exported: it is the stream event doors see, and no door imports the engine.
+from npcserver.engine.base import TextDelta as TextDelta
+
 # The store owns the turn record (it imports nothing from the core); re-exported so core code names it here too.
 from npcserver.store.base import Turn as Turn
 

@@ -1,9 +1,13 @@
-"""Protobuf <-> domain conversion. The only module that knows both the wire schema and the core types."""
+"""Protobuf <-> domain conversion: the only module that knows both the API's messages and the core's types.
+
+The gRPC door (and through it gRPC-Web) and the NPC REST routes, which speak the same messages as proto-JSON, both
+convert here, so the doors cannot drift apart.
+"""
 
 from __future__ import annotations
 
 import json
-from typing import Any, Protocol
+from typing import Any
 
 from npcserver.api.v1 import npcserver_pb2 as pb
 from npcserver.core.types import (
@@ -17,6 +21,7 @@ from npcserver.core.types import (
     Preset,
     ResponseFormat,
     SamplingOverrides,
+    StreamEvent,
     StructuredResult,
     TalkRequest,
     Turn,
@@ -26,28 +31,33 @@ from npcserver.errors import InvalidArgument
 _FINISH = {"stop": pb.FINISH_REASON_STOP, "length": pb.FINISH_REASON_LENGTH}
 
 
-class _SamplingFields(Protocol):
-    """The optional sampling fields that chat and Talk requests share."""
-
-    def HasField(self, name: str) -> bool: ...
+#: The sampling options, by name, as both SamplingOptions and the core's SamplingOverrides spell them.
+SAMPLING_FIELDS = tuple(f.name for f in pb.SamplingOptions.DESCRIPTOR.fields)
 
 
 def _opt(msg: Any, name: str) -> Any:
     return getattr(msg, name) if msg.HasField(name) else None
 
 
-def overrides_from_pb(msg: Any) -> SamplingOverrides:
-    fields = {f.name for f in msg.DESCRIPTOR.fields}
-    return SamplingOverrides(
-        temperature=_opt(msg, "temperature"),
-        top_p=_opt(msg, "top_p"),
-        top_k=_opt(msg, "top_k") if "top_k" in fields else None,
-        min_p=_opt(msg, "min_p") if "min_p" in fields else None,
-        repeat_penalty=_opt(msg, "repeat_penalty") if "repeat_penalty" in fields else None,
-        seed=_opt(msg, "seed"),
-        max_tokens=_opt(msg, "max_tokens"),
-        stop=tuple(msg.stop) if "stop" in fields else (),
-    )
+def overrides_from_pb(
+    msg: pb.CreateChatCompletionRequest | pb.StreamChatCompletionRequest | pb.TalkRequest,
+) -> SamplingOverrides:
+    """The request's sampling options: a field set in ``sampling`` wins over the deprecated flat field."""
+    flat = {f.name for f in msg.DESCRIPTOR.fields}
+    sampling = msg.sampling if msg.HasField("sampling") else None
+    values: dict[str, Any] = {}
+    for name in SAMPLING_FIELDS:
+        if name == "stop":
+            continue
+        if sampling is not None and sampling.HasField(name):
+            values[name] = getattr(sampling, name)
+        elif name in flat:
+            values[name] = _opt(msg, name)
+    if sampling is not None and sampling.stop:
+        stop: tuple[str, ...] = tuple(sampling.stop)
+    else:
+        stop = tuple(getattr(msg, "stop", ()))
+    return SamplingOverrides(**values, stop=stop)
 
 
 def parse_schema(text: str, param: str) -> dict[str, Any]:
@@ -242,3 +252,18 @@ def model_to_pb(m: ModelCard) -> pb.Model:
         gpu_layers=m.gpu_layers,
         has_chat_template=m.has_chat_template,
     )
+
+
+def talk_event_to_pb(event: StreamEvent) -> pb.TalkResponse:
+    """One event of a Talk stream as its TalkResponse."""
+    if isinstance(event, Completion):
+        return pb.TalkResponse(final=final_to_pb(event))
+    return pb.TalkResponse(delta=pb.ContentDelta(content=event.text))
+
+
+def persona_page_to_pb(personas: list[Persona], next_page_token: str) -> pb.ListPersonasResponse:
+    return pb.ListPersonasResponse(personas=[persona_to_pb(p) for p in personas], next_page_token=next_page_token)
+
+
+def presets_to_pb(presets: list[Preset], default_preset: str) -> pb.ListPresetsResponse:
+    return pb.ListPresetsResponse(presets=[preset_to_pb(p) for p in presets], default_preset=default_preset)

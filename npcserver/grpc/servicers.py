@@ -1,7 +1,8 @@
-"""The service layer: grpc.aio servicers that convert protobuf to domain calls on NpcCore and back.
+"""The gRPC door's servicers: protobuf in, one NpcService operation, protobuf out.
 
-Both doors run these exact handlers: the gRPC door natively, the HTTP door through its gRPC-Web bridge. The
-``rpc`` decorators hold the one map from domain errors to gRPC status codes, and the API-key check.
+Both the gRPC door and the HTTP door's gRPC-Web bridge run these exact handlers. ``unary`` and ``streaming`` hold
+the door's admission (the API key from the ``authorization`` metadata) and its one map from domain errors to gRPC
+status codes; every operation, rule and check lives behind NpcService.
 """
 
 from __future__ import annotations
@@ -9,7 +10,8 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from contextlib import aclosing
+from typing import Any, TypeAlias, TypeVar
 
 import grpc
 
@@ -17,16 +19,16 @@ from npcserver.api.v1 import npcserver_pb2 as pb
 from npcserver.api.v1 import npcserver_pb2_grpc as pb_grpc
 from npcserver.config import Settings
 from npcserver.core.app import NpcCore
-from npcserver.core.types import Completion
-from npcserver.engine.base import TextDelta
-from npcserver.errors import Internal, NotReady, NpcError
+from npcserver.errors import Internal, NpcError
 from npcserver.grpc import convert
-from npcserver.service.auth import check_api_key
+from npcserver.service import Completion, NpcService, TextDelta
 
 log = logging.getLogger(__name__)
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
+#: grpc.aio.ServicerContext (grpc ships no type information, so mypy sees Any either way).
+Context: TypeAlias = Any
 
 
 def status_of(err: NpcError) -> grpc.StatusCode:
@@ -34,7 +36,7 @@ def status_of(err: NpcError) -> grpc.StatusCode:
     return getattr(grpc.StatusCode, err.grpc_status, grpc.StatusCode.INTERNAL)
 
 
-def _metadata(context: grpc.aio.ServicerContext[Any, Any], key: str) -> str | None:
+def _metadata(context: Context, key: str) -> str | None:
     for k, v in context.invocation_metadata() or ():
         if k.lower() == key:
             return v if isinstance(v, str) else v.decode()
@@ -42,150 +44,138 @@ def _metadata(context: grpc.aio.ServicerContext[Any, Any], key: str) -> str | No
 
 
 class _Base:
-    def __init__(self, core: NpcCore, api_key: str | None) -> None:
-        self.core = core
-        self.api_key = api_key
+    def __init__(self, service: NpcService) -> None:
+        self.service = service
 
-    def _admit(self, context: grpc.aio.ServicerContext[Any, Any], needs_model: bool) -> None:
-        check_api_key(_metadata(context, "authorization"), self.api_key)
-        if needs_model and not self.core.engine.ready:
-            raise NotReady("the model is still loading; retry shortly (health check reports SERVING when ready)")
+    def _admit(self, context: Context) -> None:
+        self.service.admit(_metadata(context, "authorization"))
 
 
-async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException, method: str) -> None:
+async def _abort(context: Context, exc: BaseException, method: str) -> None:
     if not isinstance(exc, NpcError):
         log.exception("%s failed", method, exc_info=exc)
         exc = Internal("internal server error; the server log has the details")
     await context.abort(status_of(exc), exc.message)
 
 
-def unary(needs_model: bool = False) -> Callable[..., Any]:
-    """Wraps a unary handler: API key, readiness, and the error map."""
+def unary(fn: Callable[[Any, Req, Context], Awaitable[Resp]]) -> Callable[[Any, Req, Context], Awaitable[Resp]]:
+    """Wraps a unary handler: admission and the error map."""
 
-    def wrap(fn: Callable[[Any, Req, Any], Awaitable[Resp]]) -> Callable[[Any, Req, Any], Awaitable[Resp]]:
-        @functools.wraps(fn)
-        async def handler(self: _Base, request: Req, context: grpc.aio.ServicerContext[Any, Any]) -> Resp:
-            try:
-                self._admit(context, needs_model)
-                return await fn(self, request, context)
-            except Exception as exc:
-                await _abort(context, exc, fn.__qualname__)
-                raise AssertionError("unreachable: abort raises") from exc
+    @functools.wraps(fn)
+    async def handler(self: _Base, request: Req, context: Context) -> Resp:
+        try:
+            self._admit(context)
+            return await fn(self, request, context)
+        except Exception as exc:
+            await _abort(context, exc, fn.__qualname__)
+            raise AssertionError("unreachable: abort raises") from exc
 
-        return handler
-
-    return wrap
+    return handler
 
 
-def streaming(needs_model: bool = False) -> Callable[..., Any]:
-    """Wraps a server-streaming handler: API key, readiness, and the error map."""
+def streaming(
+    fn: Callable[[Any, Req, Context], AsyncIterator[Resp]],
+) -> Callable[[Any, Req, Context], AsyncIterator[Resp]]:
+    """Wraps a server-streaming handler: admission and the error map. The stream is closed however it ends."""
 
-    def wrap(fn: Callable[[Any, Req, Any], AsyncIterator[Resp]]) -> Callable[[Any, Req, Any], AsyncIterator[Resp]]:
-        @functools.wraps(fn)
-        async def handler(
-            self: _Base, request: Req, context: grpc.aio.ServicerContext[Any, Any]
-        ) -> AsyncIterator[Resp]:
-            try:
-                self._admit(context, needs_model)
-                async for item in fn(self, request, context):
+    @functools.wraps(fn)
+    async def handler(self: _Base, request: Req, context: Context) -> AsyncIterator[Resp]:
+        try:
+            self._admit(context)
+            async with aclosing(fn(self, request, context)) as items:  # type: ignore[type-var]
+                async for item in items:
                     yield item
-            except Exception as exc:
-                await _abort(context, exc, fn.__qualname__)
+        except Exception as exc:
+            await _abort(context, exc, fn.__qualname__)
 
-        return handler
-
-    return wrap
+    return handler
 
 
 class ChatServicer(_Base, pb_grpc.ChatServiceServicer):
-    @unary(needs_model=True)
-    async def CreateChatCompletion(self, request: pb.CreateChatCompletionRequest, context: Any) -> Any:
-        return convert.completion_to_pb(await self.core.chat(convert.chat_request_from_pb(request)))
+    @unary
+    async def CreateChatCompletion(self, request: pb.CreateChatCompletionRequest, context: Context) -> Any:
+        return convert.completion_to_pb(await self.service.chat(convert.chat_request_from_pb(request)))
 
-    @streaming(needs_model=True)
-    async def StreamChatCompletion(self, request: pb.StreamChatCompletionRequest, context: Any) -> Any:
+    @streaming
+    async def StreamChatCompletion(self, request: pb.StreamChatCompletionRequest, context: Context) -> Any:
         chat = convert.chat_request_from_pb(request)
-        model = self.core.engine.info.id
-        async for event in self.core.stream_chat(chat):
-            msg = pb.StreamChatCompletionResponse(id=chat.id, model=model, created=chat.created)
-            if isinstance(event, TextDelta):
-                msg.delta.content = event.text
-            elif isinstance(event, Completion):
-                msg.final.CopyFrom(convert.final_to_pb(event))
-            yield msg
+        model = self.service.model_id()
+        async with aclosing(self.service.stream_chat(chat)) as events:  # type: ignore[type-var]
+            async for event in events:
+                msg = pb.StreamChatCompletionResponse(id=chat.id, model=model, created=chat.created)
+                if isinstance(event, TextDelta):
+                    msg.delta.content = event.text
+                elif isinstance(event, Completion):
+                    msg.final.CopyFrom(convert.final_to_pb(event))
+                yield msg
 
 
 class ConversationServicer(_Base, pb_grpc.ConversationServiceServicer):
-    @streaming(needs_model=True)
-    async def Talk(self, request: pb.TalkRequest, context: Any) -> Any:
-        async for event in self.core.stream_talk(convert.talk_request_from_pb(request)):
-            if isinstance(event, TextDelta):
-                yield pb.TalkResponse(delta=pb.ContentDelta(content=event.text))
-            elif isinstance(event, Completion):
-                yield pb.TalkResponse(final=convert.final_to_pb(event))
+    @streaming
+    async def Talk(self, request: pb.TalkRequest, context: Context) -> Any:
+        async with aclosing(self.service.stream_talk(convert.talk_request_from_pb(request))) as events:  # type: ignore[type-var]
+            async for event in events:
+                yield convert.talk_event_to_pb(event)
 
-    @unary()
-    async def GetConversation(self, request: pb.GetConversationRequest, context: Any) -> Any:
-        conv = await self.core.get_conversation(request.persona_id, request.conversation_id)
+    @unary
+    async def GetConversation(self, request: pb.GetConversationRequest, context: Context) -> Any:
+        conv = await self.service.get_conversation(request.persona_id, request.conversation_id)
         return pb.GetConversationResponse(conversation=convert.conversation_to_pb(conv))
 
-    @unary()
-    async def ResetConversation(self, request: pb.ResetConversationRequest, context: Any) -> Any:
-        n = await self.core.reset_conversation(request.persona_id, request.conversation_id)
+    @unary
+    async def ResetConversation(self, request: pb.ResetConversationRequest, context: Context) -> Any:
+        n = await self.service.reset_conversation(request.persona_id, request.conversation_id)
         return pb.ResetConversationResponse(deleted_turns=n)
 
-    @unary()
-    async def ExportConversation(self, request: pb.ExportConversationRequest, context: Any) -> Any:
-        conv = await self.core.get_conversation(request.persona_id, request.conversation_id)
+    @unary
+    async def ExportConversation(self, request: pb.ExportConversationRequest, context: Context) -> Any:
+        conv = await self.service.get_conversation(request.persona_id, request.conversation_id)
         return pb.ExportConversationResponse(conversation=convert.conversation_to_pb(conv))
 
-    @unary()
-    async def ImportConversation(self, request: pb.ImportConversationRequest, context: Any) -> Any:
-        n = await self.core.import_conversation(convert.conversation_from_pb(request.conversation))
+    @unary
+    async def ImportConversation(self, request: pb.ImportConversationRequest, context: Context) -> Any:
+        n = await self.service.import_conversation(convert.conversation_from_pb(request.conversation))
         return pb.ImportConversationResponse(imported_turns=n)
 
 
 class PersonaServicer(_Base, pb_grpc.PersonaServiceServicer):
-    @unary()
-    async def CreatePersona(self, request: pb.CreatePersonaRequest, context: Any) -> Any:
-        persona = await self.core.create_persona(convert.persona_from_pb(request.persona))
+    @unary
+    async def CreatePersona(self, request: pb.CreatePersonaRequest, context: Context) -> Any:
+        persona = await self.service.create_persona(convert.persona_from_pb(request.persona))
         return pb.CreatePersonaResponse(persona=convert.persona_to_pb(persona))
 
-    @unary()
-    async def GetPersona(self, request: pb.GetPersonaRequest, context: Any) -> Any:
-        persona = await self.core.get_persona(request.persona_id)
+    @unary
+    async def GetPersona(self, request: pb.GetPersonaRequest, context: Context) -> Any:
+        persona = await self.service.get_persona(request.persona_id)
         return pb.GetPersonaResponse(persona=convert.persona_to_pb(persona))
 
-    @unary()
-    async def ListPersonas(self, request: pb.ListPersonasRequest, context: Any) -> Any:
-        personas, token = await self.core.list_personas(request.page_size, request.page_token)
-        return pb.ListPersonasResponse(personas=[convert.persona_to_pb(p) for p in personas], next_page_token=token)
+    @unary
+    async def ListPersonas(self, request: pb.ListPersonasRequest, context: Context) -> Any:
+        personas, token = await self.service.list_personas(request.page_size, request.page_token)
+        return convert.persona_page_to_pb(personas, token)
 
-    @unary()
-    async def UpdatePersona(self, request: pb.UpdatePersonaRequest, context: Any) -> Any:
-        persona = await self.core.update_persona(
+    @unary
+    async def UpdatePersona(self, request: pb.UpdatePersonaRequest, context: Context) -> Any:
+        persona = await self.service.update_persona(
             convert.persona_from_pb(request.persona), allow_missing=request.allow_missing
         )
         return pb.UpdatePersonaResponse(persona=convert.persona_to_pb(persona))
 
-    @unary()
-    async def DeletePersona(self, request: pb.DeletePersonaRequest, context: Any) -> Any:
-        return pb.DeletePersonaResponse(deleted_conversations=await self.core.delete_persona(request.persona_id))
+    @unary
+    async def DeletePersona(self, request: pb.DeletePersonaRequest, context: Context) -> Any:
+        return pb.DeletePersonaResponse(deleted_conversations=await self.service.delete_persona(request.persona_id))
 
 
 class PresetServicer(_Base, pb_grpc.PresetServiceServicer):
-    @unary()
-    async def ListPresets(self, request: pb.ListPresetsRequest, context: Any) -> Any:
-        return pb.ListPresetsResponse(
-            presets=[convert.preset_to_pb(p) for p in self.core.list_presets()],
-            default_preset=self.core.default_preset,
-        )
+    @unary
+    async def ListPresets(self, request: pb.ListPresetsRequest, context: Context) -> Any:
+        return convert.presets_to_pb(self.service.list_presets(), self.service.default_preset)
 
 
 class ModelServicer(_Base, pb_grpc.ModelServiceServicer):
-    @unary(needs_model=True)
-    async def ListModels(self, request: pb.ListModelsRequest, context: Any) -> Any:
-        return pb.ListModelsResponse(models=[convert.model_to_pb(m) for m in self.core.list_models()])
+    @unary
+    async def ListModels(self, request: pb.ListModelsRequest, context: Context) -> Any:
+        return pb.ListModelsResponse(models=[convert.model_to_pb(m) for m in self.service.list_models()])
 
 
 #: Full names of the API services, for health checking and reflection.
@@ -194,10 +184,10 @@ SERVICE_NAMES = [s.full_name for s in pb.DESCRIPTOR.services_by_name.values()]
 
 def add_services(server: Any, core: NpcCore, settings: Settings) -> list[str]:
     """Registers every API servicer on ``server`` (a grpc.aio server, or the gRPC-Web bridge's collector)."""
-    api_key = settings.api_key_value
-    pb_grpc.add_ChatServiceServicer_to_server(ChatServicer(core, api_key), server)
-    pb_grpc.add_ConversationServiceServicer_to_server(ConversationServicer(core, api_key), server)
-    pb_grpc.add_PersonaServiceServicer_to_server(PersonaServicer(core, api_key), server)
-    pb_grpc.add_PresetServiceServicer_to_server(PresetServicer(core, api_key), server)
-    pb_grpc.add_ModelServiceServicer_to_server(ModelServicer(core, api_key), server)
+    service = NpcService(core, settings.api_key_value)
+    pb_grpc.add_ChatServiceServicer_to_server(ChatServicer(service), server)
+    pb_grpc.add_ConversationServiceServicer_to_server(ConversationServicer(service), server)
+    pb_grpc.add_PersonaServiceServicer_to_server(PersonaServicer(service), server)
+    pb_grpc.add_PresetServiceServicer_to_server(PresetServicer(service), server)
+    pb_grpc.add_ModelServiceServicer_to_server(ModelServicer(service), server)
     return list(SERVICE_NAMES)

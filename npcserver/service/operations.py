@@ -60,6 +60,11 @@ class NpcService:
         if not self.ready:
             raise NotReady("the model is still loading; retry shortly (health reports ready once it has loaded)")
 
+    def model_id(self) -> str:
+        """The id of the loaded model (what every reply names)."""
+        self.require_model()
+        return self.core.engine.info.id
+
     def health(self) -> Health:
         if not self.ready:
             return Health(ready=False)

@@ -1,4 +1,5 @@
-"""The service layer over a scripted engine: readiness, the one error map, health. In-process grpc.aio, port 0."""
+"""The gRPC servicers over a scripted engine: readiness, the one error map, health, and the sampling options reaching
+the engine. In-process grpc.aio, port 0."""
 
 from __future__ import annotations
 
@@ -95,5 +96,80 @@ async def test_deltas_add_up_to_the_stored_line(tmp_path: Path) -> None:
     assert final is not None and "".join(deltas) == final.message.content == "Two silver."
     history = await stub.GetConversation(pb.GetConversationRequest(persona_id="tavern_keeper", conversation_id="c"))
     assert [t.npc_line for t in history.conversation.turns] == ["Two silver."]
+    await channel.close()
+    await door.stop(0)
+
+
+SAMPLING = pb.SamplingOptions(
+    temperature=0.3, top_p=0.5, top_k=7, min_p=0.2, repeat_penalty=1.3, seed=42, max_tokens=5, stop=["zz", "yy"]
+)
+
+
+async def test_talk_sampling_options_reach_the_engine_and_win_over_flat_fields(tmp_path: Path) -> None:
+    engine = FakeEngine()
+    door, channel = await open_door(tmp_path, engine)
+    stub = pb_grpc.ConversationServiceStub(channel)
+    request = pb.TalkRequest(
+        persona_id="tavern_keeper", conversation_id="c", text="Hi", temperature=1.9, max_tokens=99, sampling=SAMPLING
+    )
+    async for _ in stub.Talk(request):
+        pass
+    params = engine.requests[-1].params
+    assert (params.temperature, params.top_k, params.seed, params.max_tokens) == (
+        pytest.approx(0.3),
+        7,
+        42,
+        5,
+    )
+    assert params.top_p == pytest.approx(0.5) and params.min_p == pytest.approx(0.2)
+    assert params.repeat_penalty == pytest.approx(1.3)
+    assert params.stop[:2] == ("zz", "yy")
+    # A flat field still applies when sampling leaves it unset.
+    flat = pb.TalkRequest(persona_id="tavern_keeper", conversation_id="c", text="Hi", seed=5, max_tokens=3)
+    async for _ in stub.Talk(flat):
+        pass
+    assert (engine.requests[-1].params.seed, engine.requests[-1].params.max_tokens) == (5, 3)
+    await channel.close()
+    await door.stop(0)
+
+
+async def test_chat_sampling_options_reach_the_engine(tmp_path: Path) -> None:
+    engine = FakeEngine()
+    door, channel = await open_door(tmp_path, engine)
+    stub = pb_grpc.ChatServiceStub(channel)
+    messages = [pb.ChatMessage(role="user", content="hi")]
+    await stub.CreateChatCompletion(pb.CreateChatCompletionRequest(messages=messages, top_k=3, sampling=SAMPLING))
+    params = engine.requests[-1].params
+    assert (params.top_k, params.seed, params.max_tokens, params.stop[:2]) == (7, 42, 5, ("zz", "yy"))
+    async for _ in stub.StreamChatCompletion(pb.StreamChatCompletionRequest(messages=messages, sampling=SAMPLING)):
+        pass
+    assert engine.requests[-1].params.repeat_penalty == pytest.approx(1.3)
+    await channel.close()
+    await door.stop(0)
+
+
+@pytest.mark.parametrize(
+    ("sampling", "field"),
+    [
+        (pb.SamplingOptions(top_k=-1), "top_k"),
+        (pb.SamplingOptions(min_p=1.5), "min_p"),
+        (pb.SamplingOptions(repeat_penalty=0), "repeat_penalty"),
+        (pb.SamplingOptions(max_tokens=-2), "max_tokens"),
+        (pb.SamplingOptions(stop=[""]), "stop"),
+    ],
+)
+async def test_out_of_range_sampling_is_invalid_argument_naming_the_field(
+    tmp_path: Path, sampling: pb.SamplingOptions, field: str
+) -> None:
+    engine = FakeEngine()
+    door, channel = await open_door(tmp_path, engine)
+    stub = pb_grpc.ConversationServiceStub(channel)
+    request = pb.TalkRequest(persona_id="tavern_keeper", conversation_id="c", text="Hi", sampling=sampling)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        async for _ in stub.Talk(request):
+            pass
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field in (info.value.details() or "")
+    assert engine.requests == []
     await channel.close()
     await door.stop(0)
