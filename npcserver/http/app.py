@@ -1,7 +1,7 @@
 """The HTTP/1.1 door's ASGI application: gRPC-Web and REST on one port, behind optional CORS.
 
 A request whose content type is ``application/grpc-web*`` goes to the gRPC-Web bridge, which runs the servicers
-that ``npcserver.service.add_services`` registers (the gRPC door's own); everything else goes to the REST routes.
+that ``npcserver.grpc.servicers.add_services`` registers (the gRPC door's own); everything else goes to the REST routes.
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from npcserver.config import Settings
 from npcserver.core.app import NpcCore
 from npcserver.errors import NpcError
+from npcserver.grpc.servicers import add_services
 from npcserver.http.calls import CallTracker
 from npcserver.http.errors import error_body, error_response
 from npcserver.http.grpcweb import GrpcWebBridge, MethodRegistry, is_grpc_web
 from npcserver.http.rest import RestRoutes
-from npcserver.grpc.servicers import add_services
-from npcserver.service.auth import check_api_key
+from npcserver.service import NpcService
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,8 @@ class HttpApp:
         self.registry = MethodRegistry()
         self.services = add_services(self.registry, core, settings)
         self.bridge = GrpcWebBridge(self.registry, self.tracker, _MAX_BODY_BYTES)
-        routes = RestRoutes(core, self.tracker).routes(self._authorize)
+        self.service = NpcService(core, settings.api_key_value)
+        routes = RestRoutes(self.service, self.tracker).routes(self._authorize)
         self.rest = Starlette(
             routes=routes,
             exception_handlers={HTTPException: _http_exception, Exception: _server_error},
@@ -64,7 +65,7 @@ class HttpApp:
 
     def _authorize(self, request: Request) -> Response | None:
         try:
-            check_api_key(request.headers.get("authorization"), self.settings.api_key_value)
+            self.service.admit(request.headers.get("authorization"))
         except NpcError as exc:
             return error_response(exc)
         return None

@@ -1,53 +1,60 @@
-"""The OpenAI-compatible REST routes, and NPC routes in the same style, over NpcCore.
+"""The REST routes over NpcService: OpenAI-compatible routes in OpenAI's shapes, and NPC routes in the API's own.
 
-Routes (all JSON; errors are OpenAI error bodies):
+OpenAI routes (OpenAI's JSON, so the official ``openai`` client works):
   GET    /healthz                                                   200 ready, 503 while the model loads
   GET    /v1/models                                                 OpenAI model list
   GET    /v1/models/{model}
   POST   /v1/chat/completions                                       OpenAI chat completion; stream=true for SSE
-  GET    /v1/presets                                                the sampling presets
-  GET    /v1/npcs                                                   personas (?page_size=&page_token=)
-  POST   /v1/npcs                                                   creates a persona (409 when the id is taken)
-  GET    /v1/npcs/{persona_id}
-  PUT    /v1/npcs/{persona_id}                                      creates or replaces a persona
-  DELETE /v1/npcs/{persona_id}                                      deletes it and its conversations
-  POST   /v1/npcs/{persona_id}/conversations/{conversation_id}:talk SSE: {"delta": ...} ... {"final": ...} [DONE]
-  GET    /v1/npcs/{persona_id}/conversations/{conversation_id}      the stored turns (the export for a save file)
-  PUT    /v1/npcs/{persona_id}/conversations/{conversation_id}      restores exported turns (import)
-  DELETE /v1/npcs/{persona_id}/conversations/{conversation_id}      forgets the turns
 
-Personas use the same fields as the persona TOML files (``example_dialogue`` as ``[{"player", "npc"}]``).
+NPC routes: the messages of the proto (ConversationService, PersonaService, PresetService) in canonical proto-JSON,
+as grpc-gateway maps them (see ``protojson``): proto field names, enums by name, int64 as strings.
+  GET    /v1/presets                                                ListPresetsResponse
+  GET    /v1/npcs                                                   ListPersonasResponse (?page_size=&page_token=)
+  POST   /v1/npcs                                                   body Persona: creates it (201; 409 if taken)
+  GET    /v1/npcs/{persona_id}                                      Persona
+  PUT    /v1/npcs/{persona_id}                                      body Persona: creates or replaces it
+  DELETE /v1/npcs/{persona_id}                                      DeletePersonaResponse
+  POST   /v1/npcs/{persona_id}/conversations/{conversation_id}:talk body TalkRequest (+ "stream", default true):
+                                                                    SSE of TalkResponse, [DONE]; or one final
+  GET    /v1/npcs/{persona_id}/conversations/{conversation_id}      Conversation (the export for a save file)
+  PUT    /v1/npcs/{persona_id}/conversations/{conversation_id}      body Conversation: restores it (import)
+  DELETE /v1/npcs/{persona_id}/conversations/{conversation_id}      ResetConversationResponse
+
+Ids in the path fill the body's id fields; a body id that differs from the path's is a 400. A Talk final is the
+gRPC CompletionFinal's JSON plus ``stored`` (whether the turn was stored). Errors are OpenAI error bodies.
 """
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from contextlib import aclosing
 from typing import Any, TypeVar
 
+from google.protobuf.message import Message
 from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from npcserver.core.app import NpcCore
-from npcserver.core.personas import persona_from_dict, persona_to_dict
-from npcserver.core.types import Completion, ModelCard, Persona, StreamEvent
-from npcserver.engine.base import TextDelta
-from npcserver.errors import InvalidArgument, NotFound, NotReady
+from npcserver.api.v1 import npcserver_pb2 as pb
+from npcserver.core.types import ModelCard
+from npcserver.errors import InvalidArgument, NotReady
+from npcserver.grpc import convert
 from npcserver.http.calls import CallTracker, Outcome, run_call
 from npcserver.http.errors import error_body, error_response
-from npcserver.http.schemas import ChatCompletionBody, ConversationBody, TalkBody
+from npcserver.http.protojson import from_json, to_json
+from npcserver.http.schemas import ChatCompletionBody
 from npcserver.http.sse import EventStreamResponse, SseWriter
+from npcserver.service import Completion, NpcService, TextDelta
 
 _B = TypeVar("_B", bound=BaseModel)
+_M = TypeVar("_M", bound=Message)
 Authorize = Callable[[Request], Response | None]
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# JSON shapes
+# OpenAI JSON shapes
 # ---------------------------------------------------------------------------------------------------------------
 
 
@@ -73,17 +80,8 @@ def usage_json(c: Completion) -> dict[str, int]:
 
 
 def timings_json(c: Completion) -> dict[str, Any]:
-    s = c.stats
-    return {
-        "prompt_eval_count": s.prompt_tokens - s.cached_prompt_tokens,
-        "prompt_eval_ms": s.prompt_eval_ms,
-        "eval_count": s.completion_tokens,
-        "eval_ms": s.eval_ms,
-        "time_to_first_token_ms": s.time_to_first_token_ms,
-        "load_ms": c.load_ms,
-        "queue_ms": s.queue_ms,
-        "cached_prompt_tokens": s.cached_prompt_tokens,
-    }
+    """The proto's Timings, the same numbers every door reports."""
+    return to_json(convert.timings_to_pb(c))
 
 
 def structured_json(c: Completion) -> dict[str, Any] | None:
@@ -113,17 +111,25 @@ def chat_completion_json(c: Completion) -> dict[str, Any]:
     }
 
 
-def talk_final_json(c: Completion) -> dict[str, Any]:
-    """The end of a Talk reply: the JSON form of the proto's CompletionFinal, plus whether the turn was stored."""
-    return {
-        "message": {"role": "assistant", "content": c.text},
-        "finish_reason": c.finish_reason,
-        "usage": usage_json(c),
-        "timings": timings_json(c),
-        "structured": structured_json(c),
-        "truncated_turns": c.truncated_turns,
-        "stored": c.stored,
-    }
+# ---------------------------------------------------------------------------------------------------------------
+# NPC JSON shapes: proto-JSON
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def talk_event_json(event: TextDelta | Completion) -> dict[str, Any]:
+    """One Talk event: the TalkResponse's JSON; a final also says whether the turn was stored."""
+    data = to_json(convert.talk_event_to_pb(event))
+    if isinstance(event, Completion):
+        data["final"]["stored"] = event.stored
+    return data
+
+
+def _fill_ids(data: dict[str, Any], ids: dict[str, str]) -> dict[str, Any]:
+    """The body with the path's ids; a body id that names something else is a 400."""
+    for field, value in ids.items():
+        if data.setdefault(field, value) != value:
+            raise InvalidArgument(f"the body's {field} {data[field]!r} differs from the path's {value!r}", param=field)
+    return data
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -142,16 +148,13 @@ async def _parse_object(request: Request) -> dict[str, Any]:
     return data
 
 
-def _persona(data: dict[str, Any]) -> Persona:
-    try:
-        return persona_from_dict(data)
-    except (TypeError, ValueError) as exc:
-        # persona_from_dict names unknown fields itself; this catches values of the wrong type (max_tokens: "ten").
-        raise InvalidArgument(f"the persona has a value of the wrong type: {exc}") from exc
-
-
 async def _parse(request: Request, model: type[_B]) -> _B:
     return model.model_validate(await _parse_object(request))
+
+
+async def _parse_message(request: Request, message: _M, **ids: str) -> _M:
+    """The body as proto-JSON of ``message``, with the path's ids filled in."""
+    return from_json(_fill_ids(await _parse_object(request), ids), message)
 
 
 def _guarded(
@@ -185,10 +188,10 @@ def _guarded(
 
 
 class RestRoutes:
-    """Route handlers bound to one core."""
+    """Route handlers over one NpcService."""
 
-    def __init__(self, core: NpcCore, tracker: CallTracker) -> None:
-        self.core = core
+    def __init__(self, service: NpcService, tracker: CallTracker) -> None:
+        self.service = service
         self.tracker = tracker
 
     def routes(self, authorize: Authorize) -> list[BaseRoute]:
@@ -217,83 +220,29 @@ class RestRoutes:
     async def health(self, request: Request) -> Response:
         if self.tracker.draining:
             return JSONResponse({"status": "shutting_down"}, status_code=503)
-        if not self.core.engine.ready:
+        health = self.service.health()
+        if not health.ready:
             return JSONResponse({"status": "loading"}, status_code=503)
-        return JSONResponse({"status": "ok", "model": self.core.engine.info.id})
+        return JSONResponse({"status": "ok", "model": health.model})
+
+    # --- OpenAI ------------------------------------------------------------------------------------------------
 
     async def list_models(self, request: Request) -> Response:
-        return JSONResponse({"object": "list", "data": [model_json(m) for m in self.core.list_models()]})
+        return JSONResponse({"object": "list", "data": [model_json(m) for m in self.service.list_models()]})
 
     async def get_model(self, request: Request) -> Response:
-        model_id = request.path_params["model_id"]
-        for card in self.core.list_models():
-            if card.id == model_id:
-                return JSONResponse(model_json(card))
-        raise NotFound(f"model {model_id!r} is not loaded (see GET /v1/models)", param="model", code="model_not_found")
-
-    async def list_presets(self, request: Request) -> Response:
-        presets = [dataclasses.asdict(p) for p in self.core.list_presets()]
-        return JSONResponse({"object": "list", "data": presets, "default_preset": self.core.default_preset})
-
-    async def list_personas(self, request: Request) -> Response:
-        try:
-            page_size = int(request.query_params.get("page_size", "0"))
-        except ValueError:
-            raise InvalidArgument("page_size must be an integer", param="page_size") from None
-        personas, token = await self.core.list_personas(page_size, request.query_params.get("page_token", ""))
-        return JSONResponse({"data": [persona_to_dict(p) for p in personas], "next_page_token": token})
-
-    async def get_persona(self, request: Request) -> Response:
-        persona = await self.core.get_persona(request.path_params["persona_id"])
-        return JSONResponse(persona_to_dict(persona))
-
-    async def create_persona(self, request: Request) -> Response:
-        data = await _parse_object(request)
-        if not data.get("id"):
-            raise InvalidArgument("a persona needs an id (lowercase letters, digits, '_' and '-')", param="id")
-        persona = await self.core.create_persona(_persona(data))
-        return JSONResponse(persona_to_dict(persona), status_code=201)
-
-    async def put_persona(self, request: Request) -> Response:
-        persona_id = request.path_params["persona_id"]
-        data = await _parse_object(request)
-        if data.setdefault("id", persona_id) != persona_id:
-            raise InvalidArgument(f"the body's id {data['id']!r} differs from the path's {persona_id!r}", param="id")
-        persona = await self.core.update_persona(_persona(data), allow_missing=True)
-        return JSONResponse(persona_to_dict(persona))
-
-    async def delete_persona(self, request: Request) -> Response:
-        deleted = await self.core.delete_persona(request.path_params["persona_id"])
-        return JSONResponse({"deleted_conversations": deleted})
-
-    async def get_conversation(self, request: Request) -> Response:
-        p = request.path_params
-        conversation = await self.core.get_conversation(p["persona_id"], p["conversation_id"])
-        return JSONResponse(dataclasses.asdict(conversation))
-
-    async def import_conversation(self, request: Request) -> Response:
-        p = request.path_params
-        body = await _parse(request, ConversationBody)
-        imported = await self.core.import_conversation(body.to_core(p["persona_id"], p["conversation_id"]))
-        return JSONResponse({"imported_turns": imported})
-
-    async def reset_conversation(self, request: Request) -> Response:
-        p = request.path_params
-        deleted = await self.core.reset_conversation(p["persona_id"], p["conversation_id"])
-        return JSONResponse({"deleted_turns": deleted})
-
-    # --- generation --------------------------------------------------------------------------------------------
+        return JSONResponse(model_json(self.service.get_model(request.path_params["model_id"])))
 
     async def chat_completions(self, request: Request) -> Response:
         body = await _parse(request, ChatCompletionBody)
         chat = body.to_core()
         if not body.stream:
-            return JSONResponse(chat_completion_json(await self.core.chat(chat)))
+            return JSONResponse(chat_completion_json(await self.service.chat(chat)))
         include_usage = body.stream_options is not None and body.stream_options.include_usage
         # Every chunk names the same id and model: the request's own, which the final result carries too.
         chunk_id = chat.id
         created = chat.created
-        model = body.model or self.core.list_models()[0].id
+        model = body.model or self.service.model_id()
 
         def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
             return {
@@ -305,7 +254,7 @@ class RestRoutes:
             }
 
         async def produce(sse: SseWriter) -> None:
-            async with _closing(self.core.stream_chat(chat)) as events:
+            async with aclosing(self.service.stream_chat(chat)) as events:  # type: ignore[type-var]
                 first = True
                 async for event in events:
                     if first:
@@ -325,42 +274,79 @@ class RestRoutes:
 
         return _EventStream(produce, self.tracker)
 
-    async def talk(self, request: Request) -> Response:
-        body = await _parse(request, TalkBody)
+    # --- NPC: presets and personas -----------------------------------------------------------------------------
+
+    async def list_presets(self, request: Request) -> Response:
+        return JSONResponse(to_json(convert.presets_to_pb(self.service.list_presets(), self.service.default_preset)))
+
+    async def list_personas(self, request: Request) -> Response:
+        try:
+            page_size = int(request.query_params.get("page_size", "0"))
+        except ValueError:
+            raise InvalidArgument("page_size must be an integer", param="page_size") from None
+        personas, token = await self.service.list_personas(page_size, request.query_params.get("page_token", ""))
+        return JSONResponse(to_json(convert.persona_page_to_pb(personas, token)))
+
+    async def get_persona(self, request: Request) -> Response:
+        persona = await self.service.get_persona(request.path_params["persona_id"])
+        return JSONResponse(to_json(convert.persona_to_pb(persona)))
+
+    async def create_persona(self, request: Request) -> Response:
+        message = await _parse_message(request, pb.Persona())
+        if not message.id:
+            raise InvalidArgument("a persona needs an id (lowercase letters, digits, '_' and '-')", param="id")
+        persona = await self.service.create_persona(convert.persona_from_pb(message))
+        return JSONResponse(to_json(convert.persona_to_pb(persona)), status_code=201)
+
+    async def put_persona(self, request: Request) -> Response:
+        message = await _parse_message(request, pb.Persona(), id=request.path_params["persona_id"])
+        persona = await self.service.update_persona(convert.persona_from_pb(message), allow_missing=True)
+        return JSONResponse(to_json(convert.persona_to_pb(persona)))
+
+    async def delete_persona(self, request: Request) -> Response:
+        deleted = await self.service.delete_persona(request.path_params["persona_id"])
+        return JSONResponse(to_json(pb.DeletePersonaResponse(deleted_conversations=deleted)))
+
+    # --- NPC: conversations ------------------------------------------------------------------------------------
+
+    async def get_conversation(self, request: Request) -> Response:
         p = request.path_params
-        talk = body.to_core(p["persona_id"], p["conversation_id"])
-        if not body.stream:
-            return JSONResponse(talk_final_json(await _final(self.core.stream_talk(talk))))
+        conversation = await self.service.get_conversation(p["persona_id"], p["conversation_id"])
+        return JSONResponse(to_json(convert.conversation_to_pb(conversation)))
+
+    async def import_conversation(self, request: Request) -> Response:
+        p = request.path_params
+        message = await _parse_message(
+            request, pb.Conversation(), persona_id=p["persona_id"], conversation_id=p["conversation_id"]
+        )
+        imported = await self.service.import_conversation(convert.conversation_from_pb(message))
+        return JSONResponse(to_json(pb.ImportConversationResponse(imported_turns=imported)))
+
+    async def reset_conversation(self, request: Request) -> Response:
+        p = request.path_params
+        deleted = await self.service.reset_conversation(p["persona_id"], p["conversation_id"])
+        return JSONResponse(to_json(pb.ResetConversationResponse(deleted_turns=deleted)))
+
+    async def talk(self, request: Request) -> Response:
+        p = request.path_params
+        data = _fill_ids(
+            await _parse_object(request), {"persona_id": p["persona_id"], "conversation_id": p["conversation_id"]}
+        )
+        # "stream" is the REST door's own switch, not a field of TalkRequest.
+        stream = data.pop("stream", True)
+        if not isinstance(stream, bool):
+            raise InvalidArgument("stream must be true (SSE) or false (one JSON object)", param="stream")
+        talk = convert.talk_request_from_pb(from_json(data, pb.TalkRequest()))
+        if not stream:
+            return JSONResponse(talk_event_json(await self.service.talk(talk))["final"])
 
         async def produce(sse: SseWriter) -> None:
-            async with _closing(self.core.stream_talk(talk)) as events:
+            async with aclosing(self.service.stream_talk(talk)) as events:  # type: ignore[type-var]
                 async for event in events:
-                    if isinstance(event, TextDelta):
-                        await sse.event({"delta": {"content": event.text}})
-                    else:
-                        await sse.event({"final": talk_final_json(event)})
+                    await sse.event(talk_event_json(event))
             await sse.done()
 
         return _EventStream(produce, self.tracker)
-
-
-@contextlib.asynccontextmanager
-async def _closing(events: AsyncIterator[StreamEvent]) -> AsyncIterator[AsyncIterator[StreamEvent]]:
-    """Closes a core stream however the consumer leaves it, so a cancelled reply stops the engine at once."""
-    try:
-        yield events
-    finally:
-        aclose = getattr(events, "aclose", None)
-        if aclose is not None:
-            await aclose()
-
-
-async def _final(events: AsyncIterator[StreamEvent]) -> Completion:
-    async with _closing(events) as stream:
-        async for event in stream:
-            if isinstance(event, Completion):
-                return event
-    raise RuntimeError("the core ended a stream without a final result")
 
 
 class _EventStream(Response):

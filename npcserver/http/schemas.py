@@ -1,4 +1,5 @@
-"""Request bodies of the REST door, and their conversion to the core's request types.
+"""Request bodies of the OpenAI routes, and their conversion to the core's request types (the NPC routes speak
+proto-JSON instead: see ``protojson``).
 
 These check only the JSON shape (types, required fields). Value rules (temperature range, empty messages, known
 roles, max_tokens, message size) live in the core, so both doors enforce them the same way.
@@ -12,12 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from npcserver.core.types import (
     ChatRequest,
-    Conversation,
     Message,
     ResponseFormat,
     SamplingOverrides,
-    TalkRequest,
-    Turn,
 )
 from npcserver.errors import InvalidArgument
 
@@ -137,40 +135,3 @@ class ChatCompletionBody(_Sampling):
             continue_final_message=self.continue_final_message,
             chat_template=self.chat_template,
         )
-
-
-class TalkBody(_Sampling):
-    """POST /v1/npcs/{persona_id}/conversations/{conversation_id}:talk."""
-
-    text: str
-    #: False returns the final message as one JSON object instead of an SSE stream.
-    stream: bool = True
-    player_name: str = ""
-
-    def to_core(self, persona_id: str, conversation_id: str) -> TalkRequest:
-        return TalkRequest(
-            persona_id=persona_id,
-            conversation_id=conversation_id,
-            text=self.text,
-            overrides=self.overrides(),
-            preset=self.preset,
-            response_format=self.response_format.to_core() if self.response_format else None,
-            player_name=self.player_name,
-        )
-
-
-class TurnBody(_Body):
-    player_line: str
-    npc_line: str
-    create_time_ms: int = 0
-    player_name: str = ""
-
-
-class ConversationBody(_Body):
-    """PUT /v1/npcs/{persona_id}/conversations/{conversation_id}: what GET returned (the ids come from the path)."""
-
-    turns: list[TurnBody]
-
-    def to_core(self, persona_id: str, conversation_id: str) -> Conversation:
-        turns = tuple(Turn(t.player_line, t.npc_line, t.create_time_ms, t.player_name) for t in self.turns)
-        return Conversation(persona_id=persona_id, conversation_id=conversation_id, turns=turns)

@@ -68,7 +68,7 @@ async def test_routes_answer_503_with_an_openai_body_while_loading(client: httpx
     assert models.status_code == 503
     assert models.json() == {
         "error": {
-            "message": "the model is still loading; retry shortly",
+            "message": "the model is still loading; retry shortly (health reports ready once it has loaded)",
             "type": "server_error",
             "param": None,
             "code": None,

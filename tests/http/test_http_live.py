@@ -249,7 +249,7 @@ def test_rest_personas_and_conversation_import_export(door: Door) -> None:
         "id": pid,
         "display_name": "Bram",
         "system_prompt": "Bram is a ferryman who charges one copper per crossing.",
-        "example_dialogue": [{"player": "How much?", "npc": "One copper."}],
+        "example_dialogue": [{"player_line": "How much?", "npc_line": "One copper."}],
     }
     turns = [
         {"player_line": "Hello", "npc_line": "Evening.", "create_time_ms": 1000, "player_name": "Ana"},
@@ -280,6 +280,60 @@ def test_rest_personas_and_conversation_import_export(door: Door) -> None:
 
         assert http.delete(f"/v1/npcs/{pid}").json() == {"deleted_conversations": 1}
         assert http.get(f"/v1/npcs/{pid}").status_code == 404
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Sampling options: gRPC-Web and REST accept the same ones as native gRPC (tests/test_grpc_api.py), and apply them
+# ---------------------------------------------------------------------------------------------------------------
+
+GREEDY = {"temperature": 0.0, "seed": 3, "top_k": 40, "min_p": 0.05, "repeat_penalty": 1.1, "top_p": 0.9}
+STOP_LETTERS = "etaoinsrhl"
+
+
+def talk_with(door: Door, via: str, sampling: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """One Talk with ``sampling``, through gRPC-Web or REST: (0 or the error status, final or error as JSON)."""
+    conversation = f"opts-{uuid.uuid4().hex[:8]}"
+    line = "What is on the menu tonight?"
+    if via == "rest":
+        body = {"text": line, "stream": False, "sampling": sampling}
+        reply = httpx.post(f"{door.url}/v1/npcs/{NPC}/conversations/{conversation}:talk", json=body, timeout=120)
+        if reply.status_code != 200:
+            return reply.status_code, reply.json()["error"]
+        final = reply.json()
+        return 0, {"text": final["message"]["content"], "finish": final["finish_reason"], "usage": final["usage"]}
+    request = pb.TalkRequest(persona_id=NPC, conversation_id=conversation, text=line)
+    request.sampling.CopyFrom(pb.SamplingOptions(**sampling))
+    web = door.web(TALK, request)
+    if web.status != 0:
+        return web.status, {"message": web.message}
+    _, msg = talk_texts(web)
+    assert msg is not None
+    finish = pb.FinishReason.Name(msg.finish_reason)
+    usage = {"completion_tokens": msg.usage.completion_tokens}
+    return 0, {"text": msg.message.content, "finish": finish, "usage": usage}
+
+
+@pytest.mark.parametrize("via", ["grpc-web", "rest"])
+def test_talk_accepts_every_sampling_option_and_applies_them(door: Door, via: str) -> None:
+    status, one = talk_with(door, via, {**GREEDY, "max_tokens": 1})
+    assert status == 0 and one["finish"] == "FINISH_REASON_LENGTH" and one["usage"]["completion_tokens"] == 1
+
+    status, full = talk_with(door, via, {**GREEDY, "max_tokens": 24})
+    stop = next(c for c in STOP_LETTERS if full["text"].find(c) > 0)
+    status, cut = talk_with(door, via, {**GREEDY, "max_tokens": 24, "stop": [stop]})
+    assert status == 0 and cut["text"] and stop not in cut["text"], (full["text"], cut["text"])
+    assert cut["finish"] == "FINISH_REASON_STOP" and cut["usage"]["completion_tokens"] < 24
+
+    invalid = grpc.StatusCode.INVALID_ARGUMENT.value[0] if via == "grpc-web" else 400
+    for bad, field in [
+        ({"top_k": -1}, "top_k"),
+        ({"min_p": 1.5}, "min_p"),
+        ({"repeat_penalty": 0.0}, "repeat_penalty"),
+    ]:
+        status, error = talk_with(door, via, bad)
+        assert status == invalid and field in error["message"], error
+        if via == "rest":
+            assert error["param"] == field
 
 
 # ---------------------------------------------------------------------------------------------------------------
