@@ -92,3 +92,19 @@ class Unauthenticated(NpcError):
     grpc_status = "UNAUTHENTICATED"
     http_status = 401
     openai_type = "invalid_request_error"
+
+
+class ResourceExhausted(NpcError):
+    """The request asked for more work than a limit allows (time, memory); the message names the limit."""
+
+    grpc_status = "RESOURCE_EXHAUSTED"
+    http_status = 413
+    openai_type = "invalid_request_error"
+
+
+class FailedPrecondition(NpcError):
+    """Something stored (a persona) is not usable as it is; the message says what to fix."""
+
+    grpc_status = "FAILED_PRECONDITION"
+    http_status = 400
+    openai_type = "invalid_request_error"

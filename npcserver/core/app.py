@@ -15,10 +15,17 @@ from dataclasses import replace
 from typing import Any
 
 from npcserver.clock import now_ms
+from npcserver.core import bounded
 from npcserver.core import personas as rules
 from npcserver.core.presets import PresetBook, check_sampling
 from npcserver.core.prompt import BuiltPrompt, PromptBuilder
-from npcserver.core.structured import CompiledFormat, allow_leading_space, check_output, compile_format
+from npcserver.core.structured import (
+    CompiledFormat,
+    allow_leading_space,
+    check_output_async,
+    compile_format_async,
+    compile_persona_schema,
+)
 from npcserver.core.types import (
     ROLES,
     ChatRequest,
@@ -34,7 +41,7 @@ from npcserver.core.types import (
     Turn,
 )
 from npcserver.engine.base import Engine, Finished, GenerationRequest, SamplingParams, TextDelta
-from npcserver.errors import AlreadyExists, Internal, InvalidArgument, NotFound
+from npcserver.errors import AlreadyExists, Internal, InvalidArgument, NotFound, ResourceExhausted
 from npcserver.store.base import PutMode, Store
 
 log = logging.getLogger(__name__)
@@ -74,6 +81,9 @@ class NpcCore:
         self.default_max_tokens = default_max_tokens
         self.max_message_chars = max_message_chars
         self._prompts: PromptBuilder | None = None
+        # Schemas, patterns and chat templates are compiled, checked and rendered in worker processes: start them
+        # now, beside the model load, so the first request does not wait for them.
+        bounded.warm()
         # One reply at a time per conversation, so two Talks on one conversation never interleave their turns.
         # Weak values: a lock lives while a turn holds or awaits it, so idle conversations cost no memory.
         self._conversation_locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = (
@@ -138,7 +148,7 @@ class NpcCore:
             )
         self._check_messages(request)
         self._check_overrides(request.overrides)
-        compiled = compile_format(request.response_format)
+        compiled = await compile_format_async(request.response_format)
         params = self.presets.resolve(
             request.overrides, request.preset, None, default_max_tokens=self.default_max_tokens
         )
@@ -165,10 +175,11 @@ class NpcCore:
             raise InvalidArgument("player_name must be at most 64 characters on one line", param="player_name")
         self._check_overrides(request.overrides)
         persona = await self.get_persona(request.persona_id)
-        fmt: ResponseFormat | None = request.response_format
-        if fmt is None and persona.response_schema is not None:
-            fmt = ResponseFormat(type="json_schema", schema=persona.response_schema, name=persona.id)
-        compiled = compile_format(fmt)
+        if request.response_format is None and persona.response_schema is not None:
+            # Checked against the limits again: a persona stored before them is refused, not executed.
+            compiled = await compile_persona_schema(persona.id, persona.response_schema)
+        else:
+            compiled = await compile_format_async(request.response_format)
         params = self.presets.resolve(
             request.overrides, request.preset, persona, default_max_tokens=self.default_max_tokens
         )
@@ -255,6 +266,7 @@ class NpcCore:
                     yield TextDelta(text)
                 elif isinstance(event, Finished):
                     text = "".join(pieces)
+                    structured = await check_output_async(text, compiled, event.stats.finish_reason)
                     yield Completion(
                         id=request_id,
                         model=info.id,
@@ -263,7 +275,7 @@ class NpcCore:
                         finish_reason=event.stats.finish_reason,
                         stats=event.stats,
                         load_ms=info.load_ms,
-                        structured=check_output(text, compiled, event.stats.finish_reason),
+                        structured=structured,
                         truncated_turns=prompt.truncated_turns,
                     )
                     return
@@ -309,15 +321,19 @@ class NpcCore:
 
     # --- personas ------------------------------------------------------------------------------------------------
 
-    def _check_persona(self, persona: Persona) -> None:
+    async def _check_persona(self, persona: Persona) -> None:
         rules.check_persona(persona, max_chars=self.max_message_chars)
         if persona.default_preset:
             self.presets.get(persona.default_preset, param="default_preset")
         if persona.response_schema is not None:
-            compile_format(ResponseFormat(type="json_schema", schema=persona.response_schema, name=persona.id))
+            await compile_format_async(
+                ResponseFormat(type="json_schema", schema=persona.response_schema, name=persona.id),
+                param="response_schema",
+                subject=f"persona {persona.id!r} response_schema",
+            )
 
     async def create_persona(self, persona: Persona) -> Persona:
-        self._check_persona(persona)
+        await self._check_persona(persona)
         body = rules.persona_to_dict(persona)
         if not await asyncio.to_thread(self.store.put_persona, persona.id, body, mode="create"):
             raise AlreadyExists(f"persona {persona.id!r} already exists; use UpdatePersona to change it")
@@ -342,7 +358,7 @@ class NpcCore:
         return personas, next_token
 
     async def update_persona(self, persona: Persona, *, allow_missing: bool = False) -> Persona:
-        self._check_persona(persona)
+        await self._check_persona(persona)
         body = rules.persona_to_dict(persona)
         mode: PutMode = "upsert" if allow_missing else "update"
         if not await asyncio.to_thread(self.store.put_persona, persona.id, body, mode=mode):
@@ -365,7 +381,7 @@ class NpcCore:
             try:
                 await self.update_persona(persona, allow_missing=True)
                 count += 1
-            except InvalidArgument as exc:
+            except (InvalidArgument, ResourceExhausted) as exc:
                 log.error("persona file for %r rejected: %s", persona.id, exc.message)
         return count
 

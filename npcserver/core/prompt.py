@@ -18,9 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import jinja2
-from jinja2.sandbox import ImmutableSandboxedEnvironment
-
+from npcserver.core.templates import render_chat_template
 from npcserver.core.types import Message, Persona, Turn
 from npcserver.errors import InvalidArgument
 
@@ -253,18 +251,12 @@ class PromptBuilder:
         return text
 
     def _render(self, template: str, msgs: list[dict[str, str]], add_generation_prompt: bool) -> str:
-        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-
-        def raise_exception(message: str) -> None:
-            raise jinja2.TemplateError(message)
-
-        try:
-            return env.from_string(template).render(
-                messages=msgs,
-                bos_token=self.bos_token,
-                eos_token=self.eos_token,
-                add_generation_prompt=add_generation_prompt,
-                raise_exception=raise_exception,
-            )
-        except jinja2.TemplateError as exc:
-            raise InvalidArgument(f"the chat template failed to render: {exc}", param="chat_template") from exc
+        # In a bounded worker process with a deadline and a memory limit: a template is a program, and a request
+        # may send its own (see npcserver.core.templates).
+        return render_chat_template(
+            template,
+            msgs,
+            bos_token=self.bos_token,
+            eos_token=self.eos_token,
+            add_generation_prompt=add_generation_prompt,
+        )

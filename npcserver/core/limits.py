@@ -1,0 +1,56 @@
+"""Every limit on the work one request may cause, in one place.
+
+A game server faces players' input, and a persona is data a designer (or a client) stores. Schemas, grammars,
+regular expressions and chat templates are small programs: each is checked against these limits before any work
+starts, and the work that can still take long runs in a bounded worker process (``npcserver.core.bounded``) with a
+deadline and a memory limit. An error names the limit it hit by the constant's name here.
+
+Over a size limit is ``INVALID_ARGUMENT`` (HTTP 400); running out of time or memory is ``RESOURCE_EXHAUSTED``
+(HTTP 413).
+"""
+
+from __future__ import annotations
+
+# --- response schemas (response_format json_schema, a persona's response_schema) -------------------------------------
+
+#: Length of the schema as compact JSON, in characters.
+MAX_SCHEMA_CHARS = 65_536
+#: Nesting of objects and arrays in the schema's JSON (a nested property costs two levels: the schema and its
+#: "properties"). Deeper schemas overflow the grammar converter's recursion.
+MAX_SCHEMA_DEPTH = 40
+#: Values in all ``enum`` lists (plus each ``const``) of one schema. Each is an alternative in the grammar.
+MAX_ENUM_VALUES = 1_000
+#: ``minLength`` / ``maxLength``. The grammar spells a bounded string as one nested rule per character, and
+#: llama.cpp's grammar parser recurses once per nesting: 20,000 overflowed its stack and killed the process.
+MAX_STRING_LENGTH = 1_000
+#: ``minItems`` / ``maxItems``, ``minProperties`` / ``maxProperties``, ``minContains`` / ``maxContains``: nested the
+#: same way as string lengths.
+MAX_ITEMS = 256
+#: Length of one ``pattern`` (or ``patternProperties`` key), in characters.
+MAX_PATTERN_CHARS = 512
+#: ``{n}`` / ``{n,m}`` counts inside a pattern (compiled to nested grammar rules, like string lengths).
+MAX_PATTERN_REPEAT = 256
+#: Length of the GBNF grammar a schema compiles to, in characters. llama.cpp parses the grammar again when the
+#: request is queued; this keeps that parse short.
+MAX_GRAMMAR_CHARS = 262_144
+#: Time to check a schema, compile it to a grammar, and have llama.cpp parse the grammar, in seconds.
+SCHEMA_COMPILE_TIMEOUT_S = 5.0
+#: Time to validate one reply against a schema with regular expressions (``pattern``), in seconds. A validation
+#: that runs out of time reports ``structured.valid = false``, never true.
+SCHEMA_VALIDATE_TIMEOUT_S = 1.0
+
+# --- chat templates (a request's chat_template override, and the GGUF's own template) --------------------------------
+
+#: Length of a chat template, in characters. The largest GGUF templates in common use are around 20,000.
+MAX_TEMPLATE_CHARS = 100_000
+#: Length of one rendered prompt, in characters (far more than any context window holds).
+MAX_RENDERED_CHARS = 4_000_000
+#: Time to render one prompt with a chat template, in seconds.
+TEMPLATE_RENDER_TIMEOUT_S = 2.0
+
+# --- the bounded workers -----------------------------------------------------------------------------------------
+
+#: Worker processes kept warm. One runaway task holds one worker until its deadline; the others keep serving.
+WORKERS = 2
+#: Address space a worker may add to what it uses once started (RLIMIT_AS), in MiB.
+WORKER_MEMORY_MB = 256
