@@ -1,4 +1,4 @@
-"""NpcCore: the one place where a chat completion or a Talk turn happens. Every door calls this.
+"""NpcCore: the one place where a chat completion or a Talk turn happens. The service layer calls this.
 
 It validates requests, resolves personas, presets and response formats, builds the prompt within the context
 budget, drives the engine, checks structured output, and commits a turn only when its reply completed.
@@ -10,7 +10,7 @@ import asyncio
 import logging
 import weakref
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import aclosing
 from dataclasses import replace
 from typing import Any
 
@@ -45,17 +45,6 @@ from npcserver.errors import AlreadyExists, Internal, InvalidArgument, NotFound,
 from npcserver.store.base import PutMode, Store
 
 log = logging.getLogger(__name__)
-
-
-@asynccontextmanager
-async def _closing(events: AsyncIterator[Any]) -> AsyncIterator[AsyncIterator[Any]]:
-    """Closes an async generator when the block ends, so an abandoned stream stops its generation now."""
-    try:
-        yield events
-    finally:
-        close = getattr(events, "aclose", None)
-        if close is not None:
-            await close()
 
 
 MAX_STOP = 16
@@ -128,14 +117,6 @@ class NpcCore:
         return self.presets.default
 
     # --- chat completions ----------------------------------------------------------------------------------------
-
-    async def chat(self, request: ChatRequest) -> Completion:
-        """A whole chat completion."""
-        async with _closing(self.stream_chat(request)) as events:
-            async for event in events:
-                if isinstance(event, Completion):
-                    return event
-        raise Internal("the engine ended without a final result")
 
     async def stream_chat(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
         """Streams a chat completion: TextDelta events, then one Completion."""
@@ -245,7 +226,8 @@ class NpcCore:
         trim = prompt.strip_leading_space
         leading = trim
         held = ""  # trailing whitespace held back until more text follows, so deltas add up to the final text
-        async with _closing(self.engine.generate(request)) as events:
+        # Closed however this ends, so an abandoned stream stops its generation now.
+        async with aclosing(self.engine.generate(request)) as events:  # type: ignore[type-var]
             async for event in events:
                 if isinstance(event, TextDelta):
                     text = event.text
