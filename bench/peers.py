@@ -144,6 +144,7 @@ class _Process:
 
 
 def bench_env(omp_wait: str) -> dict[str, str]:
+    """The environment of every peer process: the same OpenMP wait policy for all (``--omp``)."""
     env = dict(os.environ)
     env["OMP_WAIT_POLICY"] = omp_wait
     env["PYTHONUNBUFFERED"] = "1"
@@ -156,12 +157,11 @@ def bench_env(omp_wait: str) -> dict[str, str]:
 class NpcServer:
     """One ``python -m npcserver serve`` process; its two doors are two peers."""
 
-    def __init__(self, model: Path, threads: int, ctx: int, engine: str, parallel: int, data_dir: Path, omp: str):
+    def __init__(self, model: Path, threads: int, ctx: int, parallel: int, data_dir: Path, omp: str):
         env = bench_env(omp)
         env.update(
             {
                 "NPCSERVER_MODEL": str(model),
-                "NPCSERVER_ENGINE": engine,
                 "NPCSERVER_THREADS": str(threads),
                 "NPCSERVER_CTX_SIZE": str(ctx),
                 "NPCSERVER_PARALLEL": str(parallel),
@@ -179,8 +179,7 @@ class NpcServer:
             '[bench]\ndescription = "benchmark: greedy, no penalty"\n'
             "temperature = 0.0\ntop_p = 1.0\ntop_k = 40\nmin_p = 0.0\nrepeat_penalty = 1.0\n"
         )
-        self.engine = engine
-        self.process = _Process([sys.executable, "-m", "npcserver", "serve"], env, f"npcserver ({engine})")
+        self.process = _Process([sys.executable, "-m", "npcserver", "serve"], env, "npcserver")
         self.grpc_target = ""
         self.http_url = ""
 
@@ -208,7 +207,7 @@ class NpcGrpc(Peer):
 
     def __init__(self, server: NpcServer) -> None:
         self.server = server
-        self.name = f"npc-grpc ({server.engine})"
+        self.name = "npc-grpc (batched)"
         self.channel: grpc.aio.Channel | None = None
         self._personas: set[str] = set()
 
@@ -375,7 +374,7 @@ class NpcHttp(_OpenAIHttp):
 
     def __init__(self, server: NpcServer) -> None:
         self.server = server
-        self.name = f"npc-http ({server.engine})"
+        self.name = "npc-http (batched)"
 
     async def start(self) -> None:
         self.base_url = self.server.http_url

@@ -24,10 +24,10 @@ import numpy as np
 
 from bench import workloads as w
 from bench.native import ensure_native_tools, llama_cpp_version
-from bench.peers import LlamaCppDirect, LlamaCppServer, LlamaServer, NpcGrpc, NpcHttp, NpcServer, Peer
+from bench.peers import LlamaCppDirect, LlamaCppServer, LlamaServer, NpcGrpc, NpcHttp, NpcServer, Peer, bench_env
 
 OUT = Path(__file__).resolve().parent / "out"
-PEER_NAMES = ("npc-batched", "npc-simple", "llama-cpp-python", "llama_cpp.server", "llama-server")
+PEER_NAMES = ("npc-batched", "llama-cpp-python", "llama_cpp.server", "llama-server")
 
 
 def memory_bandwidth_gbs() -> float:
@@ -66,10 +66,9 @@ def wait_quiet(max_wait_s: float, threshold: float = 0.9) -> str:
 
 
 def llama_bench(binary: Path, model: Path, threads: int, omp: str) -> dict[str, float]:
-    env = dict(os.environ, OMP_WAIT_POLICY=omp)
     out = subprocess.run(
         [str(binary), "-m", str(model), "-t", str(threads), "-p", "512", "-n", "128", "-r", "3", "-o", "json"],
-        check=True, capture_output=True, text=True, env=env,
+        check=True, capture_output=True, text=True, env=bench_env(omp),
     )  # fmt: skip
     rows = json.loads(out.stdout)
     res: dict[str, float] = {}
@@ -235,8 +234,7 @@ def report(results: dict[str, Any], meta: dict[str, Any]) -> str:
 
 def targets(results: dict[str, Any], tg: float) -> list[str]:
     lines: list[str] = []
-    ours = next((p for p in results if p.startswith("npc-grpc (batched")), None)
-    simple = next((p for p in results if p.startswith("npc-grpc (simple")), None)
+    ours = next((p for p in results if p.startswith("npc-grpc")), None)
     direct = results.get("llama-cpp-python")
     native = next((p for p in results if p.startswith("llama-server")), None)
 
@@ -244,9 +242,8 @@ def targets(results: dict[str, Any], tg: float) -> list[str]:
         mark = "" if ok is None else (" (met)" if ok else " (MISSED)")
         lines.append(f"- {label}: {_fmt(value)} (target {target}){mark}")
 
-    for peer in (ours, simple):
-        if peer is None:
-            continue
+    if ours is not None:
+        peer = ours
         r = results[peer]
         s = r.get("single")
         if s:
@@ -285,7 +282,7 @@ def targets(results: dict[str, Any], tg: float) -> list[str]:
         if j:
             line(f"{peer} JSON-schema tok/s / unconstrained", j.ratio, ">= 0.85", j.ratio >= 0.85)
     for p, r in results.items():
-        if p in (ours, simple):
+        if p == ours:
             continue
         if r.get("json"):
             line(f"{p} JSON-schema tok/s / unconstrained", r["json"].ratio, "peer, for comparison", None)
@@ -338,9 +335,8 @@ async def amain(args: argparse.Namespace) -> int:
         for name in args.peers:
             peer_list: list[Peer]
             server: NpcServer | None = None
-            if name in ("npc-batched", "npc-simple"):
-                engine = "batched" if name == "npc-batched" else "simple"
-                server = NpcServer(model, args.threads, args.ctx, engine, args.parallel, Path(tmp) / engine, args.omp)
+            if name == "npc-batched":
+                server = NpcServer(model, args.threads, args.ctx, args.parallel, Path(tmp) / "npc", args.omp)
                 await server.start()
                 peer_list = [NpcGrpc(server)]
                 if args.http and server.http_url:
@@ -384,7 +380,7 @@ def main() -> int:
     ap.add_argument("--model", help="GGUF file (default: the embedded Gemma 3 270M Q4_K_M)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--ctx", type=int, default=2048, help="context per sequence / slot")
-    ap.add_argument("--parallel", type=int, default=16, help="sequences of our batched engine")
+    ap.add_argument("--parallel", type=int, default=16, help="sequences our engine decodes together")
     ap.add_argument("--slots", type=int, default=8, help="llama-server -np")
     ap.add_argument("--omp", default="passive", choices=["passive", "active"], help="OMP_WAIT_POLICY for every peer")
     ap.add_argument("--peers", nargs="+", default=list(PEER_NAMES), choices=PEER_NAMES)

@@ -50,18 +50,17 @@ class Settings(BaseSettings):
     # --- model and engine ----------------------------------------------------------------------------------------
     model: str | None = Field(None, description="Path to a GGUF model. Empty: the embedded Gemma 3 270M Q4_K_M.")
     model_id: str | None = Field(None, description="Model id clients use. Empty: the model file's stem.")
-    engine: Literal["simple", "batched"] = Field(
-        "batched",
-        description="'batched': continuous batching of many NPCs with per-conversation KV reuse; "
-        "'simple': one sequence at a time.",
-    )
     n_gpu_layers: int = Field(-1, ge=-1, description="Layers to offload to the GPU (-1: all, 0: none).")
     threads: int = Field(-1, ge=-1, description="CPU threads for inference (-1: all cores).")
     ctx_size: int = Field(
         4096, ge=0, description="Context window in tokens, per conversation slot (0: the model's own maximum)."
     )
-    parallel: int = Field(8, ge=1, le=256, description="Sequences decoded together by the batched engine.")
-    max_queue: int = Field(32, ge=1, description="Requests that may wait for the engine; more get RESOURCE_EXHAUSTED.")
+    parallel: int = Field(
+        8, ge=1, le=256, description="Sequences decoded together; each keeps one conversation's KV cache between turns."
+    )
+    max_queue: int = Field(
+        32, ge=0, description="Requests that may wait beyond the running ones; more get RESOURCE_EXHAUSTED."
+    )
     ready_timeout_s: float = Field(300.0, gt=0, description="Give up if the model is not loaded within this time.")
     cache_dir: Path = Field(default_factory=lambda: _xdg("XDG_CACHE_HOME", ".cache"), description="Model cache.")
 

@@ -21,22 +21,18 @@ log = logging.getLogger(__name__)
 
 
 def make_engine(settings: Settings, model_path: Path) -> Engine:
-    """The engine the settings ask for. Both take the same model and hardware parameters."""
-    common: dict[str, Any] = {
-        "model_path": model_path,
-        "model_id": settings.model_id,
-        "n_gpu_layers": settings.n_gpu_layers,
-        "threads": settings.threads,
-        "ctx_size": settings.ctx_size,
-        "max_queue": settings.max_queue,
-    }
-    if settings.engine == "batched":
-        from npcserver.engine.batched import BatchedEngine
+    """The engine for these settings (imported here: it loads llama.cpp)."""
+    from npcserver.engine.batched import BatchedEngine
 
-        return BatchedEngine(**common, n_seq=settings.parallel)
-    from npcserver.engine.llama_engine import LlamaEngine
-
-    return LlamaEngine(**common)
+    return BatchedEngine(
+        model_path=model_path,
+        model_id=settings.model_id,
+        n_gpu_layers=settings.n_gpu_layers,
+        threads=settings.threads,
+        ctx_size=settings.ctx_size,
+        max_queue=settings.max_queue,
+        n_seq=settings.parallel,
+    )
 
 
 class NpcServer:
@@ -70,7 +66,13 @@ class NpcServer:
         presets = PresetBook(s.default_preset, s.presets_file)
         engine = make_engine(s, model_path)
         self.core = NpcCore(
-            engine, store, presets, default_max_tokens=s.default_max_tokens, max_message_chars=s.max_message_chars
+            engine,
+            store,
+            presets,
+            default_max_tokens=s.default_max_tokens,
+            max_message_chars=s.max_message_chars,
+            # keep_alive unloads close the engine; a later request loads the same model with a fresh one.
+            engine_factory=lambda: make_engine(s, model_path),
         )
         if s.personas_dir is not None:
             if s.personas_dir.is_dir():

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+import npcserver  # noqa: F401  # first: it sets OMP_WAIT_POLICY, before any test module loads llama.cpp
+
 REPO = Path(__file__).resolve().parent.parent
 READY = re.compile(r"npcserver ready: grpc=(\S+)(?: http=(\S+))?")
 START_TIMEOUT_S = 300

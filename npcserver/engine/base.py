@@ -1,8 +1,8 @@
 """The engine interface: what the core needs from a model backend.
 
 The core builds a prompt as token ids (it already fits the context window), picks sampling parameters and an
-optional GBNF grammar, and consumes an async stream of text deltas ending in one ``Finished`` event. Any backend
-(the single-sequence llama engine, the continuous-batching scheduler) implements this protocol.
+optional GBNF grammar, and consumes an async stream of text deltas ending in one ``Finished`` event. The
+continuous-batching ``BatchedEngine`` implements it, and so do the scripted engines the service tests use.
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ class ModelInfo:
 
 @runtime_checkable
 class Engine(Protocol):
-    """A model backend. Implementations: ``LlamaEngine`` (one sequence at a time), ``BatchedEngine``."""
+    """A model backend. Implementation: ``BatchedEngine`` (``npcserver.engine.batched``)."""
 
     @property
     def ready(self) -> bool:
@@ -133,7 +133,9 @@ class Engine(Protocol):
     def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
         """Streams TextDelta events, then one Finished.
 
-        Raises ``QueueFull`` (before any event) when the bounded queue is full, and ``NotReady`` before start().
+        Raises (before any event) ``InvalidArgument`` for a request it cannot run, ``QueueFull`` when the
+        bounded queue of requests waiting beyond the running ones is full, and ``NotReady`` before start() or
+        after close().
         Closing the iterator early (``aclose()``, or cancelling the task that iterates it) stops the generation
         within a token or two and frees the engine for the next request.
         """

@@ -1,19 +1,39 @@
-"""The continuous-batching engine: many NPC conversations share every decode step of one llama.cpp context.
+"""The engine: many NPC conversations share every decode step of one llama.cpp context (continuous batching).
 
-One scheduler thread owns the llama context. Each loop it builds one ``llama_batch``: the next token of every
-sequence that is generating, plus a chunk of the prompts that are still being read, then calls ``llama_decode``
-once and samples one token for every sequence that produced logits. A long prompt is read a chunk per step, so the
-NPCs already talking keep talking. The event loop only enqueues jobs and awaits their events; ctypes releases the
-GIL during decode, so inference never blocks it.
+Design
+------
+**Slots.** The llama context holds ``n_seq`` sequences; a ``_Slot`` is one llama sequence id plus the tokens whose
+KV it holds (position i holds ``tokens[i]``) and the conversation (``session``) they belong to. A generation runs in
+one slot. When it ends, the slot keeps its KV, so the conversation's next turn, whose prompt starts with the
+previous prompt and reply, goes back to the same slot and evaluates only the new tokens.
 
-Per-conversation KV reuse: a request's ``session`` ("persona/conversation") keys a sequence. Its KV stays in the
-context after the turn, so the next turn, whose prompt starts with the previous prompt and reply, evaluates only
-the new tokens. When every sequence is taken, the least recently used idle one is evicted; its KV is kept in RAM
-(``llama_state_seq_get_data``, bounded by ``ram_cache_mb``) and copied back when that conversation returns. Any
-prompt prefix that
-some sequence already holds (a persona's system prompt and examples, shared by every conversation with that NPC)
-is copied with ``llama_memory_seq_cp`` instead of being evaluated again; in a unified KV cache that copy only tags
-the existing cells with one more sequence id.
+**Eviction.** When a request needs a slot and none holds its conversation, it takes a free one: an empty slot
+first, then one with no conversation, then the least recently used conversation's. That conversation is evicted:
+its KV is copied to RAM (``llama_state_seq_get_data``, bounded by ``ram_cache_mb``, oldest dropped first) and
+copied back (restored) when it returns, instead of reading its history again.
+
+**Prefix copies.** Any prompt prefix that another slot already holds (a persona's system prompt and examples,
+shared by every conversation with that NPC) is copied with ``llama_memory_seq_cp`` rather than evaluated again; in
+a unified KV cache the copy only tags the existing cells with one more sequence id. When several new prompts that
+share a prefix arrive together, the first reads it and the others wait a step and copy it.
+
+**A step.** Each loop of the scheduler thread (1) takes what the event loop handed over (new requests,
+cancellations), (2) decides admissions (which waiting request gets which slot) and runs them (evict, restore, trim
+the slot to the prefix it shares), then (3) decides the batch (the next token of every generating sequence, plus
+prompt chunks and prefix copies for the sequences still reading; while others generate, at most
+``prefill_chunk`` prompt tokens, so nobody stalls long) and runs it: one ``llama_decode``, then one sampled token
+per sequence that produced logits. Deciding (``_plan_*``) only reads state; running (``_admit``, ``_run_step``)
+changes it. A sequence's phase is its ``_Status``: WAITING (no slot yet) -> READING (prompt being evaluated) ->
+GENERATING (``pending`` is the sampled token the next step feeds back) -> FINISHED.
+
+**Threads.** The event loop (``generate``, ``close``, ``tokenize``) and the scheduler thread share exactly one
+thing, the ``_Mailbox``, and only under ``BatchedEngine._lock``, which both sides take: new requests, cancellations,
+the stop flag, and the set of open requests that the queue bound counts. Everything else that changes after
+loading (the llama context, batch, slots, waiting and running lists, saved KV, every ``_Seq`` and its sampler)
+belongs to the scheduler thread alone. The scheduler talks back only through ``_Stream.emit``
+(``call_soon_threadsafe``). What the event loop reads without the lock is set once by ``_load``, before the
+scheduler starts (model info, vocabulary), and tokenization reads only the vocabulary, so it is safe beside a
+decode. ctypes releases the GIL during decode, so inference never blocks the event loop.
 
 Why a unified KV cache with full-size SWA: with one KV stream per sequence llama.cpp splits a batch into equal
 per-sequence ubatches and only groups consecutive sequence ids, so a decode step over scattered sequences runs as
@@ -33,15 +53,12 @@ candidates are nearly tied; replies are stable wherever the model is decided.
 
 from __future__ import annotations
 
-import os
-
-# ggml's OpenMP threads spin while they wait, which on a small shared machine steals the cores from the threads
-# that have work (see llama_engine.py, which measured it). It must be set before llama_cpp loads libgomp.
-os.environ.setdefault("OMP_WAIT_POLICY", "passive")
-
 import asyncio
+import contextlib
 import ctypes
+import enum
 import logging
+import os
 import threading
 import time
 from collections import OrderedDict, deque
@@ -53,6 +70,7 @@ import llama_cpp.llama_cpp as ll
 
 from npcserver.engine.base import (
     Finished,
+    FinishReason,
     GenerationEvent,
     GenerationRequest,
     GenerationStats,
@@ -91,43 +109,110 @@ def _install_llama_logging() -> None:
     ll.llama_log_set(_llama_log_cb, ctypes.c_void_p(0))
 
 
-@dataclass
-class _Job:
-    """One generation request as the scheduler sees it."""
+class _Status(enum.Enum):
+    """Where a sequence is in its life. Only the scheduler thread reads or changes it."""
 
-    request: GenerationRequest
+    WAITING = "waiting"  # accepted, no slot yet
+    READING = "reading"  # holds a slot; prompt tokens are still being evaluated
+    GENERATING = "generating"  # holds a slot; ``pending`` is the sampled token the next step feeds back
+    FINISHED = "finished"  # ended (stop, length, error or cancelled); holds nothing
+
+
+@dataclass(eq=False)
+class _Stream:
+    """The consumer's end of one generation. Made on the event loop; the scheduler only calls ``emit``."""
+
     loop: asyncio.AbstractEventLoop
-    events: asyncio.Queue[GenerationEvent | BaseException]
-    submitted: float
-    #: Set from the event loop thread when the consumer goes away; the scheduler drops the job at its next step.
-    cancelled: bool = False
-    slot: _Slot | None = None
-    sampler: SequenceSampler | None = None
-    text: StreamDecoder | None = None
-    #: Index into request.prompt of the next prompt token to evaluate.
-    prompt_pos: int = 0
-    cached: int = 0
-    #: The sampled token that the next decode step feeds back (None while the prompt is still being read).
-    pending_token: int | None = None
-    completion_tokens: int = 0
-    admitted: float = 0.0
-    first_token: float = 0.0
-    done: bool = False
+    events: asyncio.Queue[GenerationEvent | BaseException] = field(default_factory=asyncio.Queue)
 
     def emit(self, event: GenerationEvent | BaseException) -> None:
-        self.loop.call_soon_threadsafe(self.events.put_nowait, event)
+        with contextlib.suppress(RuntimeError):  # the consumer's loop is closed: nobody is listening any more
+            self.loop.call_soon_threadsafe(self.events.put_nowait, event)
 
 
-@dataclass
+@dataclass(eq=False)
+class _Clock:
+    """When a generation reached each stage (``time.perf_counter``), for its stats."""
+
+    submitted: float
+    admitted: float = 0.0
+    first_token: float = 0.0
+
+
+@dataclass(eq=False)
+class _Output:
+    """The sampling side of an admitted sequence: sampler state, streamed-text decoding, tokens generated."""
+
+    sampler: SequenceSampler
+    text: StreamDecoder
+    tokens: int = 0
+
+
+@dataclass(eq=False)
+class _Seq:
+    """One generation as the scheduler sees it (scheduler thread only, once handed over)."""
+
+    request: GenerationRequest
+    stream: _Stream
+    clock: _Clock
+    status: _Status = _Status.WAITING
+    slot: _Slot | None = None
+    out: _Output | None = None
+    #: Index into request.prompt of the next prompt token to evaluate (READING).
+    prompt_pos: int = 0
+    #: Prompt tokens whose KV was reused (kept in the slot, restored or copied) rather than evaluated.
+    cached: int = 0
+    #: The token sampled last step, fed back by the next one (GENERATING).
+    pending: int = 0
+
+
+@dataclass(eq=False)
 class _Slot:
-    """One llama sequence id and what its KV cells currently hold."""
+    """One llama sequence id and what its KV cells currently hold (scheduler thread only)."""
 
     seq_id: int
     #: The tokens whose KV is in the cache for this sequence, in position order (position i holds tokens[i]).
     tokens: list[int] = field(default_factory=list)
     session: str | None = None
-    job: _Job | None = None
+    #: The generation running in this slot, if any.
+    seq: _Seq | None = None
     last_used: float = 0.0
+
+
+@dataclass(eq=False)
+class _Mailbox:
+    """All the event loop and the scheduler thread share. Guarded by ``BatchedEngine._lock``, which both take."""
+
+    #: Accepted requests the scheduler has not picked up yet, in arrival order.
+    submitted: deque[_Seq] = field(default_factory=deque)
+    #: Requests whose consumer went away before they ended.
+    cancelled: list[_Seq] = field(default_factory=list)
+    #: Requests accepted and not yet ended (waiting or running): what the queue bound counts. Removed by whichever
+    #: side ends a request first (the scheduler when it finishes, the consumer when it stops listening).
+    open: set[_Seq] = field(default_factory=set)
+    stopping: bool = False
+
+
+@dataclass(eq=False)
+class _Read:
+    """Prompt work planned for one READING sequence in one step."""
+
+    seq: _Seq
+    #: A slot that already holds the prompt up to ``copy_to``, to copy from instead of evaluating; or None.
+    donor: _Slot | None
+    #: The prompt position reached after the copy (the sequence's own position when there is no donor).
+    copy_to: int
+    #: Prompt tokens to evaluate after the copy (0: it waits a step for a shared prefix another one is reading).
+    take: int
+
+
+@dataclass(eq=False)
+class _StepPlan:
+    """One step's batch: every GENERATING sequence's pending token, then prompt reads in arrival order."""
+
+    decode: list[_Seq]
+    reads: list[_Read]
+    n_tokens: int
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:
@@ -145,19 +230,22 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
 class BatchedEngine:
     """An ``Engine`` that decodes up to ``n_seq`` generations together, keeping each conversation's KV.
 
-    Constructor arguments match ``LlamaEngine`` (``model_path, model_id, n_gpu_layers, threads, ctx_size,
-    max_queue, n_batch``) plus:
-
+    - ``model_path``, ``model_id``: the GGUF file, and the id clients see (default: the file name's stem);
+    - ``n_gpu_layers``: layers offloaded to the GPU (-1: all); ``threads``: CPU threads (-1: every core);
+    - ``ctx_size``: the context of one sequence (0: the model's window, capped at 4096); the KV cache holds
+      ``ctx_size * n_seq`` cells. A generation ends with ``length`` when prompt plus reply fill it;
     - ``n_seq``: sequences held at once (concurrent generations, and conversations whose KV is kept);
+    - ``max_queue``: requests that may wait beyond the ``n_seq`` running ones; beyond it ``generate`` raises
+      ``QueueFull``;
+    - ``n_batch``: most tokens in one decode step;
     - ``prefill_chunk``: most prompt tokens read per step while other sequences are generating, which bounds how
       long one newcomer's prompt can pause the NPCs already talking (when nobody is generating, a step reads up to
       ``n_batch`` prompt tokens);
     - ``ram_cache_mb``: RAM for the KV of conversations evicted from their sequence (``llama_state_seq_*``), so a
       conversation coming back is restored with a copy instead of reading its history again (0: off).
 
-    ``ctx_size`` is the context of one sequence (0: the model's window, capped at 4096); the KV cache holds
-    ``ctx_size * n_seq`` cells. ``max_queue`` bounds the requests waiting for a free sequence; beyond it
-    ``generate`` raises ``QueueFull``.
+    Bad arguments raise ``InvalidArgument``; a model llama.cpp cannot load makes ``start()`` raise
+    ``InvalidArgument`` naming the file.
     """
 
     def __init__(
@@ -175,12 +263,14 @@ class BatchedEngine:
         ram_cache_mb: int = 256,
     ) -> None:
         if n_seq < 1:
-            raise InvalidArgument("n_seq must be at least 1", param="n_seq")
+            raise InvalidArgument(f"n_seq must be at least 1, not {n_seq}", param="n_seq")
         # Every generating sequence adds a token to each step, so a step must have room for all of them.
         if n_batch < n_seq:
             raise InvalidArgument(f"n_batch ({n_batch}) must be at least n_seq ({n_seq})", param="n_batch")
         if max_queue < 0:
-            raise InvalidArgument("max_queue must not be negative", param="max_queue")
+            raise InvalidArgument(f"max_queue must be 0 or more, not {max_queue}", param="max_queue")
+        if ctx_size < 0:
+            raise InvalidArgument(f"ctx_size must be 0 (the model's own) or more, not {ctx_size}", param="ctx_size")
         self._path = Path(model_path)
         self._model_id = model_id or model_id_for(self._path)
         self._n_gpu_layers = n_gpu_layers
@@ -191,10 +281,8 @@ class BatchedEngine:
         self._n_seq = n_seq
         self._prefill_chunk = max(1, min(prefill_chunk, n_batch))
         self._ram_cache_bytes = max(0, ram_cache_mb) * 1024 * 1024
-        #: Evicted conversations: session -> (tokens, serialized sequence state), least recently saved first.
-        self._saved: OrderedDict[str, tuple[list[int], ctypes.Array[ctypes.c_uint8]]] = OrderedDict()
-        self._saved_bytes = 0
 
+        # Set by _load before the scheduler starts, then only read (the llama handles by the scheduler alone).
         self._info: ModelInfo | None = None
         self._model: ll.llama_model_p | None = None
         self._vocab: ll.llama_vocab_p | None = None
@@ -203,18 +291,26 @@ class BatchedEngine:
         self._batch: ll.llama_batch | None = None
         self._n_ctx_seq = 0
         self._n_vocab = 0
-        self._cand: CandidateBuffer | None = None
+        self._grammars = GrammarCheck()  # thread-safe on its own
 
-        self._start_lock = asyncio.Lock()
+        # Shared with the scheduler thread: only under _lock.
         self._lock = threading.Condition()
-        self._incoming: deque[_Job] = deque()
-        self._stopping = False
+        self._box = _Mailbox()
+
+        # The event loop's own.
+        self._start_lock = asyncio.Lock()
         self._thread: threading.Thread | None = None
+
+        # The scheduler thread's own.
         self._slots: list[_Slot] = []
-        self._waiting: deque[_Job] = deque()
-        self._active: list[_Job] = []
-        self._grammars = GrammarCheck()
-        #: Counters for tests and the benchmark.
+        self._waiting: deque[_Seq] = deque()
+        self._running: list[_Seq] = []
+        #: Evicted conversations: session -> (tokens, serialized sequence state), least recently saved first.
+        self._saved: OrderedDict[str, tuple[list[int], ctypes.Array[ctypes.c_uint8]]] = OrderedDict()
+        self._saved_bytes = 0
+        self._cand: CandidateBuffer | None = None
+        self._piece_buf = ctypes.create_string_buffer(64)
+        #: Counters for tests and the benchmark (written by the scheduler; a reader may see a value a step old).
         self.steps = 0
         self.tokens_decoded = 0
         self.grammar_checks = 0
@@ -225,7 +321,9 @@ class BatchedEngine:
 
     @property
     def ready(self) -> bool:
-        return self._info is not None and self._thread is not None and not self._stopping
+        with self._lock:
+            stopping = self._box.stopping
+        return self._info is not None and self._thread is not None and not stopping
 
     @property
     def info(self) -> ModelInfo:
@@ -237,12 +335,24 @@ class BatchedEngine:
     def n_seq(self) -> int:
         return self._n_seq
 
+    @property
+    def max_queue(self) -> int:
+        """Requests that may wait beyond the ``n_seq`` running ones."""
+        return self._max_queue
+
+    @property
+    def outstanding(self) -> int:
+        """Requests accepted and not yet ended: the running ones and those waiting behind them."""
+        with self._lock:
+            return len(self._box.open)
+
     async def start(self) -> None:
         async with self._start_lock:
             if self._info is not None:
                 return
-            if self._stopping:
-                raise NotReady("the engine is closed")
+            with self._lock:
+                if self._box.stopping:
+                    raise NotReady("the engine is closed")
             await asyncio.to_thread(self._load)
             self._thread = threading.Thread(target=self._run, name="npc-batched-engine", daemon=True)
             self._thread.start()
@@ -263,34 +373,35 @@ class BatchedEngine:
 
     def detokenize(self, tokens: list[int]) -> str:
         vocab = self._require_vocab()
-        return b"".join(self._piece(vocab, t) for t in tokens).decode("utf-8", errors="replace")
+        buf = ctypes.create_string_buffer(64)  # not the scheduler's buffer: this runs on the caller's thread
+        return b"".join(_piece(vocab, t, buf) for t in tokens).decode("utf-8", errors="replace")
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
-        job = self._submit(request)
+        seq = self._submit(request)
+        events = seq.stream.events
         try:
             while True:
-                event = await job.events.get()
+                event = await events.get()
                 if isinstance(event, BaseException):
                     raise event
                 yield event
                 if isinstance(event, Finished):
                     return
         finally:
-            if not job.done:
-                job.cancelled = True
-                with self._lock:
+            # Normal end, aclose() and task cancellation alike: if the request has not ended, the scheduler drops it.
+            with self._lock:
+                if seq in self._box.open:
+                    self._box.open.discard(seq)
+                    self._box.cancelled.append(seq)
                     self._lock.notify()
 
     async def close(self) -> None:
         with self._lock:
-            self._stopping = True
+            self._box.stopping = True
             self._lock.notify()
         if self._thread is not None:
             await asyncio.to_thread(self._thread.join)
             self._thread = None
-        if self._cand is not None:
-            self._cand.close()
-            self._cand = None
         self._free()
 
     # ------------------------------------------------------------------------------------------------ loading
@@ -308,7 +419,11 @@ class BatchedEngine:
         mparams.n_gpu_layers = self._n_gpu_layers if self._n_gpu_layers >= 0 else 2**31 - 1
         model = ll.llama_model_load_from_file(str(self._path).encode("utf-8"), mparams)
         if not model:
-            raise NotReady(f"llama.cpp could not load the model file {str(self._path)!r}")
+            raise InvalidArgument(
+                f"llama.cpp could not load the model file {str(self._path)!r} (the server log has its reason); "
+                "pass a complete GGUF file of an architecture this llama.cpp supports",
+                param="model",
+            )
         self._model = model
         self._vocab = ll.llama_model_get_vocab(model)
         self._n_vocab = ll.llama_vocab_n_tokens(self._vocab)
@@ -330,9 +445,11 @@ class BatchedEngine:
         cparams.flash_attn_type = ll.LLAMA_FLASH_ATTN_TYPE_ENABLED
         ctx = ll.llama_init_from_model(model, cparams)
         if not ctx:
-            raise NotReady(
-                f"llama.cpp could not create a context of {per_seq} tokens x {self._n_seq} sequences; "
-                "lower ctx_size or n_seq"
+            self._free()
+            raise InvalidArgument(
+                f"llama.cpp could not create a context of {per_seq} tokens x {self._n_seq} sequences "
+                "(the server log has its reason); lower ctx_size or parallel",
+                param="ctx_size",
             )
         self._ctx = ctx
         self._mem = ll.llama_get_memory(ctx)
@@ -353,6 +470,18 @@ class BatchedEngine:
         bos = ll.llama_vocab_bos(vocab)
         eos = ll.llama_vocab_eos(vocab)
         load_ms = (time.perf_counter() - t0) * 1000.0
+        extra = {
+            "engine": "batched",
+            "architecture": _meta(model, "general.architecture"),
+            "name": _meta(model, "general.name"),
+            "size_label": _meta(model, "general.size_label"),
+            "devices": devices,
+            "n_layer": str(n_layer),
+            "n_seq": str(self._n_seq),
+            "n_batch": str(self._n_batch),
+            "threads": str(self._threads),
+            "kv_cells": str(per_seq * self._n_seq),
+        }
         self._info = ModelInfo(
             id=self._model_id,
             path=str(self._path),
@@ -365,18 +494,10 @@ class BatchedEngine:
             add_bos=bool(ll.llama_vocab_get_add_bos(vocab)),
             load_ms=load_ms,
             created=int(time.time()),
-            extra={
-                "engine": "batched",
-                "devices": devices,
-                "n_seq": str(self._n_seq),
-                "n_batch": str(self._n_batch),
-                "threads": str(self._threads),
-                "kv_cells": str(per_seq * self._n_seq),
-            },
+            extra={k: v for k, v in extra.items() if v},
         )
         logger.info(
-            "batched engine: %s loaded in %.0f ms; backend %s, %d/%d layers offloaded; %d sequences x %d tokens, "
-            "%d threads",
+            "engine: %s loaded in %.0f ms; backend %s, %d/%d layers offloaded; %d sequences x %d tokens, %d threads",
             self._path.name,
             load_ms,
             backend,
@@ -388,6 +509,10 @@ class BatchedEngine:
         )
 
     def _free(self) -> None:
+        """Frees the native objects; only once the scheduler thread has ended (or never started)."""
+        if self._cand is not None:
+            self._cand.close()
+            self._cand = None
         if self._batch is not None:
             ll.llama_batch_free(self._batch)
             self._batch = None
@@ -401,126 +526,111 @@ class BatchedEngine:
         self._vocab = None
         self._info = None
 
-    @staticmethod
-    def _piece(vocab: ll.llama_vocab_p, token: int) -> bytes:
-        buf = ctypes.create_string_buffer(64)
-        n = ll.llama_token_to_piece(vocab, token, buf, 64, 0, False)
-        if n < 0:
-            buf = ctypes.create_string_buffer(-n)
-            n = ll.llama_token_to_piece(vocab, token, buf, -n, 0, False)
-        return buf.raw[: max(n, 0)]
-
     # --------------------------------------------------------------------------------------------- submission
 
-    def _submit(self, request: GenerationRequest) -> _Job:
-        if not self.ready:
+    def _submit(self, request: GenerationRequest) -> _Seq:
+        """Checks a request and hands it to the scheduler (event loop side)."""
+        with self._lock:
+            if self._box.stopping:
+                raise NotReady("the engine is shut down")
+        if self._info is None or self._thread is None:
             raise NotReady("the model is still loading; retry when the server reports SERVING")
         check_request(
             request, context_size=self._n_ctx_seq, n_vocab=self._n_vocab, vocab=self._vocab, grammars=self._grammars
         )
-        job = _Job(
-            request=request, loop=asyncio.get_running_loop(), events=asyncio.Queue(), submitted=time.perf_counter()
-        )
+        seq = _Seq(request=request, stream=_Stream(asyncio.get_running_loop()), clock=_Clock(time.perf_counter()))
         with self._lock:
-            busy = sum(1 for s in self._slots if s.job is not None) + len(self._incoming) + len(self._waiting)
-            if busy >= self._n_seq + self._max_queue:
+            box = self._box
+            if box.stopping:
+                raise NotReady("the engine is shutting down")
+            if len(box.open) >= self._n_seq + self._max_queue:
                 raise QueueFull(
                     f"the generation queue is full ({self._n_seq} generating, {self._max_queue} waiting); retry later",
                     code="queue_full",
                 )
-            self._incoming.append(job)
+            box.open.add(seq)
+            box.submitted.append(seq)
             self._lock.notify()
-        return job
+        return seq
 
-    # ---------------------------------------------------------------------------------------------- scheduler
+    # ---------------------------------------------------------------------------------- scheduler: the loop
 
     def _run(self) -> None:
+        error: NpcError = NotReady("the engine shut down before this request finished")
         try:
-            while True:
-                with self._lock:
-                    while not self._stopping and not self._incoming and not self._active and not self._waiting:
-                        self._lock.wait()
-                    if self._stopping:
-                        break
-                    self._waiting.extend(self._incoming)
-                    self._incoming.clear()
-                self._drop_cancelled()
-                self._admit()
-                if self._active:
-                    self._step()
-        except Exception as exc:  # a native failure: fail every job rather than hang them
-            logger.exception("batched engine: scheduler failed")
-            self._fail_all(Internal(f"the engine failed: {exc}"))
+            while self._take_mail():
+                if self._waiting:
+                    for seq, slot in self._plan_admissions():
+                        self._admit(seq, slot)
+                if self._running:
+                    plan = self._plan_step()
+                    if plan.n_tokens:
+                        self._run_step(plan)
+        except Exception as exc:  # a native failure: fail every request rather than hang them
+            logger.exception("engine: scheduler failed")
+            error = Internal(f"the engine failed: {exc}")
         finally:
             with self._lock:
-                self._stopping = True
-                leftover = list(self._incoming) + list(self._waiting) + list(self._active)
-                self._incoming.clear()
-                self._waiting.clear()
-            for job in leftover:
-                if not job.done:
-                    self._finish_job(job, error=NotReady("the engine shut down before this request finished"))
+                self._box.stopping = True
+                self._waiting.extend(self._box.submitted)
+                self._box.submitted.clear()
+                self._box.cancelled.clear()
+            for seq in [*self._running, *self._waiting]:
+                self._fail(seq, error)
 
-    def _fail_all(self, error: NpcError) -> None:
+    def _take_mail(self) -> bool:
+        """Waits for work, then takes new requests and cancellations from the mailbox; False once stopping."""
         with self._lock:
-            jobs = list(self._incoming) + list(self._waiting) + list(self._active)
-            self._incoming.clear()
-            self._waiting.clear()
-        for job in jobs:
-            if not job.done:
-                self._finish_job(job, error=error)
+            box = self._box
+            while not (box.stopping or box.submitted or box.cancelled or self._running or self._waiting):
+                self._lock.wait()
+            if box.stopping:
+                return False
+            self._waiting.extend(box.submitted)
+            box.submitted.clear()
+            cancelled, box.cancelled = box.cancelled, []
+        for seq in cancelled:
+            if seq.status is not _Status.FINISHED:
+                self._retire(seq)  # nobody is listening: no event
+        return True
 
-    def _drop_cancelled(self) -> None:
-        if any(j.cancelled for j in self._waiting):
-            for job in [j for j in self._waiting if j.cancelled]:
-                self._waiting.remove(job)
-                job.done = True
-        for job in [j for j in self._active if j.cancelled]:
-            self._finish_job(job)
+    # ------------------------------------------------------------------------------ scheduler: admissions
 
-    def _admit(self) -> None:
-        """Gives waiting jobs a sequence, FIFO, as long as there are free ones."""
-        if not self._waiting:
-            return
-        kept: deque[_Job] = deque()
-        while self._waiting:
-            job = self._waiting.popleft()
-            slot = self._pick_slot(job)
+    def _plan_admissions(self) -> list[tuple[_Seq, _Slot]]:
+        """Decides which waiting requests get which slot this step (FIFO, as long as slots are free)."""
+        # The plan's own view of the slots, updated as it hands them out: seq_id -> (session, busy).
+        view = {s.seq_id: (s.session, s.seq is not None) for s in self._slots}
+        plan: list[tuple[_Seq, _Slot]] = []
+        for seq in self._waiting:
+            session = seq.request.session
+            slot = self._pick_slot(session, view)
             if slot is None:
-                kept.append(job)
-                # A job that waits for its own conversation's sequence should not block the others behind it,
-                # but a job waiting for any free sequence means none is free: stop looking.
-                if not self._session_busy(job):
-                    kept.extend(self._waiting)
-                    self._waiting.clear()
-                continue
-            try:
-                self._start_job(job, slot)
-            except NpcError as exc:
-                slot.job = None
-                self._finish_job(job, error=exc)
-        self._waiting = kept
+                # A request waiting for its own conversation's slot does not hold up the others behind it, but one
+                # waiting for any free slot means none is free.
+                if session is not None and any(sess == session and busy for sess, busy in view.values()):
+                    continue
+                break
+            view[slot.seq_id] = (session, True)
+            plan.append((seq, slot))
+        return plan
 
-    def _session_busy(self, job: _Job) -> bool:
-        s = job.request.session
-        return s is not None and any(sl.session == s and sl.job is not None for sl in self._slots)
-
-    def _pick_slot(self, job: _Job) -> _Slot | None:
-        session = job.request.session
+    def _pick_slot(self, session: str | None, view: dict[int, tuple[str | None, bool]]) -> _Slot | None:
         if session is not None:
             for slot in self._slots:
-                if slot.session == session:
-                    return None if slot.job is not None else slot
-        free = [s for s in self._slots if s.job is None]
+                held, busy = view[slot.seq_id]
+                if held == session:
+                    return None if busy else slot
+        free = [s for s in self._slots if not view[s.seq_id][1]]
         if not free:
             return None
-        # Empty sequences first, then sequences with no conversation, then the least recently used conversation.
-        free.sort(key=lambda s: (bool(s.tokens), s.session is not None, s.last_used))
-        return free[0]
+        # Empty slots first, then slots with no conversation, then the least recently used conversation.
+        return min(free, key=lambda s: (bool(s.tokens), view[s.seq_id][0] is not None, s.last_used))
 
-    def _start_job(self, job: _Job, slot: _Slot) -> None:
+    def _admit(self, seq: _Seq, slot: _Slot) -> None:
+        """Runs one admission: evicts the slot's conversation if it is another's, restores this conversation's saved
+        KV if that reuses more, trims the slot to the prefix it shares with the prompt, and sets up sampling."""
         assert self._mem is not None and self._vocab is not None
-        req = job.request
+        req = seq.request
         prompt = req.prompt
         saved = self._saved.pop(req.session, None) if req.session is not None else None
         if saved is not None:
@@ -531,23 +641,28 @@ class BatchedEngine:
             slot.session = req.session
             if saved is not None and _common_prefix(saved[0], prompt) > _common_prefix(slot.tokens, prompt):
                 self._restore(slot, saved)
-        # Reuse the longest prefix this sequence already holds (the conversation's previous turn); ``_step`` then
-        # copies any longer prefix that another sequence holds.
+        # Keep the longest prefix this slot already holds (the conversation's previous turn); the step then copies
+        # any longer prefix that another slot holds. The last prompt token is always evaluated: its logits give
+        # the first token.
         keep = min(_common_prefix(slot.tokens, prompt), len(prompt) - 1)
         if keep < len(slot.tokens) and not ll.llama_memory_seq_rm(self._mem, slot.seq_id, keep, -1):
             ll.llama_memory_seq_rm(self._mem, slot.seq_id, -1, -1)
             keep = 0
-        slot.tokens = slot.tokens[:keep]
-        sampler = SequenceSampler(self._vocab, req.params, req.grammar)  # may raise InvalidArgument
-        slot.job = job
+        del slot.tokens[keep:]
         slot.last_used = time.monotonic()
-        job.slot = slot
-        job.sampler = sampler
-        job.text = StreamDecoder(req.params.stop)
-        job.prompt_pos = keep
-        job.cached = keep
-        job.admitted = time.perf_counter()
-        self._active.append(job)
+        try:
+            sampler = SequenceSampler(self._vocab, req.params, req.grammar)
+        except NpcError as exc:
+            self._fail(seq, exc)
+            return
+        self._waiting.remove(seq)
+        slot.seq = seq
+        seq.slot = slot
+        seq.out = _Output(sampler, StreamDecoder(req.params.stop))
+        seq.prompt_pos = seq.cached = keep
+        seq.clock.admitted = time.perf_counter()
+        seq.status = _Status.READING
+        self._running.append(seq)
 
     def _save(self, slot: _Slot) -> None:
         """Keeps an evicted conversation's KV in RAM (bounded, oldest dropped first)."""
@@ -567,7 +682,7 @@ class BatchedEngine:
             self._saved_bytes -= len(old)
 
     def _restore(self, slot: _Slot, saved: tuple[list[int], ctypes.Array[ctypes.c_uint8]]) -> None:
-        """Loads a saved conversation into a sequence (replacing what it held); on failure the sequence is empty."""
+        """Loads a saved conversation into a slot (replacing what it held); on failure the slot is empty."""
         assert self._mem is not None
         tokens, buf = saved
         if ll.llama_state_seq_set_data(self._ctx, buf, len(buf), slot.seq_id) > 0:
@@ -577,48 +692,93 @@ class BatchedEngine:
             ll.llama_memory_seq_rm(self._mem, slot.seq_id, -1, -1)
             slot.tokens = []
 
-    def _step(self) -> None:
-        """One llama_decode over every active sequence, then one sampled token per sequence with logits."""
-        assert self._batch is not None and self._ctx is not None
-        batch = self._batch
-        entries: list[tuple[_Job, int]] = []  # (job, batch index whose logits it samples from)
-        n = 0
-        # KV length of each sequence before this step adds anything: only those cells exist to be copied.
-        committed = {s.seq_id: len(s.tokens) for s in self._slots}
-        decoding = [j for j in self._active if j.pending_token is not None]
-        reading = [j for j in self._active if j.pending_token is None]
-        for job in decoding:
-            slot = job.slot
-            assert slot is not None and job.pending_token is not None
-            self._put(batch, n, job.pending_token, len(slot.tokens), slot.seq_id, True)
-            slot.tokens.append(job.pending_token)
-            job.pending_token = None
-            entries.append((job, n))
-            n += 1
-        # Prompts are read oldest first; while others generate, only a chunk per step, so nobody stalls long.
-        budget = self._n_batch - n
-        if decoding:
+    # ---------------------------------------------------------------------------------- scheduler: a step
+
+    def _plan_step(self) -> _StepPlan:
+        """Decides the next batch: every generating sequence's pending token, then prompt work, oldest first."""
+        decode = [s for s in self._running if s.status is _Status.GENERATING]
+        reading = [s for s in self._running if s.status is _Status.READING]
+        budget = self._n_batch - len(decode)
+        if decode:  # others are talking: read only a chunk of prompt, so nobody stalls long
             budget = min(budget, self._prefill_chunk)
-        for k, job in enumerate(reading):
+        reads: list[_Read] = []
+        n = len(decode)
+        for k, seq in enumerate(reading):
             if budget <= 0:
                 break
-            self._copy_from_donor(job, committed)
-            if self._wait_for_shared_prefix(job, reading[:k], committed):
-                continue
-            slot = job.slot
-            assert slot is not None
-            prompt = job.request.prompt
-            take = min(budget, len(prompt) - job.prompt_pos)
-            for i in range(take):
-                tok = prompt[job.prompt_pos + i]
-                last = job.prompt_pos + i == len(prompt) - 1
-                self._put(batch, n, tok, len(slot.tokens), slot.seq_id, last)
-                slot.tokens.append(tok)
-                if last:
-                    entries.append((job, n))
-                n += 1
-            job.prompt_pos += take
+            donor, pos = self._best_donor(seq)
+            if self._shared_prefix_in_flight(seq, pos, reading[:k]):
+                take = 0
+            else:
+                take = min(budget, len(seq.request.prompt) - pos)
+            reads.append(_Read(seq, donor, pos, take))
             budget -= take
+            n += take
+        return _StepPlan(decode, reads, n)
+
+    def _best_donor(self, seq: _Seq) -> tuple[_Slot | None, int]:
+        """The slot holding the longest further prefix of this prompt, and the prompt position a copy reaches.
+
+        Only KV that exists before the step counts (a slot's ``tokens`` as they are while planning).
+        """
+        slot = seq.slot
+        prompt = seq.request.prompt
+        limit = len(prompt) - 1  # the last prompt token is always evaluated: its logits give the first token
+        best, donor = seq.prompt_pos, None
+        for other in self._slots:
+            if other is slot or len(other.tokens) <= best:
+                continue
+            n = min(_common_prefix(other.tokens, prompt), limit)
+            if n > best:
+                best, donor = n, other
+        return donor, best
+
+    @staticmethod
+    def _shared_prefix_in_flight(seq: _Seq, pos: int, earlier: list[_Seq]) -> bool:
+        """True when an earlier prompt still being read shares this prompt's next tokens: this one waits a step
+        and then copies them instead of computing them a second time (16 NPCs arriving at once over 4 personas
+        read 4 persona prefixes, not 16)."""
+        prompt = seq.request.prompt
+        for other in earlier:
+            assert other.slot is not None
+            n = min(_common_prefix(other.request.prompt, prompt), len(prompt) - 1)
+            if n > pos and len(other.slot.tokens) < n:
+                return True
+        return False
+
+    def _run_step(self, plan: _StepPlan) -> None:
+        """Runs a planned step: prefix copies, one llama_decode, then one sampled token per sequence with logits."""
+        assert self._batch is not None and self._ctx is not None and self._mem is not None
+        batch = self._batch
+        sample_at: list[tuple[_Seq, int]] = []  # (sequence, batch row whose logits it samples from)
+        n = 0
+        for seq in plan.decode:
+            slot = seq.slot
+            assert slot is not None
+            _put(batch, n, seq.pending, len(slot.tokens), slot.seq_id, True)
+            slot.tokens.append(seq.pending)
+            sample_at.append((seq, n))
+            n += 1
+        for read in plan.reads:
+            seq = read.seq
+            slot = seq.slot
+            assert slot is not None
+            prompt = seq.request.prompt
+            if read.donor is not None:
+                ll.llama_memory_seq_cp(self._mem, read.donor.seq_id, slot.seq_id, seq.prompt_pos, read.copy_to)
+                slot.tokens.extend(prompt[seq.prompt_pos : read.copy_to])
+                seq.cached += read.copy_to - seq.prompt_pos
+                seq.prompt_pos = read.copy_to
+            pos = seq.prompt_pos
+            end = pos + read.take
+            last = len(prompt) - 1
+            for i in range(pos, end):
+                _put(batch, n, prompt[i], i, slot.seq_id, i == last)
+                n += 1
+            slot.tokens.extend(prompt[pos:end])
+            seq.prompt_pos = end
+            if end == len(prompt):
+                sample_at.append((seq, n - 1))
         if n == 0:
             return
         batch.n_tokens = n
@@ -627,120 +787,113 @@ class BatchedEngine:
             raise RuntimeError(f"llama_decode returned {rc} for a batch of {n} tokens")
         self.steps += 1
         self.tokens_decoded += n
-        for job, idx in entries:
-            self._sample(job, idx)
+        for seq, row in sample_at:
+            self._sample(seq, row)
 
-    def _copy_from_donor(self, job: _Job, committed: dict[int, int]) -> None:
-        """Extends a prompt being read with the longest further prefix that any sequence already holds.
-
-        A persona's system prompt and examples, shared by every conversation with that NPC, are then computed once:
-        in a unified KV cache ``llama_memory_seq_cp`` only tags the donor's cells with one more sequence id.
-        """
-        slot = job.slot
-        assert slot is not None and self._mem is not None
-        prompt = job.request.prompt
-        limit = len(prompt) - 1  # the last prompt token is always evaluated: its logits give the first token
-        best, donor = job.prompt_pos, None
-        for other in self._slots:
-            held = committed[other.seq_id]
-            if other is slot or held <= best:
-                continue
-            n = min(_common_prefix(other.tokens[:held], prompt), limit)
-            if n > best:
-                best, donor = n, other
-        if donor is None:
-            return
-        ll.llama_memory_seq_cp(self._mem, donor.seq_id, slot.seq_id, job.prompt_pos, best)
-        slot.tokens.extend(prompt[job.prompt_pos : best])
-        job.cached += best - job.prompt_pos
-        job.prompt_pos = best
-
-    @staticmethod
-    def _wait_for_shared_prefix(job: _Job, earlier: list[_Job], committed: dict[int, int]) -> bool:
-        """True when an earlier prompt still being read shares this prompt's next tokens: this one waits a step
-        and then copies them instead of computing them a second time (16 NPCs arriving at once over 4 personas
-        read 4 persona prefixes, not 16)."""
-        prompt = job.request.prompt
-        for other in earlier:
-            assert other.slot is not None
-            n = min(_common_prefix(other.request.prompt, prompt), len(prompt) - 1)
-            if n > job.prompt_pos and committed[other.slot.seq_id] < n:
-                return True
-        return False
-
-    @staticmethod
-    def _put(batch: ll.llama_batch, i: int, token: int, pos: int, seq_id: int, logits: bool) -> None:
-        batch.token[i] = token
-        batch.pos[i] = pos  # type: ignore[call-overload]  # llama_cpp mistypes pos as nested
-        batch.n_seq_id[i] = 1
-        batch.seq_id[i][0] = seq_id
-        batch.logits[i] = 1 if logits else 0
-
-    def _sample(self, job: _Job, idx: int) -> None:
-        assert job.sampler is not None and job.text is not None and job.slot is not None
-        assert self._vocab is not None and self._ctx is not None
-        if job.cancelled:
-            self._finish_job(job)
-            return
+    def _sample(self, seq: _Seq, row: int) -> None:
+        out, slot = seq.out, seq.slot
+        assert out is not None and slot is not None and self._vocab is not None and self._ctx is not None
         assert self._cand is not None
-        token = job.sampler.sample(self._ctx, idx, self._cand)
-        now = time.perf_counter()
-        if job.completion_tokens == 0:
-            job.first_token = now
+        token = out.sampler.sample(self._ctx, row, self._cand)
+        if out.tokens == 0:
+            seq.clock.first_token = time.perf_counter()
         if ll.llama_vocab_is_eog(self._vocab, token):
-            self._finish_job(job, reason="stop")
+            self._end(seq, "stop")
             return
-        job.completion_tokens += 1
-        out = job.text.push(self._piece(self._vocab, token))
-        if out:
-            job.emit(TextDelta(out))
-        if job.text.stopped:
-            self._finish_job(job, reason="stop")
+        out.tokens += 1
+        text = out.text.push(self._piece(token))
+        if text:
+            seq.stream.emit(TextDelta(text))
+        if out.text.stopped:
+            self._end(seq, "stop")
             return
-        max_tokens = job.request.params.max_tokens
-        if (max_tokens > 0 and job.completion_tokens >= max_tokens) or len(job.slot.tokens) >= self._n_ctx_seq:
-            self._finish_job(job, reason="length")
+        max_tokens = seq.request.params.max_tokens
+        # The window holds prompt plus reply: the token just sampled is one more than the slot holds.
+        if (max_tokens > 0 and out.tokens >= max_tokens) or len(slot.tokens) + 1 >= self._n_ctx_seq:
+            self._end(seq, "length")
             return
-        job.pending_token = token
+        seq.pending = token
+        seq.status = _Status.GENERATING
 
-    def _finish_job(self, job: _Job, reason: str | None = None, error: BaseException | None = None) -> None:
-        """Ends a job: emits its last text and Finished (or the error), and frees its sequence for the next one.
+    def _piece(self, token: int) -> bytes:
+        assert self._vocab is not None
+        piece = _piece(self._vocab, token, self._piece_buf)
+        if len(self._piece_buf) < len(piece):  # keep the grown buffer for the next long piece
+            self._piece_buf = ctypes.create_string_buffer(len(piece))
+        return piece
 
-        The sequence keeps its KV (prompt and the tokens decoded so far) for the conversation's next turn.
-        """
-        if job.done:
-            return
-        job.done = True
-        if job in self._active:
-            self._active.remove(job)
-        slot = job.slot
-        if slot is not None:
-            slot.job = None
-            slot.last_used = time.monotonic()
-        if job.sampler is not None:
-            self.grammar_checks += job.sampler.grammar_checks
-            self.grammar_rejections += job.sampler.grammar_rejections
-            job.sampler.close()
-            job.sampler = None
-        if error is not None:
-            job.emit(error)
-            return
-        if reason is None:  # cancelled: nobody is listening any more
-            return
-        assert job.text is not None
-        tail = "" if job.text.stopped else job.text.flush()
+    # ------------------------------------------------------------------------------- scheduler: endings
+
+    def _end(self, seq: _Seq, reason: FinishReason) -> None:
+        """A generation completed: emits its held-back text and Finished with its stats."""
+        out = seq.out
+        assert out is not None
+        self._retire(seq)
+        tail = "" if out.text.stopped else out.text.flush()
         if tail:
-            job.emit(TextDelta(tail))
+            seq.stream.emit(TextDelta(tail))
+        clock = seq.clock
         now = time.perf_counter()
-        first = job.first_token or now
+        first = clock.first_token or now
         stats = GenerationStats(
-            finish_reason="stop" if reason == "stop" else "length",
-            prompt_tokens=len(job.request.prompt),
-            completion_tokens=job.completion_tokens,
-            cached_prompt_tokens=job.cached,
-            queue_ms=(job.admitted - job.submitted) * 1000.0,
-            prompt_eval_ms=(first - job.admitted) * 1000.0,
+            finish_reason=reason,
+            prompt_tokens=len(seq.request.prompt),
+            completion_tokens=out.tokens,
+            cached_prompt_tokens=seq.cached,
+            queue_ms=(clock.admitted - clock.submitted) * 1000.0,
+            prompt_eval_ms=(first - clock.admitted) * 1000.0,
             eval_ms=(now - first) * 1000.0,
-            time_to_first_token_ms=(first - job.submitted) * 1000.0,
+            time_to_first_token_ms=(first - clock.submitted) * 1000.0,
         )
-        job.emit(Finished(stats))
+        seq.stream.emit(Finished(stats))
+
+    def _fail(self, seq: _Seq, error: NpcError) -> None:
+        """A generation cannot go on: its consumer gets the error."""
+        if seq.status is _Status.FINISHED:
+            return
+        self._retire(seq)
+        seq.stream.emit(error)
+
+    def _retire(self, seq: _Seq) -> None:
+        """Takes a sequence out of the schedule and frees its slot, which keeps the KV (prompt and the tokens
+        decoded so far) for the conversation's next turn. Emits nothing: a cancelled generation ends here."""
+        if seq.status is _Status.WAITING:
+            self._waiting.remove(seq)
+        elif seq.status is not _Status.FINISHED:
+            self._running.remove(seq)
+        seq.status = _Status.FINISHED
+        slot = seq.slot
+        if slot is not None:
+            slot.seq = None
+            slot.last_used = time.monotonic()
+        out = seq.out
+        if out is not None:
+            self.grammar_checks += out.sampler.grammar_checks
+            self.grammar_rejections += out.sampler.grammar_rejections
+            out.sampler.close()
+        with self._lock:
+            self._box.open.discard(seq)
+
+
+def _piece(vocab: ll.llama_vocab_p, token: int, buf: ctypes.Array[ctypes.c_char]) -> bytes:
+    """One token's bytes, written into ``buf`` (a larger buffer is made when a piece does not fit)."""
+    n = ll.llama_token_to_piece(vocab, token, buf, len(buf), 0, False)
+    if n < 0:
+        buf = ctypes.create_string_buffer(-n)
+        n = ll.llama_token_to_piece(vocab, token, buf, -n, 0, False)
+    return buf.raw[: max(n, 0)]
+
+
+def _meta(model: ll.llama_model_p, key: str) -> str:
+    """A GGUF metadata string value, or "" when the model has none."""
+    buf = ctypes.create_string_buffer(256)
+    n = ll.llama_model_meta_val_str(model, key.encode("utf-8"), buf, len(buf))
+    return buf.value.decode("utf-8", "replace") if n >= 0 else ""
+
+
+def _put(batch: ll.llama_batch, i: int, token: int, pos: int, seq_id: int, logits: bool) -> None:
+    batch.token[i] = token
+    batch.pos[i] = pos  # type: ignore[call-overload]  # llama_cpp mistypes pos as nested
+    batch.n_seq_id[i] = 1
+    batch.seq_id[i][0] = seq_id
+    batch.logits[i] = 1 if logits else 0

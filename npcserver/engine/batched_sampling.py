@@ -1,16 +1,18 @@
 """Per-sequence token sampling on llama.cpp's sampler API, with fast grammar-constrained decoding.
 
 A sampler chain mirrors llama-cpp-python's ``Llama`` (repeat penalty, then greedy at temperature 0, else top-k,
-top-p, min-p, temperature, and a seeded draw), so the two engines sample alike.
+top-p, min-p, temperature, and a seeded draw), so a request samples as it would there.
 
 Constrained decoding follows llama.cpp's common sampler: draw from the unconstrained distribution first, ask the
 grammar about that one token only, and apply the grammar to more of the vocabulary only when it rejects the token.
 Applying a grammar costs a walk over every token of the vocabulary (262k for Gemma 3, ~60 ms here), which is what
 made llama-cpp-python's JSON decoding 3x slower than plain text; checking one token is nearly free. On a rejection
 the grammar first judges only the 1024, then 16384 most likely tokens, and the whole vocabulary only when none of
-those is allowed (the same shortlists as ``LlamaEngine``): greedy decoding picks what a full pass would (barring a
-repeat-penalty corner case), and sampling with top-k <= 1024 draws from the same candidates. Every accepted token
-has passed the grammar, so the output is exactly as grammar-valid as with the grammar applied up front.
+those is allowed: greedy decoding picks what a full pass would (barring a repeat-penalty corner case), and
+sampling with top-k <= 1024 draws from the same candidates. Every accepted token has passed the grammar, so the
+output is exactly as grammar-valid as with the grammar applied up front.
+
+``top_p`` below 1 always applies (0 keeps only the most likely token), as in llama-cpp-python.
 
 Not thread-safe: one ``SequenceSampler`` belongs to the scheduler thread.
 """

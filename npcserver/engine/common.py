@@ -1,4 +1,4 @@
-"""Pieces both engines share: streamed-text decoding, grammar pre-checks, and hardware discovery."""
+"""Engine helpers: streamed-text decoding, request and grammar pre-checks, and hardware discovery."""
 
 from __future__ import annotations
 

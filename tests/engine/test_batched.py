@@ -33,7 +33,7 @@ from npcserver.engine.base import (
     TextDelta,
 )
 from npcserver.engine.batched import BatchedEngine
-from npcserver.errors import InvalidArgument, QueueFull
+from npcserver.errors import InvalidArgument
 
 N_SEQ = 4
 GATE = "The north gate of the old fortress. Each guard knows one password and repeats it exactly when asked.\n"
@@ -311,26 +311,5 @@ async def test_evicted_conversation_is_restored_from_ram(model_path: Path, ram_c
             assert eng.restores == 0
             assert after.cached_prompt_tokens < after.prompt_tokens - 10  # only the shared scene could be reused
         assert first.replies[1] == first.replies[0]
-    finally:
-        await eng.close()
-
-
-@pytest.mark.asyncio(loop_scope="session")
-async def test_queue_limit_gives_queue_full(model_path: Path) -> None:
-    eng = BatchedEngine(model_path=model_path, threads=2, ctx_size=256, n_seq=1, n_batch=64, max_queue=1)
-    await eng.start()
-    try:
-        prompt = eng.tokenize("Counting: 1, 2, 3, 4,", add_bos=True)
-        params = SamplingParams(temperature=0.0, max_tokens=200)
-        running = stream(eng, GenerationRequest(prompt=prompt, params=params))
-        assert isinstance(await running.__anext__(), TextDelta)
-        waiting = asyncio.ensure_future(collect(eng, GenerationRequest(prompt=prompt, params=params)))
-        await asyncio.sleep(0.05)
-        with pytest.raises(QueueFull):
-            await collect(eng, GenerationRequest(prompt=prompt, params=params))
-        await running.aclose()
-        waiting.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await waiting
     finally:
         await eng.close()
