@@ -66,13 +66,7 @@ class NpcServer:
         presets = PresetBook(s.default_preset, s.presets_file)
         engine = make_engine(s, model_path)
         self.core = NpcCore(
-            engine,
-            store,
-            presets,
-            default_max_tokens=s.default_max_tokens,
-            max_message_chars=s.max_message_chars,
-            # keep_alive unloads close the engine; a later request loads the same model with a fresh one.
-            engine_factory=lambda: make_engine(s, model_path),
+            engine, store, presets, default_max_tokens=s.default_max_tokens, max_message_chars=s.max_message_chars
         )
         if s.personas_dir is not None:
             if s.personas_dir.is_dir():
