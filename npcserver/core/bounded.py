@@ -103,20 +103,36 @@ class BoundedPool:
         future: Future[T] = self._pool.schedule(fn, args=args, timeout=time_limit_s)
         return future
 
-    def run(self, fn: Callable[..., T], *args: Any, time_limit_s: float, what: str, param: str | None = None) -> T:
+    def run(
+        self,
+        fn: Callable[..., T],
+        *args: Any,
+        time_limit_s: float,
+        what: str,
+        param: str | None = None,
+        limit_name: str = "",
+    ) -> T:
         """Runs ``fn(*args)`` in a worker and waits (do not call it on the event loop).
 
-        ``what`` says what the work is ("rendering the chat template") and ``param`` names the request field, for
-        the error when a limit is hit.
+        ``what`` says what the work is ("rendering the chat template"), ``param`` names the request field and
+        ``limit_name`` the time limit's constant, for the error when a limit is hit.
         """
         future = self.submit(fn, *args, time_limit_s=time_limit_s)
         try:
             return future.result()
         except BaseException as exc:
-            raise self._translate(exc, time_limit_s=time_limit_s, what=what, param=param) from None
+            raise self._translate(
+                exc, time_limit_s=time_limit_s, what=what, param=param, limit_name=limit_name
+            ) from None
 
     async def arun(
-        self, fn: Callable[..., T], *args: Any, time_limit_s: float, what: str, param: str | None = None
+        self,
+        fn: Callable[..., T],
+        *args: Any,
+        time_limit_s: float,
+        what: str,
+        param: str | None = None,
+        limit_name: str = "",
     ) -> T:
         """``run`` for async code. Cancelling the awaiting task kills the worker running it."""
         future = self.submit(fn, *args, time_limit_s=time_limit_s)
@@ -126,12 +142,17 @@ class BoundedPool:
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
-            raise self._translate(exc, time_limit_s=time_limit_s, what=what, param=param) from None
+            raise self._translate(
+                exc, time_limit_s=time_limit_s, what=what, param=param, limit_name=limit_name
+            ) from None
 
-    def _translate(self, exc: BaseException, *, time_limit_s: float, what: str, param: str | None) -> BaseException:
+    def _translate(
+        self, exc: BaseException, *, time_limit_s: float, what: str, param: str | None, limit_name: str
+    ) -> BaseException:
         if isinstance(exc, TimeoutError):
+            named = f" ({limit_name})" if limit_name else ""
             return ResourceExhausted(
-                f"{what} took longer than its time limit of {time_limit_s:g} s and was stopped; simplify it",
+                f"{what} took longer than its time limit of {time_limit_s:g} s{named} and was stopped; simplify it",
                 param=param,
                 code="time_limit",
             )
@@ -177,11 +198,17 @@ def warm() -> None:
     default_pool()
 
 
-def run(fn: Callable[..., T], *args: Any, time_limit_s: float, what: str, param: str | None = None) -> T:
+def run(
+    fn: Callable[..., T], *args: Any, time_limit_s: float, what: str, param: str | None = None, limit_name: str = ""
+) -> T:
     """``BoundedPool.run`` on the shared pool."""
-    return default_pool().run(fn, *args, time_limit_s=time_limit_s, what=what, param=param)
+    return default_pool().run(fn, *args, time_limit_s=time_limit_s, what=what, param=param, limit_name=limit_name)
 
 
-async def arun(fn: Callable[..., T], *args: Any, time_limit_s: float, what: str, param: str | None = None) -> T:
+async def arun(
+    fn: Callable[..., T], *args: Any, time_limit_s: float, what: str, param: str | None = None, limit_name: str = ""
+) -> T:
     """``BoundedPool.arun`` on the shared pool."""
-    return await default_pool().arun(fn, *args, time_limit_s=time_limit_s, what=what, param=param)
+    return await default_pool().arun(
+        fn, *args, time_limit_s=time_limit_s, what=what, param=param, limit_name=limit_name
+    )

@@ -53,4 +53,4 @@ TEMPLATE_RENDER_TIMEOUT_S = 2.0
 #: Worker processes kept warm. One runaway task holds one worker until its deadline; the others keep serving.
 WORKERS = 2
 #: Address space a worker may add to what it uses once started (RLIMIT_AS), in MiB.
-WORKER_MEMORY_MB = 256
+WORKER_MEMORY_MB = 128

@@ -96,6 +96,7 @@ def compile_format(fmt: ResponseFormat | None, *, param: str = _PARAM, subject: 
             param,
             subject,
             time_limit_s=SCHEMA_COMPILE_TIMEOUT_S,
+            limit_name="SCHEMA_COMPILE_TIMEOUT_S",
             what=_compiling(subject),
             param=param,
         )
@@ -119,6 +120,7 @@ async def compile_format_async(
             param,
             subject,
             time_limit_s=SCHEMA_COMPILE_TIMEOUT_S,
+            limit_name="SCHEMA_COMPILE_TIMEOUT_S",
             what=_compiling(subject),
             param=param,
         )
@@ -153,7 +155,7 @@ def check_schema(schema: Any, *, param: str = "response_schema", subject: str = 
 
 
 def _compiling(subject: str) -> str:
-    return f"compiling the {subject} to a grammar (SCHEMA_COMPILE_TIMEOUT_S)"
+    return f"compiling the {subject} to a grammar"
 
 
 def _prepare(fmt: ResponseFormat | None, *, param: str, subject: str) -> CompiledFormat | tuple[str, str]:
@@ -445,7 +447,12 @@ def check_output(text: str, compiled: CompiledFormat, finish_reason: str) -> Str
         return _verdict(compiled, judged.value, _first_error(canonical, judged.value))
     try:
         error = bounded.run(
-            _first_error, canonical, judged.value, time_limit_s=SCHEMA_VALIDATE_TIMEOUT_S, what=_VALIDATING
+            _first_error,
+            canonical,
+            judged.value,
+            time_limit_s=SCHEMA_VALIDATE_TIMEOUT_S,
+            what=_VALIDATING,
+            limit_name="SCHEMA_VALIDATE_TIMEOUT_S",
         )
     except NpcError as exc:
         error = _unvalidated(exc)
@@ -465,14 +472,19 @@ async def check_output_async(text: str, compiled: CompiledFormat, finish_reason:
         return _verdict(compiled, judged.value, _first_error(canonical, judged.value))
     try:
         error = await bounded.arun(
-            _first_error, canonical, judged.value, time_limit_s=SCHEMA_VALIDATE_TIMEOUT_S, what=_VALIDATING
+            _first_error,
+            canonical,
+            judged.value,
+            time_limit_s=SCHEMA_VALIDATE_TIMEOUT_S,
+            what=_VALIDATING,
+            limit_name="SCHEMA_VALIDATE_TIMEOUT_S",
         )
     except NpcError as exc:
         error = _unvalidated(exc)
     return _verdict(compiled, judged.value, error)
 
 
-_VALIDATING = "validating the reply against the schema's patterns (SCHEMA_VALIDATE_TIMEOUT_S)"
+_VALIDATING = "validating the reply against the schema's patterns"
 
 
 def _unvalidated(exc: NpcError) -> str:

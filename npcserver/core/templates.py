@@ -47,8 +47,9 @@ def render_chat_template(
         eos_token,
         add_generation_prompt,
         time_limit_s=TEMPLATE_RENDER_TIMEOUT_S,
-        what="rendering the chat template (TEMPLATE_RENDER_TIMEOUT_S)",
+        what="rendering the chat template",
         param=_PARAM,
+        limit_name="TEMPLATE_RENDER_TIMEOUT_S",
     )
 
 
