@@ -7,7 +7,9 @@ its event loop: it runs here, in a small pool of warm worker processes (pebble's
 an address-space limit (``RLIMIT_AS``, see ``limits.WORKER_MEMORY_MB``). A task that passes its deadline, or whose
 caller goes away, has its worker killed and replaced; a task that runs out of memory or crashes its worker fails
 alone, and the server carries on. Those failures become ``ResourceExhausted`` naming the limit; any other exception
-the function raises (an ``NpcError`` saying what to fix, say) reaches the caller unchanged.
+the function raises (an ``NpcError`` saying what to fix, say) reaches the caller unchanged. A task that cannot get
+a worker in ``WORKER_QUEUE_TIMEOUT_S`` (all busy with runaway work) is given up as ``QueueFull``, so a flood of bad
+requests delays good ones by a bounded time.
 
 Use ``await arun(...)`` from async code and ``run(...)`` from a worker thread (it blocks until the task ends). The
 function and its arguments must be picklable: a module-level function and plain data. A round trip to a warm
@@ -30,7 +32,7 @@ from typing import Any, TypeVar
 from pebble import ProcessExpired, ProcessPool
 
 from npcserver.core import limits
-from npcserver.errors import ResourceExhausted
+from npcserver.errors import QueueFull, ResourceExhausted
 
 log = logging.getLogger(__name__)
 
@@ -80,10 +82,12 @@ class BoundedPool:
         *,
         workers: int = limits.WORKERS,
         memory_mb: int = limits.WORKER_MEMORY_MB,
+        queue_wait_s: float = limits.WORKER_QUEUE_TIMEOUT_S,
         warm_modules: tuple[str, ...] = WARM_MODULES,
     ) -> None:
         self.workers = workers
         self.memory_mb = memory_mb
+        self.queue_wait_s = queue_wait_s
         # spawn, not fork: the server holds gRPC, llama.cpp and event-loop threads, which a forked child would
         # inherit in whatever state they were in.
         self._pool = ProcessPool(
@@ -119,8 +123,11 @@ class BoundedPool:
         """
         future = self.submit(fn, *args, time_limit_s=time_limit_s)
         try:
-            return future.result()
+            return future.result(timeout=time_limit_s + self.queue_wait_s)
         except BaseException as exc:
+            if not future.done():  # still waiting for a worker: give up on it rather than wait without end
+                future.cancel()
+                raise self._busy(what, param) from None
             raise self._translate(
                 exc, time_limit_s=time_limit_s, what=what, param=param, limit_name=limit_name
             ) from None
@@ -137,14 +144,25 @@ class BoundedPool:
         """``run`` for async code. Cancelling the awaiting task kills the worker running it."""
         future = self.submit(fn, *args, time_limit_s=time_limit_s)
         try:
-            # wrap_future cancels the pebble future when this task is cancelled; pebble then stops the worker.
-            return await asyncio.wrap_future(future)
+            # wrap_future cancels the pebble future when this task is cancelled (or wait_for gives up on it);
+            # pebble then stops the worker running it.
+            return await asyncio.wait_for(asyncio.wrap_future(future), time_limit_s + self.queue_wait_s)
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
+            if future.cancelled():
+                raise self._busy(what, param) from None
             raise self._translate(
                 exc, time_limit_s=time_limit_s, what=what, param=param, limit_name=limit_name
             ) from None
+
+    def _busy(self, what: str, param: str | None) -> QueueFull:
+        return QueueFull(
+            f"{what} waited more than {self.queue_wait_s:g} s for a free worker (WORKER_QUEUE_TIMEOUT_S): the server "
+            "is busy with other bounded work; retry later",
+            param=param,
+            code="workers_busy",
+        )
 
     def _translate(
         self, exc: BaseException, *, time_limit_s: float, what: str, param: str | None, limit_name: str

@@ -54,3 +54,6 @@ TEMPLATE_RENDER_TIMEOUT_S = 2.0
 WORKERS = 2
 #: Address space a worker may add to what it uses once started (RLIMIT_AS), in MiB.
 WORKER_MEMORY_MB = 128
+#: Longest wait for a free worker, in seconds, on top of the task's own time limit; past it the request gets
+#: RESOURCE_EXHAUSTED (retry later) instead of waiting behind a flood of runaway tasks.
+WORKER_QUEUE_TIMEOUT_S = 10.0

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from npcserver.core.bounded import BoundedPool
-from npcserver.errors import InvalidArgument, ResourceExhausted
+from npcserver.errors import InvalidArgument, QueueFull, ResourceExhausted
 
 
 def pid() -> int:
@@ -153,3 +153,21 @@ def test_a_round_trip_to_a_warm_worker_is_cheap(pool: BoundedPool) -> None:
     per_call_ms = (time.perf_counter() - start) / n * 1000
     print(f"bounded round trip: {per_call_ms:.2f} ms")
     assert per_call_ms < 10, per_call_ms
+
+
+async def test_a_task_that_cannot_get_a_worker_in_time_is_given_up_as_queue_full() -> None:
+    busy = BoundedPool(workers=1, memory_mb=128, queue_wait_s=0.3, warm_modules=())
+    try:
+        assert busy.run(echo, "warm", time_limit_s=30, what="echo") == "warm"
+        hog = busy.submit(spin_forever, time_limit_s=5)
+        start = time.perf_counter()
+        with pytest.raises(QueueFull) as exc:
+            busy.run(echo, "late", time_limit_s=0.2, what="echoing", param="chat_template")
+        assert exc.value.code == "workers_busy" and "WORKER_QUEUE_TIMEOUT_S" in exc.value.message
+        with pytest.raises(QueueFull):
+            await busy.arun(echo, "late", time_limit_s=0.2, what="echoing")
+        assert time.perf_counter() - start < 3
+        hog.cancel()
+        assert await busy.arun(echo, "free again", time_limit_s=30, what="echo") == "free again"
+    finally:
+        busy.close()
