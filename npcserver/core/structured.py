@@ -134,15 +134,17 @@ async def compile_persona_schema(persona_id: str, schema: dict[str, Any]) -> Com
     A persona stored before the limits existed (or written to the store directly) may fail them: it is refused
     with ``FailedPrecondition`` naming the persona and the limit, and logged, never executed.
     """
-    subject = f"persona {persona_id!r} response_schema"
     try:
         return await compile_format_async(
-            ResponseFormat(type="json_schema", schema=schema, name=persona_id), param="response_schema", subject=subject
+            ResponseFormat(type="json_schema", schema=schema, name=persona_id),
+            param="response_schema",
+            subject="the schema",
         )
     except (InvalidArgument, ResourceExhausted) as exc:
-        log.error("refusing Talk with persona %r: its stored response_schema fails a limit: %s", persona_id, exc)
+        log.error("refusing Talk with persona %r: its stored response_schema is refused: %s", persona_id, exc.message)
         raise FailedPrecondition(
-            f"persona {persona_id!r} cannot be used until its response_schema is fixed (UpdatePersona): {exc.message}",
+            f"persona {persona_id!r} has a stored response_schema that this server refuses, so it cannot talk until "
+            f"the schema is fixed (UpdatePersona): {exc.message}",
             param="persona_id",
             code=exc.code,
         ) from None
