@@ -67,7 +67,12 @@ class Settings(BaseSettings):
     # --- dialogue ------------------------------------------------------------------------------------------------
     data_dir: Path = Field(
         default_factory=lambda: _xdg("XDG_DATA_HOME", ".local/share"),
-        description="Where conversations and personas are stored (SQLite).",
+        description="Where conversations and personas are stored (SQLite), unless store_url is set.",
+    )
+    store_url: SecretStr | None = Field(
+        None,
+        description="PostgreSQL URL (postgresql://user:password@host:5432/db) of a store that several servers share; "
+        "needs the 'postgres' extra. Empty: SQLite in data_dir.",
     )
     personas_dir: Path | None = Field(
         Path("personas"), description="Folder of persona TOML files loaded (and updated) at startup."
@@ -86,6 +91,15 @@ class Settings(BaseSettings):
             if value.lstrip().startswith("["):
                 return json.loads(value)
             return [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
+    @field_validator("store_url")
+    @classmethod
+    def _postgres_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None  # empty (as an environment variable can only be): SQLite
+        if not value.get_secret_value().startswith(("postgresql://", "postgres://")):
+            raise ValueError("store_url must be a PostgreSQL URL starting postgresql:// (or empty for SQLite)")
         return value
 
     @classmethod

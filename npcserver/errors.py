@@ -108,3 +108,11 @@ class FailedPrecondition(NpcError):
     grpc_status = "FAILED_PRECONDITION"
     http_status = 400
     openai_type = "invalid_request_error"
+
+
+class Aborted(NpcError):
+    """A write lost a race (another replica stored a turn first, or the conversation was reset); retry the request."""
+
+    grpc_status = "ABORTED"
+    http_status = 409
+    openai_type = "server_error"

@@ -9,12 +9,14 @@ import signal
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from npcserver.config import Settings
 from npcserver.core.app import NpcCore
 from npcserver.core.presets import PresetBook
 from npcserver.engine.base import Engine
 from npcserver.grpc.server import GrpcDoor
+from npcserver.store.base import Store
 from npcserver.store.sqlite import SqliteStore
 
 log = logging.getLogger(__name__)
@@ -33,6 +35,25 @@ def make_engine(settings: Settings, model_path: Path) -> Engine:
         max_queue=settings.max_queue,
         n_seq=settings.parallel,
     )
+
+
+def make_store(settings: Settings) -> Store:
+    """PostgreSQL when the settings name a store URL (imported here: the driver is an extra), else SQLite."""
+    url = settings.store_url.get_secret_value() if settings.store_url is not None else None
+    if url is None:
+        sqlite = SqliteStore(settings.data_dir / "npcserver.db")
+        log.info("conversations and personas are stored in %s", sqlite.path)
+        return sqlite
+    try:
+        from npcserver.store.postgres import PostgresStore
+    except ImportError as exc:
+        raise RuntimeError(
+            f"store_url needs the PostgreSQL driver ({exc.name} is missing): pip install 'npcserver[postgres]'"
+        ) from exc
+    where = urlsplit(url)  # logged without the user and password
+    postgres = PostgresStore(url)
+    log.info("conversations and personas are stored in PostgreSQL at %s:%s%s", where.hostname, where.port, where.path)
+    return postgres
 
 
 class NpcServer:
@@ -61,8 +82,7 @@ class NpcServer:
 
         model_path = await asyncio.to_thread(resolve_model_path, s.model, s.cache_dir)
         # The composition root picks the backend; the core sees only the Store protocol.
-        store = SqliteStore(s.data_dir / "npcserver.db")
-        log.info("conversations and personas are stored in %s", store.path)
+        store = await asyncio.to_thread(make_store, s)
         presets = PresetBook(s.default_preset, s.presets_file)
         engine = make_engine(s, model_path)
         self.core = NpcCore(

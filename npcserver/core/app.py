@@ -167,7 +167,8 @@ class NpcCore:
         key = (request.persona_id, request.conversation_id)
         lock = self._lock(key)
         async with lock:
-            turns = await asyncio.to_thread(self.store.load_turns, *key)
+            history = await asyncio.to_thread(self.store.load_history, *key)
+            turns = history.turns
             player_name = request.player_name or persona.player_name
             prompt = await asyncio.to_thread(
                 self.prompts.talk,
@@ -191,7 +192,9 @@ class NpcCore:
             # A structured reply that failed validation is not stored: it would teach the NPC broken JSON.
             if final.structured is None or final.structured.valid:
                 turn = Turn(request.text, final.text, now_ms(), request.player_name)
-                await asyncio.to_thread(self.store.append_turn, *key, turn)
+                # Stored only right after the turns the reply was made from: another replica that stored a turn here
+                # meanwhile (or a reset) makes this ABORTED, and the client retries.
+                await asyncio.to_thread(self.store.append_turn, *key, turn, after=history.after, epoch=history.epoch)
                 final.stored = True
             yield final
 

@@ -16,9 +16,15 @@ Semantics every backend keeps:
 
 - **One call, one transaction.** Each method either does all of its work or, when it raises, none of it. Nobody ever
   observes a half-done call: a reader sees a conversation before or after a replace, never a mix.
-- **Thread safety.** Methods are blocking and may be called from many threads at once (the core runs them through
-  ``asyncio.to_thread``). Concurrent appends to one conversation are serialized: none is lost, each gets its own
-  index, and the turn stored at an index is the one whose append returned it.
+- **Thread safety.** Methods are blocking and may be called from many threads, processes and machines at once (the
+  core runs them through ``asyncio.to_thread``; replicas share one database).
+- **Turns in order.** An append states where it goes: ``after``, the number of turns its caller saw, and ``epoch``,
+  the epoch it saw them in (both from ``load_history``). It is stored only if the conversation is still exactly that:
+  otherwise it raises ``npcserver.errors.Aborted`` (retryable: load again and decide again) and writes nothing. So
+  two writers racing on one conversation never interleave or duplicate turns: exactly one wins each index. Every
+  reset and every replace moves the conversation to a new epoch, so an append based on what was there before fails
+  even when the new conversation has grown back to the same length. A conversation never reset or replaced is in
+  epoch 0; the epochs that resets and replaces start are never reused within a database.
 - **Durability.** What a method wrote before it returned is there when the same data is opened again, even if the
   process was killed rather than closed.
 - **Text.** Ids and lines are any Unicode text (newlines, quotes, emoji included) and come back equal. Two kinds of
@@ -27,15 +33,16 @@ Semantics every backend keeps:
 - **Ordering.** Personas list by id in code-point order (a backend with collations uses a binary one, such as
   PostgreSQL's ``COLLATE "C"``), so pages do not depend on a locale.
 
-Room to grow, on purpose: turn indexes are dense and stable so that an append can later state which index it
-expects to follow (and fail if another turn got there first), and so that a load can later ask for only the newest
-turns by index range. Neither exists yet.
+Room to grow, on purpose: turn indexes are dense and stable so that a load can later ask for only the newest turns
+by index range. That does not exist yet.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
+
+from npcserver.errors import Aborted
 
 #: A persona as stored: a JSON object (str keys; values JSON-serializable). The store returns an equal, fresh dict.
 PersonaBody = dict[str, Any]
@@ -55,6 +62,20 @@ class Turn:
     create_time_ms: int = 0
     #: The name the player spoke under ("" for the persona's default).
     player_name: str = ""
+
+
+@dataclass(frozen=True)
+class History:
+    """A conversation as one writer saw it: what to pass to ``append_turn`` to store the turn that follows."""
+
+    turns: list[Turn]
+    #: Changes on every reset and replace (0 for a conversation never reset or replaced).
+    epoch: int
+
+    @property
+    def after(self) -> int:
+        """The index the next turn gets: the number of turns seen."""
+        return len(self.turns)
 
 
 class Store(Protocol):
@@ -101,18 +122,45 @@ class Store(Protocol):
         """All turns of a conversation, oldest first (list position = turn index). Empty when it has none."""
         ...
 
-    def append_turn(self, persona_id: str, conversation_id: str, turn: Turn) -> int:
-        """Appends one turn after the newest, atomically. Returns its index (the number of turns before it)."""
+    def load_history(self, persona_id: str, conversation_id: str) -> History:
+        """All turns of a conversation (as ``load_turns``) and its epoch, read in one transaction."""
+        ...
+
+    def append_turn(self, persona_id: str, conversation_id: str, turn: Turn, *, after: int, epoch: int) -> int:
+        """Stores ``turn`` at index ``after`` if the conversation is in ``epoch`` and has exactly ``after`` turns.
+
+        Returns the index (``after``). Raises ``npcserver.errors.Aborted``, writing nothing, when another writer
+        appended first, or the conversation was reset or replaced since (its epoch changed); ValueError for a negative
+        ``after``.
+        """
         ...
 
     def reset(self, persona_id: str, conversation_id: str) -> int:
-        """Deletes every turn of a conversation. Returns how many were deleted (0 when it had none)."""
+        """Deletes every turn of a conversation and starts a new epoch. Returns how many turns were deleted."""
         ...
 
     def replace_turns(self, persona_id: str, conversation_id: str, turns: list[Turn]) -> int:
-        """Replaces a whole conversation with ``turns`` (indexes 0…n-1), atomically. Returns how many were stored.
+        """Replaces a whole conversation with ``turns`` (indexes 0…n-1) in a new epoch. Returns how many were stored.
 
         An empty list leaves the conversation empty. If any turn cannot be stored, the call raises and the old
         conversation is untouched.
         """
         ...
+
+
+def check_position(
+    persona_id: str, conversation_id: str, *, count: int, current_epoch: int, after: int, epoch: int
+) -> None:
+    """Raises ``Aborted`` unless an append that saw ``after`` turns in ``epoch`` still fits the stored conversation.
+
+    For backends: call it under the lock or transaction that then stores the turn.
+    """
+    where = f"conversation {conversation_id!r} of persona {persona_id!r}"
+    if epoch != current_epoch:
+        raise Aborted(f"{where} was reset or replaced while this turn was made; retry the request", code="epoch")
+    if after != count:
+        raise Aborted(
+            f"{where} has {count} turns, not the {after} this turn was made after: another request stored a turn "
+            "first; retry the request",
+            code="turn_order",
+        )

@@ -1,8 +1,9 @@
 """The default ``Store`` backend: personas and conversations in one SQLite file (WAL), in the data directory.
 
 One connection guarded by a lock: every operation is a few rows, so a single writer is plenty, and each public
-method is one transaction. ``BEGIN IMMEDIATE`` takes the write lock up front, so a turn's index is computed and used
-under one lock even when another process has the same file open. The semantics are those of ``npcserver.store.base``.
+method is one transaction. ``BEGIN IMMEDIATE`` takes the write lock up front, so an append checks its conversation's
+length and epoch and stores its turn under one lock even when another process has the same file open. The semantics
+are those of ``npcserver.store.base``.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from npcserver.clock import now_ms
-from npcserver.store.base import PUT_MODES, PersonaBody, PutMode, Turn
+from npcserver.store.base import PUT_MODES, History, PersonaBody, PutMode, Turn, check_position
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -36,6 +37,14 @@ CREATE TABLE IF NOT EXISTS turns (
     create_time_ms  INTEGER NOT NULL,
     PRIMARY KEY (persona_id, conversation_id, seq)
 );
+-- Version 2: the epoch of each conversation ever reset or replaced (absent: epoch 0). The last epoch handed out is
+-- meta's 'last_epoch', so a deleted conversation's epochs are never handed out again.
+CREATE TABLE IF NOT EXISTS conversations (
+    persona_id      TEXT NOT NULL,
+    conversation_id TEXT NOT NULL,
+    epoch           INTEGER NOT NULL,
+    PRIMARY KEY (persona_id, conversation_id)
+);
 """
 
 
@@ -51,7 +60,11 @@ class SqliteStore:
         self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across app crashes, fast commits
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(_SCHEMA)
-        self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        # Every version's tables are created IF NOT EXISTS above, so upgrading is recording the new version.
+        self._db.execute(
+            "INSERT INTO meta VALUES ('schema_version', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (str(SCHEMA_VERSION),),
+        )
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -107,25 +120,57 @@ class SqliteStore:
                 "SELECT COUNT(DISTINCT conversation_id) FROM turns WHERE persona_id = ?", (persona_id,)
             ).fetchone()
             db.execute("DELETE FROM turns WHERE persona_id = ?", (persona_id,))
+            db.execute("DELETE FROM conversations WHERE persona_id = ?", (persona_id,))
         return int(conversations)
 
     # --- conversations -------------------------------------------------------------------------------------------
 
     def load_turns(self, persona_id: str, conversation_id: str) -> list[Turn]:
         with self._tx() as db:
-            rows = db.execute(
-                "SELECT player_line, npc_line, create_time_ms, player_name FROM turns "
-                "WHERE persona_id = ? AND conversation_id = ? ORDER BY seq",
-                (persona_id, conversation_id),
-            ).fetchall()
+            return self._turns(db, persona_id, conversation_id)
+
+    def load_history(self, persona_id: str, conversation_id: str) -> History:
+        with self._tx() as db:
+            return History(self._turns(db, persona_id, conversation_id), self._epoch(db, persona_id, conversation_id))
+
+    @staticmethod
+    def _turns(db: sqlite3.Connection, persona_id: str, conversation_id: str) -> list[Turn]:
+        rows = db.execute(
+            "SELECT player_line, npc_line, create_time_ms, player_name FROM turns "
+            "WHERE persona_id = ? AND conversation_id = ? ORDER BY seq",
+            (persona_id, conversation_id),
+        ).fetchall()
         return [Turn(player_line=r[0], npc_line=r[1], create_time_ms=r[2], player_name=r[3]) for r in rows]
 
-    def append_turn(self, persona_id: str, conversation_id: str, turn: Turn) -> int:
+    @staticmethod
+    def _epoch(db: sqlite3.Connection, persona_id: str, conversation_id: str) -> int:
+        row = db.execute(
+            "SELECT epoch FROM conversations WHERE persona_id = ? AND conversation_id = ?",
+            (persona_id, conversation_id),
+        ).fetchone()
+        return 0 if row is None else int(row[0])
+
+    @staticmethod
+    def _new_epoch(db: sqlite3.Connection, persona_id: str, conversation_id: str) -> None:
+        (epoch,) = db.execute(
+            "INSERT INTO meta VALUES ('last_epoch', '1') "
+            "ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1 RETURNING CAST(value AS INTEGER)"
+        ).fetchone()
+        db.execute(
+            "INSERT INTO conversations VALUES (?, ?, ?) ON CONFLICT DO UPDATE SET epoch = excluded.epoch",
+            (persona_id, conversation_id, epoch),
+        )
+
+    def append_turn(self, persona_id: str, conversation_id: str, turn: Turn, *, after: int, epoch: int) -> int:
+        if after < 0:
+            raise ValueError(f"after is the number of turns seen and must not be negative, got {after}")
         with self._tx() as db:
             (seq,) = db.execute(
                 "SELECT COALESCE(MAX(seq) + 1, 0) FROM turns WHERE persona_id = ? AND conversation_id = ?",
                 (persona_id, conversation_id),
             ).fetchone()
+            current = self._epoch(db, persona_id, conversation_id)
+            check_position(persona_id, conversation_id, count=seq, current_epoch=current, after=after, epoch=epoch)
             db.execute(
                 "INSERT INTO turns VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
@@ -145,11 +190,13 @@ class SqliteStore:
             cur = db.execute(
                 "DELETE FROM turns WHERE persona_id = ? AND conversation_id = ?", (persona_id, conversation_id)
             )
+            self._new_epoch(db, persona_id, conversation_id)
         return int(cur.rowcount)
 
     def replace_turns(self, persona_id: str, conversation_id: str, turns: list[Turn]) -> int:
         with self._tx() as db:
             db.execute("DELETE FROM turns WHERE persona_id = ? AND conversation_id = ?", (persona_id, conversation_id))
+            self._new_epoch(db, persona_id, conversation_id)
             db.executemany(
                 "INSERT INTO turns VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [

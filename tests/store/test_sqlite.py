@@ -12,6 +12,7 @@ import textwrap
 import threading
 from pathlib import Path
 
+from npcserver.errors import Aborted
 from npcserver.store.base import Turn
 from npcserver.store.sqlite import SCHEMA_VERSION, SqliteStore
 
@@ -44,7 +45,7 @@ def test_a_turn_survives_the_process_dying_without_close(tmp_path: Path) -> None
         from npcserver.store.sqlite import SqliteStore
         store = SqliteStore(Path({str(path)!r}))
         store.put_persona("greta", {{"id": "greta"}}, mode="create")
-        store.append_turn("greta", "p1", Turn("hi", "Evening."))
+        store.append_turn("greta", "p1", Turn("hi", "Evening."), after=0, epoch=0)
         os._exit(0)  # no close, no cleanup: as if the server were killed
         """
     )
@@ -58,7 +59,7 @@ def test_a_turn_survives_the_process_dying_without_close(tmp_path: Path) -> None
 
 
 def test_connections_sharing_one_file_never_reuse_an_index(tmp_path: Path) -> None:
-    # Stores on one file stand for processes sharing it: the index must be taken under SQLite's own write lock,
+    # Stores on one file stand for processes sharing it: the position is checked under SQLite's own write lock,
     # since the Python lock of one store does not cover the other.
     path = tmp_path / "npcserver.db"
     stores = [SqliteStore(path) for _ in range(4)]
@@ -70,7 +71,14 @@ def test_connections_sharing_one_file_never_reuse_an_index(tmp_path: Path) -> No
         try:
             start.wait()
             for i in range(50):
-                returned.append(store.append_turn("greta", "p1", Turn(f"{name} {i}", "ok")))
+                while True:  # a writer that lost the race loads again and retries, as a replica would
+                    history = store.load_history("greta", "p1")
+                    turn = Turn(f"{name} {i}", "ok")
+                    try:
+                        returned.append(store.append_turn("greta", "p1", turn, after=history.after, epoch=0))
+                        break
+                    except Aborted:
+                        continue
         except BaseException as exc:
             errors.append(exc)
 
@@ -86,3 +94,29 @@ def test_connections_sharing_one_file_never_reuse_an_index(tmp_path: Path) -> No
     finally:
         for s in stores:
             s.close()
+
+
+def test_a_version_1_file_is_upgraded_and_keeps_its_turns(tmp_path: Path) -> None:
+    path = tmp_path / "npcserver.db"
+    store = SqliteStore(path)
+    store.put_persona("greta", {"id": "greta"}, mode="create")
+    store.append_turn("greta", "p1", Turn("hi", "Evening."), after=0, epoch=0)
+    store.close()
+    raw = sqlite3.connect(path)  # make it what version 1 wrote: no epochs table
+    raw.execute("DROP TABLE conversations")
+    raw.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    raw.commit()
+    raw.close()
+
+    store = SqliteStore(path)
+    try:
+        history = store.load_history("greta", "p1")
+        assert ([t.player_line for t in history.turns], history.epoch) == (["hi"], 0)
+        assert store.append_turn("greta", "p1", Turn("ale?", "Two copper."), after=1, epoch=0) == 1
+        assert store.reset("greta", "p1") == 2
+        assert store.load_history("greta", "p1").epoch > 0
+        raw = sqlite3.connect(path)
+        assert raw.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (str(SCHEMA_VERSION),)
+        raw.close()
+    finally:
+        store.close()

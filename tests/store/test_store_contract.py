@@ -1,18 +1,12 @@
 """The contract every ``Store`` backend must pass (semantics in ``npcserver.store.base``).
 
 Every test runs once per backend in ``BACKENDS``. A backend is one factory: a context manager that takes pytest's
-``tmp_path`` and yields an *opener*, a function that opens a store on one fresh, empty database. Calling the opener
-again opens the same database again, as a restarted server would. When the block ends, the database is thrown away.
+``request`` (for session fixtures such as the PostgreSQL cluster) and ``tmp_path`` and yields an *opener*, a function
+that opens a store on one fresh, empty database. Calling the opener again opens the same database again, as a
+restarted server would. When the block ends, the database is thrown away.
 
-Adding a backend (PostgreSQL, say) is adding one factory and one ``BACKENDS`` entry::
-
-    @contextmanager
-    def postgres_backend(tmp_path: Path) -> Iterator[Opener]:
-        dsn = create_scratch_database()            # e.g. CREATE DATABASE on a cluster started for the session
-        yield lambda: PostgresStore(dsn)
-        drop_scratch_database(dsn)
-
-    BACKENDS["postgres"] = postgres_backend
+PostgreSQL runs twice: directly, and through PgBouncer in transaction pooling mode (where consecutive transactions
+of one client may run on different server connections).
 
 The ``store_factory`` fixture closes every store a test opened. SQLite-only behaviour (WAL, file paths, two
 connections on one file) is tested in ``test_sqlite.py``.
@@ -29,20 +23,38 @@ from pathlib import Path
 import pytest
 
 from npcserver.clock import now_ms
+from npcserver.errors import Aborted
 from npcserver.store.base import PersonaBody, Store, Turn
+from npcserver.store.postgres import PostgresStore
 from npcserver.store.sqlite import SqliteStore
+from tests.store.postgres_cluster import PostgresCluster
 
 Opener = Callable[[], Store]
 
 
 @contextmanager
-def sqlite_backend(tmp_path: Path) -> Iterator[Opener]:
+def sqlite_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
     path = tmp_path / "contract" / "npcserver.db"
     yield lambda: SqliteStore(path)
 
 
-BACKENDS: dict[str, Callable[[Path], AbstractContextManager[Opener]]] = {
+def postgres_backend(*, bouncer: bool) -> Callable[[pytest.FixtureRequest, Path], AbstractContextManager[Opener]]:
+    @contextmanager
+    def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
+        cluster: PostgresCluster = request.getfixturevalue("postgres_cluster")
+        database = cluster.create_database()
+        try:
+            yield lambda: PostgresStore(cluster.url(database, bouncer=bouncer))
+        finally:
+            cluster.drop_database(database)
+
+    return backend
+
+
+BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path], AbstractContextManager[Opener]]] = {
     "sqlite": sqlite_backend,
+    "postgres": postgres_backend(bouncer=False),
+    "postgres-pgbouncer": postgres_backend(bouncer=True),
 }
 
 
@@ -50,7 +62,7 @@ BACKENDS: dict[str, Callable[[Path], AbstractContextManager[Opener]]] = {
 def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
     """Opens stores on one fresh database of the backend under test; a second call reopens the same data."""
     opened: list[Store] = []
-    with BACKENDS[request.param](tmp_path) as open_backend:
+    with BACKENDS[request.param](request, tmp_path) as open_backend:
 
         def open_store() -> Store:
             store = open_backend()
@@ -78,6 +90,12 @@ def with_persona(store: Store, persona_id: str = "greta") -> str:
 
 def lines(turns: list[Turn]) -> list[tuple[str, str]]:
     return [(t.player_line, t.npc_line) for t in turns]
+
+
+def append(store: Store, persona_id: str, conversation_id: str, turn: Turn) -> int:
+    """Appends after what a fresh load shows, as the core does (a single writer never races)."""
+    history = store.load_history(persona_id, conversation_id)
+    return store.append_turn(persona_id, conversation_id, turn, after=history.after, epoch=history.epoch)
 
 
 # --- personas ------------------------------------------------------------------------------------------------------
@@ -168,10 +186,10 @@ def test_list_returns_whole_bodies(store: Store) -> None:
 def test_delete_cascades_to_conversations_and_counts_them(store: Store) -> None:
     with_persona(store, "greta")
     with_persona(store, "bob")
-    store.append_turn("greta", "p1", Turn("hi", "Evening."))
-    store.append_turn("greta", "p1", Turn("ale?", "Two copper."))
-    store.append_turn("greta", "p2", Turn("hi", "Again?"))
-    store.append_turn("bob", "p1", Turn("hi", "Hm."))
+    append(store, "greta", "p1", Turn("hi", "Evening."))
+    append(store, "greta", "p1", Turn("ale?", "Two copper."))
+    append(store, "greta", "p2", Turn("hi", "Again?"))
+    append(store, "bob", "p1", Turn("hi", "Hm."))
 
     assert store.delete_persona("greta") == 2  # conversations, not turns
     assert store.get_persona("greta") is None
@@ -188,7 +206,7 @@ def test_delete_cascades_to_conversations_and_counts_them(store: Store) -> None:
     # A persona created again under the same id starts with no memory of the deleted one.
     with_persona(store, "greta")
     assert store.load_turns("greta", "p1") == []
-    assert store.append_turn("greta", "p1", Turn("new", "start")) == 0
+    assert append(store, "greta", "p1", Turn("new", "start")) == 0
 
 
 # --- conversations -------------------------------------------------------------------------------------------------
@@ -199,22 +217,22 @@ def test_append_returns_the_index_and_load_keeps_order(store: Store) -> None:
     with_persona(store, "bob")
     assert store.load_turns("greta", "p1") == []
     turns = [Turn(f"line {i}", f"reply {i}", 1_000 + i, "Hero" if i % 2 else "") for i in range(6)]
-    assert [store.append_turn("greta", "p1", t) for t in turns] == list(range(6))
+    assert [append(store, "greta", "p1", t) for t in turns] == list(range(6))
     assert store.load_turns("greta", "p1") == turns  # every field, oldest first
 
     # Indexes count per conversation, and a conversation id is scoped by its persona.
-    assert store.append_turn("greta", "p2", Turn("other", "conversation")) == 0
-    assert store.append_turn("bob", "p1", Turn("same id", "other persona")) == 0
+    assert append(store, "greta", "p2", Turn("other", "conversation")) == 0
+    assert append(store, "bob", "p1", Turn("same id", "other persona")) == 0
     assert store.load_turns("greta", "p1") == turns
 
 
 def test_create_time_is_stamped_when_zero_and_kept_otherwise(store: Store) -> None:
     with_persona(store)
     before = now_ms()
-    store.append_turn("greta", "p1", Turn("stamped", "by the store"))
+    append(store, "greta", "p1", Turn("stamped", "by the store"))
     store.replace_turns("greta", "p2", [Turn("stamped", "on import")])
     after = now_ms()
-    store.append_turn("greta", "p1", Turn("kept", "as given", 42))
+    append(store, "greta", "p1", Turn("kept", "as given", 42))
     stamped, kept = store.load_turns("greta", "p1")
     (imported,) = store.load_turns("greta", "p2")
     assert before <= stamped.create_time_ms <= after
@@ -227,7 +245,7 @@ def test_everything_survives_reopening(store_factory: Opener) -> None:
     with_persona(first, "greta")
     turns = [Turn("hi", "Evening.", 5, "Ada"), Turn("ale?", "Two copper.", 6)]
     for t in turns:
-        first.append_turn("greta", "p1", t)
+        append(first, "greta", "p1", t)
     first.replace_turns("greta", "p2", [Turn("imported", "turn", 7)])
     first.close()
     first.close()  # closing twice is harmless
@@ -236,31 +254,31 @@ def test_everything_survives_reopening(store_factory: Opener) -> None:
     assert reopened.get_persona("greta") == persona("greta")
     assert reopened.load_turns("greta", "p1") == turns
     assert lines(reopened.load_turns("greta", "p2")) == [("imported", "turn")]
-    assert reopened.append_turn("greta", "p1", Turn("and", "on")) == 2
+    assert append(reopened, "greta", "p1", Turn("and", "on")) == 2
 
 
 def test_reset_counts_and_restarts_indexes(store: Store) -> None:
     with_persona(store)
     for i in range(3):
-        store.append_turn("greta", "p1", Turn(f"{i}", f"{i}"))
-    store.append_turn("greta", "p2", Turn("keep", "me"))
+        append(store, "greta", "p1", Turn(f"{i}", f"{i}"))
+    append(store, "greta", "p2", Turn("keep", "me"))
     assert store.reset("greta", "p1") == 3
     assert store.load_turns("greta", "p1") == []
     assert store.reset("greta", "p1") == 0
     assert store.reset("greta", "never-spoken") == 0
     assert lines(store.load_turns("greta", "p2")) == [("keep", "me")]
-    assert store.append_turn("greta", "p1", Turn("fresh", "start")) == 0
+    assert append(store, "greta", "p1", Turn("fresh", "start")) == 0
 
 
 def test_replace_swaps_the_whole_conversation(store: Store) -> None:
     with_persona(store)
     for i in range(4):
-        store.append_turn("greta", "p1", Turn(f"old {i}", "old"))
-    store.append_turn("greta", "p2", Turn("keep", "me"))
+        append(store, "greta", "p1", Turn(f"old {i}", "old"))
+    append(store, "greta", "p2", Turn("keep", "me"))
     new = [Turn("x", "y", 5, "Ada"), Turn("z", "w", 6)]
     assert store.replace_turns("greta", "p1", new) == 2
     assert store.load_turns("greta", "p1") == new
-    assert store.append_turn("greta", "p1", Turn("next", "one")) == 2  # indexes continue from the import
+    assert append(store, "greta", "p1", Turn("next", "one")) == 2  # indexes continue from the import
     assert store.replace_turns("greta", "p1", []) == 0
     assert store.load_turns("greta", "p1") == []
     assert store.replace_turns("greta", "p3", new) == 2  # importing into a new conversation
@@ -283,7 +301,7 @@ def test_unicode_round_trips(store: Store) -> None:
     conversation = "slot-ü-🗝"
     turns = [Turn(text, text[::-1], 1, player_name="Ærwyn 李") for text in weird]
     for t in turns:
-        store.append_turn("é_npc", conversation, t)
+        append(store, "é_npc", conversation, t)
     assert store.load_turns("é_npc", conversation) == turns
     assert store.replace_turns("é_npc", conversation, turns[::-1]) == len(turns)
     assert store.load_turns("é_npc", conversation) == turns[::-1]
@@ -305,22 +323,36 @@ def test_a_failed_replace_keeps_the_old_conversation(store: Store) -> None:
     with pytest.raises(Exception):  # noqa: B017
         store.replace_turns("greta", "fresh", bad)
     assert store.load_turns("greta", "fresh") == []
-    assert store.append_turn("greta", "p1", Turn("still", "works")) == 2
+    assert append(store, "greta", "p1", Turn("still", "works")) == 2
 
 
 def test_a_failed_append_stores_nothing_and_leaves_no_gap(store: Store) -> None:
     with_persona(store)
-    store.append_turn("greta", "p1", Turn("a", "b"))
+    append(store, "greta", "p1", Turn("a", "b"))
     with pytest.raises(Exception):  # noqa: B017
-        store.append_turn("greta", "p1", Turn(None, "orphan reply"))  # type: ignore[arg-type]
+        append(store, "greta", "p1", Turn(None, "orphan reply"))  # type: ignore[arg-type]
     assert lines(store.load_turns("greta", "p1")) == [("a", "b")]
-    assert store.append_turn("greta", "p1", Turn("c", "d")) == 1
+    assert append(store, "greta", "p1", Turn("c", "d")) == 1
+
+
+def append_retrying(store: Store, persona_id: str, conversation_id: str, turn: Turn) -> tuple[int, int]:
+    """Appends as a replica retrying its request would: load, append, and on Aborted start over.
+
+    Returns the index and how many attempts were aborted.
+    """
+    for aborted in range(1000):
+        try:
+            return append(store, persona_id, conversation_id, turn), aborted
+        except Aborted:
+            continue
+    raise AssertionError("1000 attempts in a row were aborted")
 
 
 def test_concurrent_appends_never_interleave_or_get_lost(store: Store) -> None:
     with_persona(store)
     writers, per_writer = 8, 25
     returned: dict[tuple[int, int], int] = {}
+    aborted: list[int] = []
     errors: list[BaseException] = []
     start = threading.Barrier(writers + 1)
 
@@ -329,8 +361,11 @@ def test_concurrent_appends_never_interleave_or_get_lost(store: Store) -> None:
             start.wait()
             for i in range(per_writer):
                 # Each writer also fills a conversation of its own, which must stay apart from the busy one.
-                returned[w, i] = store.append_turn("greta", "busy", Turn(f"w{w} line {i}", f"w{w} reply {i}"))
-                store.append_turn("greta", f"own-{w}", Turn(f"{i}", f"{i}"))
+                returned[w, i], retries = append_retrying(
+                    store, "greta", "busy", Turn(f"w{w} line {i}", f"w{w} reply {i}")
+                )
+                aborted.append(retries)
+                assert append(store, "greta", f"own-{w}", Turn(f"{i}", f"{i}")) == i  # nobody races a writer here
         except BaseException as exc:
             errors.append(exc)
 
@@ -359,6 +394,117 @@ def test_concurrent_appends_never_interleave_or_get_lost(store: Store) -> None:
     for w in range(writers):  # and each writer's turns keep the order it wrote them in
         assert [returned[w, i] for i in range(per_writer)] == sorted(returned[w, i] for i in range(per_writer))
         assert lines(store.load_turns("greta", f"own-{w}")) == [(f"{i}", f"{i}") for i in range(per_writer)]
+
+
+def test_racing_writers_exactly_one_wins_each_index(store: Store) -> None:
+    # Two replicas that loaded the same conversation append at once: one stores its turn, the other is aborted and
+    # stores nothing, round after round.
+    with_persona(store)
+    rounds = 30
+    winners: list[str] = []
+    outcomes: list[tuple[str, int, str]] = []  # (writer, round, "won" or the Aborted code)
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+    loaded = threading.Barrier(2)
+    finished = threading.Barrier(2)
+
+    def write(name: str) -> None:
+        try:
+            for r in range(rounds):
+                history = store.load_history("greta", "p1")
+                loaded.wait()  # both have seen the same conversation before either appends
+                turn = Turn(f"{name} {r}", f"reply {r}")
+                try:
+                    index = store.append_turn("greta", "p1", turn, after=history.after, epoch=history.epoch)
+                except Aborted as exc:
+                    with lock:
+                        outcomes.append((name, r, str(exc.code)))
+                else:
+                    assert index == r == history.after
+                    with lock:
+                        outcomes.append((name, r, "won"))
+                        winners.append(turn.player_line)
+                finished.wait()  # the next round starts from the conversation this one left
+        except BaseException as exc:
+            errors.append(exc)
+            loaded.abort()
+            finished.abort()
+
+    threads = [threading.Thread(target=write, args=(name,)) for name in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors
+    for r in range(rounds):
+        results = sorted(outcome for _, rr, outcome in outcomes if rr == r)
+        assert results == ["turn_order", "won"], (r, results)
+    assert [t.player_line for t in store.load_turns("greta", "p1")] == winners  # in order, no loser's turn
+
+
+def test_an_append_must_follow_exactly_what_is_stored(store: Store) -> None:
+    with_persona(store)
+    fresh = store.load_history("greta", "p1")
+    assert (fresh.turns, fresh.after, fresh.epoch) == ([], 0, 0)  # never reset or replaced: epoch 0
+    with pytest.raises(Aborted, match=r"conversation 'p1' of persona 'greta' has 0 turns, not the 1"):
+        store.append_turn("greta", "p1", Turn("too", "far"), after=1, epoch=0)
+    with pytest.raises(Aborted, match="reset or replaced") as caught:
+        store.append_turn("greta", "p1", Turn("wrong", "epoch"), after=0, epoch=fresh.epoch + 1)
+    assert (caught.value.grpc_status, caught.value.http_status, caught.value.code) == ("ABORTED", 409, "epoch")
+    with pytest.raises(ValueError, match="after"):
+        store.append_turn("greta", "p1", Turn("negative", "after"), after=-1, epoch=0)
+    assert store.load_turns("greta", "p1") == []  # none of those wrote anything
+
+    assert store.append_turn("greta", "p1", Turn("first", "one"), after=0, epoch=0) == 0
+    with pytest.raises(Aborted) as caught:  # the same position again: someone else's turn is already there
+        store.append_turn("greta", "p1", Turn("duplicate", "one"), after=0, epoch=0)
+    assert caught.value.code == "turn_order"
+    assert store.append_turn("greta", "p1", Turn("second", "one"), after=1, epoch=0) == 1
+    assert lines(store.load_turns("greta", "p1")) == [("first", "one"), ("second", "one")]
+
+
+def test_a_reset_or_replace_aborts_appends_made_before_it(store_factory: Opener) -> None:
+    store = store_factory()
+    with_persona(store)
+    for i in range(2):
+        append(store, "greta", "p1", Turn(f"{i}", f"{i}"))
+    seen = store.load_history("greta", "p1")
+
+    # Reset: the old position is gone, and so is every other position in the old epoch.
+    store.reset("greta", "p1")
+    after_reset = store.load_history("greta", "p1")
+    assert after_reset.turns == [] and after_reset.epoch != seen.epoch
+    for after in (seen.after, 0):
+        with pytest.raises(Aborted, match="reset or replaced"):
+            store.append_turn("greta", "p1", Turn("stale", "reply"), after=after, epoch=seen.epoch)
+
+    # Grown back to the old length in the new epoch: an append made before the reset still fails.
+    for i in range(2):
+        append(store, "greta", "p1", Turn(f"new {i}", "new"))
+    with pytest.raises(Aborted, match="reset or replaced"):
+        store.append_turn("greta", "p1", Turn("stale", "reply"), after=seen.after, epoch=seen.epoch)
+
+    # Replace (an import) of the same length starts another epoch.
+    before_import = store.load_history("greta", "p1")
+    store.replace_turns("greta", "p1", [Turn("x", "y"), Turn("z", "w")])
+    imported = store.load_history("greta", "p1")
+    assert imported.epoch not in (seen.epoch, before_import.epoch)
+    with pytest.raises(Aborted, match="reset or replaced"):
+        store.append_turn("greta", "p1", Turn("stale", "reply"), after=2, epoch=before_import.epoch)
+    assert lines(store.load_turns("greta", "p1")) == [("x", "y"), ("z", "w")]
+
+    # Resetting a conversation that has no turns also starts an epoch: a writer may be mid-way through its first.
+    empty = store.load_history("greta", "p2")
+    store.reset("greta", "p2")
+    with pytest.raises(Aborted):
+        store.append_turn("greta", "p2", Turn("stale", "reply"), after=0, epoch=empty.epoch)
+
+    # Epochs are stored: a reopened store (a restarted or another replica) keeps them.
+    reopened = store_factory()
+    assert reopened.load_history("greta", "p1") == imported
+    with pytest.raises(Aborted):
+        reopened.append_turn("greta", "p1", Turn("stale", "reply"), after=2, epoch=before_import.epoch)
+    assert reopened.append_turn("greta", "p1", Turn("fresh", "reply"), after=2, epoch=imported.epoch) == 2
 
 
 def watch_while(store: Store, write: Callable[[], None], rounds: int) -> set[tuple[tuple[str, str], ...]]:

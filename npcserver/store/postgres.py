@@ -1,0 +1,274 @@
+"""The ``Store`` backend for more than one server: personas and conversations in PostgreSQL.
+
+Selected with ``--store-url postgresql://…`` (the ``postgres`` extra installs psycopg). Plain SQL over a psycopg 3
+connection pool; each public method is one transaction on one pooled connection. The semantics are those of
+``npcserver.store.base``.
+
+- **Turns in order across replicas.** Every write to one conversation first takes a transaction-scoped advisory lock
+  on it, so an append checks the conversation's length and epoch and stores its turn with no other writer between.
+  Transaction-scoped locks (never session ones) and no prepared statements make the store work through PgBouncer in
+  transaction pooling mode, where consecutive transactions may run on different server connections.
+- **Migrations.** ``MIGRATIONS`` is the versioned schema. Opening a store applies the missing versions, under a
+  transaction-scoped advisory lock so that replicas starting together migrate once, and records each one in
+  ``npcserver_schema``. A database whose schema is newer than this code is refused rather than guessed at.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, LiteralString
+
+import psycopg
+from psycopg import Connection
+from psycopg.rows import TupleRow
+from psycopg_pool import ConnectionPool
+
+from npcserver.clock import now_ms
+from npcserver.store.base import PUT_MODES, History, PersonaBody, PutMode, Turn, check_position
+
+log = logging.getLogger(__name__)
+
+#: (version, what it does, statements). Append new versions; never edit an applied one.
+MIGRATIONS: list[tuple[int, str, list[LiteralString]]] = [
+    (
+        1,
+        "personas, turns, conversation epochs",
+        [
+            # COLLATE "C": personas list by id in code-point order whatever the database's locale.
+            """CREATE TABLE personas (
+                id          text COLLATE "C" PRIMARY KEY,
+                body        jsonb NOT NULL,
+                updated_ms  bigint NOT NULL
+            )""",
+            # The foreign key makes deleting a persona take its turns in the same transaction, even a turn appended
+            # concurrently (the append holds a key-share lock on the persona row until it commits).
+            """CREATE TABLE turns (
+                persona_id      text COLLATE "C" NOT NULL REFERENCES personas (id) ON DELETE CASCADE,
+                conversation_id text COLLATE "C" NOT NULL,
+                seq             integer NOT NULL,
+                player_line     text NOT NULL,
+                npc_line        text NOT NULL,
+                player_name     text NOT NULL DEFAULT '',
+                create_time_ms  bigint NOT NULL,
+                PRIMARY KEY (persona_id, conversation_id, seq)
+            )""",
+            # The epoch of each conversation ever reset or replaced (absent: epoch 0), from a sequence, so epochs are
+            # never handed out twice.
+            "CREATE SEQUENCE conversation_epochs",
+            """CREATE TABLE conversations (
+                persona_id      text COLLATE "C" NOT NULL REFERENCES personas (id) ON DELETE CASCADE,
+                conversation_id text COLLATE "C" NOT NULL,
+                epoch           bigint NOT NULL,
+                PRIMARY KEY (persona_id, conversation_id)
+            )""",
+        ],
+    ),
+]
+
+#: The migration's pg_advisory_xact_lock key (conversations lock with the two-key form, a separate space).
+_MIGRATION_LOCK = 0x6E7063736572  # "npcser"
+_TURN_COLUMNS = "player_line, npc_line, create_time_ms, player_name"
+
+
+def migrate(conn: Connection[TupleRow]) -> list[int]:
+    """Applies the versions of ``MIGRATIONS`` the database lacks, in one transaction. Returns those it applied."""
+    latest = MIGRATIONS[-1][0]
+    with conn.transaction():
+        # Replicas starting together queue here; each later one finds the versions recorded and applies nothing.
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS npcserver_schema ("
+            "version integer PRIMARY KEY, description text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        applied = {int(r[0]) for r in conn.execute("SELECT version FROM npcserver_schema")}
+        if applied and max(applied) > latest:
+            raise RuntimeError(
+                f"the database's schema is version {max(applied)}, newer than this npcserver knows ({latest}): "
+                "upgrade npcserver before pointing it at this database"
+            )
+        done: list[int] = []
+        for version, description, statements in MIGRATIONS:
+            if version in applied:
+                continue
+            for statement in statements:
+                conn.execute(statement)
+            conn.execute("INSERT INTO npcserver_schema (version, description) VALUES (%s, %s)", (version, description))
+            done.append(version)
+    return done
+
+
+class PostgresStore:
+    """Personas and conversation turns in the PostgreSQL database at ``url`` (a libpq URL or conninfo string).
+
+    The database must exist; its tables are created or upgraded on opening. ``pool_size`` bounds the connections this
+    process holds (the core calls the store from a thread pool).
+    """
+
+    def __init__(self, url: str, *, pool_size: int = 8, timeout_s: float = 30.0) -> None:
+        # prepare_threshold=None: no server-side prepared statements, which PgBouncer's transaction mode cannot keep.
+        # autocommit=False: each pooled connection block is one transaction, committed when the block ends.
+        kwargs: dict[str, Any] = {"prepare_threshold": None, "autocommit": False}
+        # One plain connection first: a wrong URL fails here with the server's own reason (no such database, wrong
+        # password), where a pool would only time out retrying.
+        with psycopg.connect(url, connect_timeout=max(1, int(timeout_s)), **kwargs) as conn:
+            applied = migrate(conn)
+        if applied:
+            log.info("PostgreSQL schema migrated to version %d", applied[-1])
+        self._pool: ConnectionPool[Connection[TupleRow]] = ConnectionPool(
+            url, min_size=1, max_size=pool_size, kwargs=kwargs, timeout=timeout_s, open=False, name="npcserver"
+        )
+        self._pool.open(wait=True, timeout=timeout_s)
+
+    def close(self) -> None:
+        self._pool.close()  # harmless when already closed
+
+    # --- personas ------------------------------------------------------------------------------------------------
+
+    def get_persona(self, persona_id: str) -> PersonaBody | None:
+        with self._pool.connection() as conn:
+            row = conn.execute("SELECT body FROM personas WHERE id = %s", (persona_id,)).fetchone()
+        return None if row is None else dict(row[0])
+
+    def put_persona(self, persona_id: str, body: PersonaBody, *, mode: PutMode) -> bool:
+        if mode not in PUT_MODES:
+            raise ValueError(f"mode {mode!r} is unknown; use one of: {', '.join(PUT_MODES)}")
+        # Serialized here, not by the driver: NaN is not JSON, and jsonb would refuse it less clearly.
+        text = json.dumps(body, ensure_ascii=False, sort_keys=True, allow_nan=False)
+        with self._pool.connection() as conn:
+            if mode == "create":
+                cur = conn.execute(
+                    "INSERT INTO personas (id, body, updated_ms) VALUES (%s, %s::jsonb, %s) "
+                    "ON CONFLICT (id) DO NOTHING",
+                    (persona_id, text, now_ms()),
+                )
+            elif mode == "update":
+                cur = conn.execute(
+                    "UPDATE personas SET body = %s::jsonb, updated_ms = %s WHERE id = %s", (text, now_ms(), persona_id)
+                )
+            else:
+                cur = conn.execute(
+                    "INSERT INTO personas (id, body, updated_ms) VALUES (%s, %s::jsonb, %s) "
+                    "ON CONFLICT (id) DO UPDATE SET body = excluded.body, updated_ms = excluded.updated_ms",
+                    (persona_id, text, now_ms()),
+                )
+            return cur.rowcount == 1
+
+    def list_personas(self, after: str, limit: int) -> list[PersonaBody]:
+        if limit < 0:
+            raise ValueError(f"limit must not be negative, got {limit}")
+        with self._pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT body FROM personas WHERE id > %s ORDER BY id LIMIT %s", (after, limit)
+            ).fetchall()
+        return [dict(r[0]) for r in rows]
+
+    def delete_persona(self, persona_id: str) -> int | None:
+        with self._pool.connection() as conn:
+            # Locks the persona first, so no append commits a turn between the count and the delete.
+            if conn.execute("SELECT 1 FROM personas WHERE id = %s FOR UPDATE", (persona_id,)).fetchone() is None:
+                return None
+            row = conn.execute(
+                "SELECT COUNT(DISTINCT conversation_id) FROM turns WHERE persona_id = %s", (persona_id,)
+            ).fetchone()
+            conn.execute("DELETE FROM personas WHERE id = %s", (persona_id,))  # turns and epochs cascade
+        return 0 if row is None else int(row[0])
+
+    # --- conversations -------------------------------------------------------------------------------------------
+
+    def load_turns(self, persona_id: str, conversation_id: str) -> list[Turn]:
+        return self.load_history(persona_id, conversation_id).turns
+
+    def load_history(self, persona_id: str, conversation_id: str) -> History:
+        with self._pool.connection() as conn:
+            # One statement, so one snapshot: the epoch and the turns are from the same moment.
+            rows = conn.execute(
+                f"SELECT e.epoch, {_TURN_COLUMNS} FROM "
+                "(SELECT COALESCE((SELECT epoch FROM conversations WHERE persona_id = %s AND conversation_id = %s), 0)"
+                " AS epoch) e "
+                "LEFT JOIN turns t ON t.persona_id = %s AND t.conversation_id = %s ORDER BY t.seq",
+                (persona_id, conversation_id, persona_id, conversation_id),
+            ).fetchall()
+        # A conversation with no turns is one row of NULL turn columns (the LEFT JOIN).
+        turns = [Turn(*r[1:]) for r in rows if r[1] is not None]  # _TURN_COLUMNS are in Turn's field order
+        return History(turns, int(rows[0][0]))
+
+    @staticmethod
+    def _lock_conversation(conn: Connection[TupleRow], persona_id: str, conversation_id: str) -> None:
+        # Held until the transaction ends. The two-key form is a lock space apart from the migration lock's one key;
+        # a hash collision only makes two conversations wait for each other.
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s), hashtext(%s))", (persona_id, conversation_id))
+
+    def append_turn(self, persona_id: str, conversation_id: str, turn: Turn, *, after: int, epoch: int) -> int:
+        if after < 0:
+            raise ValueError(f"after is the number of turns seen and must not be negative, got {after}")
+        with self._pool.connection() as conn:
+            self._lock_conversation(conn, persona_id, conversation_id)
+            row = conn.execute(
+                "SELECT (SELECT COUNT(*) FROM turns WHERE persona_id = %s AND conversation_id = %s), "
+                "COALESCE((SELECT epoch FROM conversations WHERE persona_id = %s AND conversation_id = %s), 0)",
+                (persona_id, conversation_id, persona_id, conversation_id),
+            ).fetchone()
+            assert row is not None  # a SELECT without FROM returns one row
+            check_position(
+                persona_id, conversation_id, count=int(row[0]), current_epoch=int(row[1]), after=after, epoch=epoch
+            )
+            conn.execute(
+                f"INSERT INTO turns (persona_id, conversation_id, seq, {_TURN_COLUMNS}) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                (
+                    persona_id,
+                    conversation_id,
+                    after,
+                    turn.player_line,
+                    turn.npc_line,
+                    turn.create_time_ms or now_ms(),
+                    turn.player_name,
+                ),
+            )
+        return after
+
+    def _new_epoch(self, conn: Connection[TupleRow], persona_id: str, conversation_id: str) -> None:
+        # Nothing to record for a persona that is not stored (it has no turns either).
+        conn.execute(
+            "INSERT INTO conversations (persona_id, conversation_id, epoch) "
+            "SELECT %s, %s, nextval('conversation_epochs') WHERE EXISTS (SELECT 1 FROM personas WHERE id = %s) "
+            "ON CONFLICT (persona_id, conversation_id) DO UPDATE SET epoch = excluded.epoch",
+            (persona_id, conversation_id, persona_id),
+        )
+
+    def reset(self, persona_id: str, conversation_id: str) -> int:
+        with self._pool.connection() as conn:
+            self._lock_conversation(conn, persona_id, conversation_id)
+            cur = conn.execute(
+                "DELETE FROM turns WHERE persona_id = %s AND conversation_id = %s", (persona_id, conversation_id)
+            )
+            deleted = cur.rowcount
+            self._new_epoch(conn, persona_id, conversation_id)
+        return deleted
+
+    def replace_turns(self, persona_id: str, conversation_id: str, turns: list[Turn]) -> int:
+        with self._pool.connection() as conn:
+            self._lock_conversation(conn, persona_id, conversation_id)
+            conn.execute(
+                "DELETE FROM turns WHERE persona_id = %s AND conversation_id = %s", (persona_id, conversation_id)
+            )
+            self._new_epoch(conn, persona_id, conversation_id)
+            with conn.cursor() as cur:
+                cur.executemany(
+                    f"INSERT INTO turns (persona_id, conversation_id, seq, {_TURN_COLUMNS}) "
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                    [
+                        (
+                            persona_id,
+                            conversation_id,
+                            i,
+                            t.player_line,
+                            t.npc_line,
+                            t.create_time_ms or now_ms(),
+                            t.player_name,
+                        )
+                        for i, t in enumerate(turns)
+                    ],
+                )
+        return len(turns)
