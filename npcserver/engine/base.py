@@ -67,6 +67,35 @@ class GenerationStats:
     time_to_first_token_ms: float = 0.0
 
 
+#: Upper bounds (seconds) of the engine step-time histogram that ``EngineStats.step_buckets`` counts.
+STEP_SECONDS_BUCKETS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+
+
+@dataclass(frozen=True)
+class EngineStats:
+    """A snapshot of an engine's scheduler, read by the metrics endpoint at scrape time (counters since start)."""
+
+    #: Requests accepted and waiting for a sequence.
+    waiting: int = 0
+    #: Requests holding a sequence (reading their prompt or generating).
+    running: int = 0
+    #: KV cache cells the sequences hold (a prefix shared by several counts once per sequence), and the total.
+    kv_tokens: int = 0
+    kv_capacity: int = 0
+    #: Conversations whose KV was moved out of their sequence for another, and the ones copied back.
+    evictions: int = 0
+    restores: int = 0
+    #: Prompt tokens of admitted requests, and how many of them were served from the KV cache (kept, restored or
+    #: copied) instead of being evaluated.
+    prompt_tokens: int = 0
+    cached_prompt_tokens: int = 0
+    #: Decode steps, their total time, and how many took at most each bound of ``STEP_SECONDS_BUCKETS`` (one more
+    #: count at the end for longer ones); not cumulative.
+    steps: int = 0
+    step_seconds: float = 0.0
+    step_buckets: tuple[int, ...] = ()
+
+
 @dataclass(frozen=True)
 class TextDelta:
     """Newly sampled text. Never ends inside a multi-byte UTF-8 character."""

@@ -54,6 +54,7 @@ candidates are nearly tied; replies are stable wherever the model is decided.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import ctypes
 import enum
@@ -69,6 +70,8 @@ from pathlib import Path
 import llama_cpp.llama_cpp as ll
 
 from npcserver.engine.base import (
+    STEP_SECONDS_BUCKETS,
+    EngineStats,
     Finished,
     FinishReason,
     GenerationEvent,
@@ -316,6 +319,14 @@ class BatchedEngine:
         self.grammar_checks = 0
         self.grammar_rejections = 0
         self.restores = 0
+        self.evictions = 0
+        self.prompt_tokens_admitted = 0
+        self.cached_prompt_tokens = 0
+        self.step_seconds = 0.0
+        self._step_buckets = [0] * (len(STEP_SECONDS_BUCKETS) + 1)
+        #: (waiting, running, KV cells held), published by the scheduler after each loop as one tuple, so a reader
+        #: on another thread sees a consistent snapshot without taking the lock.
+        self._gauges = (0, 0, 0)
 
     # ----------------------------------------------------------------------------------------------- protocol
 
@@ -345,6 +356,26 @@ class BatchedEngine:
         """Requests accepted and not yet ended: the running ones and those waiting behind them."""
         with self._lock:
             return len(self._box.open)
+
+    def stats(self) -> EngineStats:
+        """A snapshot of the scheduler for metrics: cheap, lock-free but for one short read, and at most a step old."""
+        waiting, running, kv_tokens = self._gauges
+        with self._lock:
+            open_requests = len(self._box.open)
+        return EngineStats(
+            # Requests still in the mailbox are waiting too: count every open request that holds no sequence.
+            waiting=max(waiting, open_requests - running),
+            running=running,
+            kv_tokens=kv_tokens,
+            kv_capacity=self._n_ctx_seq * self._n_seq,
+            evictions=self.evictions,
+            restores=self.restores,
+            prompt_tokens=self.prompt_tokens_admitted,
+            cached_prompt_tokens=self.cached_prompt_tokens,
+            steps=self.steps,
+            step_seconds=self.step_seconds,
+            step_buckets=tuple(self._step_buckets),
+        )
 
     async def start(self) -> None:
         async with self._start_lock:
@@ -566,6 +597,7 @@ class BatchedEngine:
                     plan = self._plan_step()
                     if plan.n_tokens:
                         self._run_step(plan)
+                self._gauges = (len(self._waiting), len(self._running), sum(len(s.tokens) for s in self._slots))
         except Exception as exc:  # a native failure: fail every request rather than hang them
             logger.exception("engine: scheduler failed")
             error = Internal(f"the engine failed: {exc}")
@@ -637,6 +669,7 @@ class BatchedEngine:
             self._saved_bytes -= len(saved[1])
         if slot.session != req.session:
             if slot.session is not None and slot.tokens:
+                self.evictions += 1
                 self._save(slot)
             slot.session = req.session
             if saved is not None and _common_prefix(saved[0], prompt) > _common_prefix(slot.tokens, prompt):
@@ -782,6 +815,7 @@ class BatchedEngine:
         if n == 0:
             return
         batch.n_tokens = n
+        started = time.perf_counter()
         rc = ll.llama_decode(self._ctx, batch)
         if rc != 0:
             raise RuntimeError(f"llama_decode returned {rc} for a batch of {n} tokens")
@@ -789,6 +823,10 @@ class BatchedEngine:
         self.tokens_decoded += n
         for seq, row in sample_at:
             self._sample(seq, row)
+        # Plain counters only: the metrics endpoint turns them into a histogram when it is scraped.
+        took = time.perf_counter() - started
+        self.step_seconds += took
+        self._step_buckets[bisect.bisect_left(STEP_SECONDS_BUCKETS, took)] += 1
 
     def _sample(self, seq: _Seq, row: int) -> None:
         out, slot = seq.out, seq.slot
@@ -868,6 +906,8 @@ class BatchedEngine:
             slot.last_used = time.monotonic()
         out = seq.out
         if out is not None:
+            self.prompt_tokens_admitted += len(seq.request.prompt)
+            self.cached_prompt_tokens += seq.cached
             self.grammar_checks += out.sampler.grammar_checks
             self.grammar_rejections += out.sampler.grammar_rejections
             out.sampler.close()
