@@ -116,3 +116,15 @@ class Aborted(NpcError):
     grpc_status = "ABORTED"
     http_status = 409
     openai_type = "server_error"
+
+
+class RateLimited(NpcError):
+    """The caller used up its share (requests or generated tokens per minute); ``retry_after_s`` says when to retry."""
+
+    grpc_status = "RESOURCE_EXHAUSTED"
+    http_status = 429
+    openai_type = "rate_limit_error"
+
+    def __init__(self, message: str, *, retry_after_s: float, code: str = "rate_limited") -> None:
+        super().__init__(message, code=code)
+        self.retry_after_s = retry_after_s
