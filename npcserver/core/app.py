@@ -86,7 +86,7 @@ class NpcCore:
         if self._prompts is None:
             info = self.engine.info  # raises NotReady until the model is loaded
             self._prompts = PromptBuilder(
-                lambda text, add_bos: self.engine.tokenize(text, add_bos=add_bos, special=True),
+                lambda text, add_bos, special: self.engine.tokenize(text, add_bos=add_bos, special=special),
                 info.context_size,
                 chat_template=info.chat_template,
                 bos_token=info.bos_token,
@@ -152,8 +152,7 @@ class NpcCore:
         if not request.text.strip():
             raise InvalidArgument("text must not be empty: it is what the player says", param="text")
         self._check_chars(request.text, "text")
-        if request.player_name and (len(request.player_name) > 64 or "\n" in request.player_name):
-            raise InvalidArgument("player_name must be at most 64 characters on one line", param="player_name")
+        rules.check_name(request.player_name, field="player_name")
         self._check_overrides(request.overrides)
         persona = await self.get_persona(request.persona_id)
         if request.response_format is None and persona.response_schema is not None:
@@ -400,5 +399,6 @@ class NpcCore:
                 raise InvalidArgument(f"conversation.turns[{i}] needs both player_line and npc_line", param="turns")
             self._check_chars(t.player_line, f"conversation.turns[{i}].player_line")
             self._check_chars(t.npc_line, f"conversation.turns[{i}].npc_line")
+            rules.check_name(t.player_name, field=f"conversation.turns[{i}].player_name", param="turns")
         async with self._lock(key):
             return await asyncio.to_thread(self.store.replace_turns, *key, list(conversation.turns))

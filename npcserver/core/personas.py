@@ -18,6 +18,9 @@ PERSONA_ID = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 CONVERSATION_ID = re.compile(r"^[\x21-\x7e]{1,128}$")  # printable ASCII, no spaces: safe in URLs and file names
 MAX_SYSTEM_PROMPT = 32_000
 MAX_EXAMPLES = 64
+MAX_NAME = 64
+#: Every character str.splitlines() breaks on: in a transcript, any of them would start a new speaker line.
+LINE_BREAKS = re.compile(r"\r\n|[\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]")
 
 
 def check_persona_id(persona_id: str, *, param: str = "persona_id") -> None:
@@ -38,13 +41,26 @@ def check_conversation_id(conversation_id: str) -> None:
         )
 
 
+def check_name(name: str, *, field: str, param: str | None = None, required: bool = False) -> None:
+    """A speaker name: one line (it is a transcript's speaker label), at most MAX_NAME characters."""
+    param = param or field
+    if required and not name.strip():
+        raise InvalidArgument(f"{field} must not be empty", param=param)
+    if len(name) > MAX_NAME:
+        raise InvalidArgument(f"{field} is {len(name)} characters; the limit is {MAX_NAME}", param=param)
+    found = LINE_BREAKS.search(name)
+    if found:
+        raise InvalidArgument(
+            f"{field} must be on one line: it contains the line break {found.group()!r} at position {found.start()}",
+            param=param,
+        )
+
+
 def check_persona(p: Persona, *, max_chars: int) -> None:
     """Structural checks. The preset and the schema are checked by the core, which knows presets and grammars."""
     check_persona_id(p.id, param="persona.id")
-    if not p.display_name.strip() or len(p.display_name) > 64 or "\n" in p.display_name:
-        raise InvalidArgument("persona.display_name must be 1-64 characters on one line", param="display_name")
-    if p.player_name and (len(p.player_name) > 64 or "\n" in p.player_name):
-        raise InvalidArgument("persona.player_name must be at most 64 characters on one line", param="player_name")
+    check_name(p.display_name, field="persona.display_name", param="display_name", required=True)
+    check_name(p.player_name, field="persona.player_name", param="player_name")
     if not p.system_prompt.strip():
         raise InvalidArgument("persona.system_prompt must not be empty: say who the NPC is", param="system_prompt")
     if len(p.system_prompt) > MAX_SYSTEM_PROMPT:

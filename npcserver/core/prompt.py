@@ -11,13 +11,21 @@ Two renderings:
 Budget: the persona and examples always stay; the oldest turns are left out first, and the count is reported.
 Transcript prompts are tokenized segment by segment (persona, then each turn), so a conversation's tokens only ever
 grow at the end between turns and an engine can reuse their KV cache.
+
+Text is text: every string a client sends (lines, messages, names, personas, imported turns) is tokenized with
+special-token parsing off, so typing ``<end_of_turn>`` cannot close a turn. Only the chat template's own markup is
+parsed for special tokens: the template is rendered with placeholders in place of the client text, and the pieces
+are tokenized separately. In a transcript, every line-breaking character in client text becomes a space, so no
+client text can start a speaker line of its own.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from npcserver.core.personas import LINE_BREAKS
 from npcserver.core.templates import render_chat_template
 from npcserver.core.types import Message, Persona, Turn
 from npcserver.errors import InvalidArgument
@@ -26,7 +34,12 @@ DEFAULT_PLAYER = "Player"
 USER_NAME = "User"
 ASSISTANT_NAME = "Assistant"
 
-Tokenize = Callable[[str, bool], list[int]]  # (text, add_bos) -> ids
+Tokenize = Callable[[str, bool, bool], list[int]]  # (text, add_bos, special) -> ids
+
+# Client text reaches the template as a numbered private-use placeholder, so the template's output is all markup
+# except where the placeholders land.
+_SLOT = "\ue000{}\ue001"
+_SLOTS = re.compile("\ue000([0-9]+)\ue001")
 
 
 @dataclass(frozen=True)
@@ -54,8 +67,19 @@ def reply_reserve(max_tokens: int, context_size: int) -> int:
 
 
 def _line(text: str) -> str:
-    # A newline inside a line would read as a new speaker in the transcript.
-    return " ".join(text.split("\n")).strip()
+    # A line break inside a line would read as a new speaker in the transcript.
+    return LINE_BREAKS.sub(" ", text).strip()
+
+
+@dataclass(frozen=True)
+class _Rendered:
+    """A template's output as pieces: (text, is_markup). Only markup is parsed for special tokens."""
+
+    pieces: tuple[tuple[str, bool], ...]
+
+    @property
+    def text(self) -> str:
+        return "".join(t for t, _ in self.pieces)
 
 
 class PromptBuilder:
@@ -77,6 +101,7 @@ class PromptBuilder:
         self.bos_token = bos_token
         self.eos_token = eos_token
         self.add_bos = add_bos
+        self._end_of_turn: dict[str, tuple[str, ...]] = {}
 
     # --- Talk ----------------------------------------------------------------------------------------------------
 
@@ -95,17 +120,25 @@ class PromptBuilder:
         if self.chat_template:
             messages = self._persona_messages(persona)
             history = [(Message("user", t.player_line), Message("assistant", t.npc_line)) for t in turns]
+            # Post-history instructions ride on the player's line: a system message there breaks templates that
+            # require alternating roles.
+            last = text + (f"\n\n{after}" if (after := persona.post_history_instructions.strip()) else "")
             return self._fit_template(
-                self.chat_template, messages, history, [Message("user", text)], budget, continue_final=False
+                self.chat_template, messages, history, [Message("user", last)], budget, continue_final=False
             )
-        player = player_name or persona.player_name or DEFAULT_PLAYER
-        npc = persona.display_name
+        player = _line(player_name or persona.player_name) or DEFAULT_PLAYER
+        npc = _line(persona.display_name)
         prefix = persona.system_prompt.strip() + "\n\n"
         prefix += "".join(
             f"{player}: {_line(e.player_line)}\n{npc}: {_line(e.npc_line)}\n" for e in persona.example_dialogue
         )
-        turn_texts = [f"{t.player_name or player}: {_line(t.player_line)}\n{npc}: {_line(t.npc_line)}\n" for t in turns]
+        turn_texts = [
+            f"{_line(t.player_name) or player}: {_line(t.player_line)}\n{npc}: {_line(t.npc_line)}\n" for t in turns
+        ]
         tail = f"{player}: {_line(text)}\n{npc}:"
+        if persona.post_history_instructions.strip():
+            # After the whole history, right before the NPC answers (SillyTavern's place for them).
+            tail = f"{player}: {_line(text)}\n{persona.post_history_instructions.strip()}\n{npc}:"
         # One line per speaker: a text reply ends at the end of its line. JSON may span lines; its grammar ends it.
         stop = (f"\n{player}:", f"\n{npc}:") if structured else ("\n",)
         return self._fit_segments(prefix, turn_texts, tail, budget, stop)
@@ -137,14 +170,22 @@ class PromptBuilder:
         last = rest.pop()
         template = chat_template or self.chat_template
         if template:
-            history = [(m,) for m in rest]
+            # Older messages leave in exchanges that start at a user message, so what stays still alternates the
+            # way templates require.
+            history: list[tuple[Message, ...]] = []
+            for m in rest:
+                if m.role == "user" or not history:
+                    history.append((m,))
+                else:
+                    history[-1] += (m,)
             return self._fit_template(template, pinned, history, [last], budget, continue_final=continue_final)
-        user_names = {m.name or USER_NAME for m in messages if m.role == "user"} | {USER_NAME}
+        user_names = {_line(m.name) or USER_NAME for m in messages if m.role == "user"} | {USER_NAME}
         prefix = "".join(self._transcript_line(m) for m in pinned)
         if prefix:
             prefix += "\n"
         if continue_final:
-            tail = f"{last.name or ASSISTANT_NAME}: {last.content}"
+            # The text to continue keeps its trailing space: the model carries on right after it.
+            tail = f"{_line(last.name) or ASSISTANT_NAME}: {LINE_BREAKS.sub(' ', last.content).lstrip()}"
         else:
             tail = self._transcript_line(last) + f"{ASSISTANT_NAME}:"
         stop = tuple(sorted(f"\n{name}:" for name in user_names))
@@ -159,17 +200,18 @@ class PromptBuilder:
     def _transcript_line(m: Message) -> str:
         if m.role in ("system", "developer"):
             return m.content.strip() + "\n"
-        name = m.name or {"user": USER_NAME, "assistant": ASSISTANT_NAME, "tool": "Tool"}[m.role]
-        return f"{name}: {m.content.strip()}\n"
+        name = _line(m.name) or {"user": USER_NAME, "assistant": ASSISTANT_NAME, "tool": "Tool"}[m.role]
+        return f"{name}: {_line(m.content)}\n"
 
     # --- fitting -------------------------------------------------------------------------------------------------
 
     def _fit_segments(
         self, prefix: str, turns: list[str], tail: str, budget: int, stop: tuple[str, ...]
     ) -> BuiltPrompt:
-        prefix_ids = self._tokenize(prefix, self.add_bos)
-        tail_ids = self._tokenize(tail, False)
-        turn_ids = [self._tokenize(t, False) for t in turns]
+        # A transcript has no markup: all of it is text, speaker labels included.
+        prefix_ids = self._tokenize(prefix, self.add_bos, False)
+        tail_ids = self._tokenize(tail, False, False)
+        turn_ids = [self._tokenize(t, False, False) for t in turns]
         fixed = len(prefix_ids) + len(tail_ids)
         if fixed > budget:
             raise InvalidArgument(
@@ -201,54 +243,169 @@ class PromptBuilder:
         *,
         continue_final: bool,
     ) -> BuiltPrompt:
-        for dropped in range(len(history) + 1):
+        def attempt(dropped: int) -> tuple[list[int], str]:
             msgs = pinned + [m for group in history[dropped:] for m in group] + last
-            text = self.render_template(template, msgs, continue_final=continue_final)
-            tokens = self._tokenize(text, self.add_bos and not text.startswith(self.bos_token))
-            if len(tokens) <= budget:
-                prefix_text = self.render_template(template, pinned, continue_final=False, generation_prompt=False)
-                prefix_ids = self._tokenize(prefix_text, False) if pinned else []
-                prefix_len = 0
-                for a, b in zip(prefix_ids, tokens, strict=False):
-                    if a != b:
-                        break
-                    prefix_len += 1
-                return BuiltPrompt(tokens, prefix_len, dropped, (), text, strip_leading_space=False)
-        raise InvalidArgument(
-            f"the system prompt and the last message do not fit in the context window ({self.context_size} tokens, "
-            "minus room for the reply): shorten them, lower max_tokens, or raise the server's ctx_size"
-        )
+            rendered = self._render_slots(template, msgs, continue_final=continue_final, generation_prompt=True)
+            return self._tokenize_rendered(rendered), rendered.text
+
+        # Everything, if it fits: the common case, one render. A template's complaint about the whole conversation
+        # is the client's to fix, so it is raised as it is.
+        tokens, text = attempt(0)
+        dropped = 0
+        if len(tokens) > budget:
+            # Otherwise the fewest dropped groups that fit, by bisection (a prompt never grows when older groups
+            # leave it). A template may refuse a shortened conversation ("roles must alternate"): that count is
+            # treated as not fitting.
+            found: tuple[int, list[int], str] | None = None
+            lo, hi = 1, len(history)
+            while lo <= hi:
+                mid = (lo + hi) // 2
+                try:
+                    got = attempt(mid)
+                except InvalidArgument:
+                    got = None
+                if got is not None and len(got[0]) <= budget:
+                    found, hi = (mid, *got), mid - 1
+                else:
+                    lo = mid + 1
+            if found is None:
+                raise InvalidArgument(
+                    "the system prompt and the last message do not fit in the context window "
+                    f"({self.context_size} tokens, minus room for the reply): shorten them, lower max_tokens, or "
+                    "raise the server's ctx_size"
+                )
+            dropped, tokens, text = found
+        prefix_len = 0
+        if pinned:
+            try:
+                prefix = self._render_slots(template, pinned, continue_final=False, generation_prompt=False)
+            except InvalidArgument:  # a template may refuse a conversation without a user turn: no shared prefix
+                prefix = _Rendered(())
+            for a, b in zip(self._tokenize_rendered(prefix), tokens, strict=False):
+                if a != b:
+                    break
+                prefix_len += 1
+        stop = self.end_of_turn(template)
+        return BuiltPrompt(tokens, prefix_len, dropped, stop, text, strip_leading_space=False)
+
+    def end_of_turn(self, template: str) -> tuple[str, ...]:
+        """The markup a template closes an assistant turn with (``<|im_end|>``, ``<|eot_id|>``, ...), as a stop.
+
+        A marker that is one end-of-generation token stops the engine anyway; one that is not a token of this
+        vocabulary (a Llama 3 template on a Gemma vocabulary) only ends the reply as text.
+        """
+        cached = self._end_of_turn.get(template)
+        if cached is not None:
+            return cached
+        try:
+            rendered = self._render_slots(
+                template,
+                [Message("user", "Hi."), Message("assistant", "Hello.")],
+                continue_final=False,
+                generation_prompt=False,
+            )
+        except InvalidArgument:
+            return ()
+        last_text = max((i for i, (_, markup) in enumerate(rendered.pieces) if not markup), default=-1)
+        after = "".join(t for t, _ in rendered.pieces[last_text + 1 :]) if last_text >= 0 else ""
+        # The first word after the reply: "<|end|>" of Phi's "<|end|>\n<eos>", "<end_of_turn>" of "<end_of_turn>\n".
+        words = after.split()
+        stop = (words[0],) if words else ()
+        if len(self._end_of_turn) >= 64:
+            self._end_of_turn.clear()
+        self._end_of_turn[template] = stop
+        return stop
 
     def render_template(
         self, template: str, messages: list[Message], *, continue_final: bool, generation_prompt: bool = True
     ) -> str:
         """Renders with a Jinja2 chat template. Guarantees the system prompt is in the output."""
+        return self._render_slots(
+            template, messages, continue_final=continue_final, generation_prompt=generation_prompt
+        ).text
+
+    def _render_slots(
+        self, template: str, messages: Sequence[Message], *, continue_final: bool, generation_prompt: bool
+    ) -> _Rendered:
         msgs = [{"role": m.role if m.role != "developer" else "system", "content": m.content} for m in messages]
-        sentinel = "\x00NPCSERVER_CONTINUE\x00"
-        final_content = ""
-        if continue_final:
-            if not msgs or msgs[-1]["role"] != "assistant":
-                raise InvalidArgument(
-                    "continue_final_message needs the last message to be the assistant's", param="messages"
-                )
-            final_content = msgs[-1]["content"]
-            msgs[-1] = {"role": "assistant", "content": final_content + sentinel}
-        text = self._render(template, msgs, generation_prompt and not continue_final)
-        system = [m["content"] for m in msgs if m["role"] == "system" and m["content"].strip()]
-        if system and any(s.strip() not in text for s in system):
+        if continue_final and (not msgs or msgs[-1]["role"] != "assistant"):
+            raise InvalidArgument(
+                "continue_final_message needs the last message to be the assistant's", param="messages"
+            )
+        add_generation_prompt = generation_prompt and not continue_final
+        rendered, missing = self._render_with_slots(template, msgs, add_generation_prompt, continue_final)
+        if missing:
             # The template dropped the system message: fold it into the first user message instead.
-            joined = "\n\n".join(system)
-            others = [m for m in msgs if m["role"] != "system"]
+            joined = "\n\n".join(m["content"] for m in msgs if m["role"] == "system" and m["content"].strip())
+            others = [dict(m) for m in msgs if m["role"] != "system"]
             for m in others:
                 if m["role"] == "user":
                     m["content"] = f"{joined}\n\n{m['content']}"
                     break
             else:
                 others.insert(0, {"role": "user", "content": joined})
-            text = self._render(template, others, generation_prompt and not continue_final)
-        if continue_final:
-            text = text[: text.index(sentinel)]
-        return text
+            rendered, _ = self._render_with_slots(template, others, add_generation_prompt, continue_final)
+        return rendered
+
+    def _render_with_slots(
+        self, template: str, msgs: list[dict[str, str]], add_generation_prompt: bool, continue_final: bool
+    ) -> tuple[_Rendered, bool]:
+        """Renders with placeholders for the contents; returns the pieces and whether a system message vanished."""
+        cores: list[str] = []
+        slotted = []
+        for i, m in enumerate(msgs):
+            content = m["content"]
+            final = continue_final and i == len(msgs) - 1
+            if not content and not final:
+                slotted.append(m)  # an empty content stays empty: templates test it ("if message.content")
+                continue
+            core = content.lstrip() if final else content.strip()
+            # Surrounding whitespace stays outside the placeholder, so "| trim" in the template still removes it;
+            # the text to continue keeps its trailing space.
+            start = len(content) - len(content.lstrip())
+            slot = content[:start] + _SLOT.format(len(cores)) + content[start + len(core) :]
+            cores.append(core)
+            slotted.append({**m, "content": slot})
+        text = self._render(template, slotted, add_generation_prompt)
+        pieces: list[tuple[str, bool]] = []
+        seen: set[int] = set()
+        pos = 0
+        final_slot = len(cores) - 1 if continue_final else -1
+        for match in _SLOTS.finditer(text):
+            index = int(match.group(1))
+            if index >= len(cores):
+                continue
+            pieces.append((text[pos : match.start()], True))
+            pieces.append((cores[index], False))
+            seen.add(index)
+            pos = match.end()
+            if index == final_slot:
+                break  # continue_final_message: the prompt ends inside the assistant's turn
+        else:
+            if final_slot >= 0:
+                raise InvalidArgument(
+                    "continue_final_message: the chat template does not show the final assistant message",
+                    param="continue_final_message",
+                )
+            pieces.append((text[pos:], True))
+        system = [j for j, m in enumerate(slotted) if m["role"] == "system" and msgs[j]["content"].strip()]
+        slot_of = {
+            j: int(_SLOTS.findall(m["content"])[0]) for j, m in enumerate(slotted) if _SLOTS.search(m["content"])
+        }
+        missing = any(slot_of[j] not in seen for j in system)
+        return _Rendered(tuple(p for p in pieces if p[0])), missing
+
+    def _tokenize_rendered(self, rendered: _Rendered) -> list[int]:
+        """Markup is parsed for special tokens; client text never is. BOS once, unless the template wrote it."""
+        pieces = rendered.pieces
+        wrote_bos = bool(self.bos_token and pieces and pieces[0][1] and pieces[0][0].startswith(self.bos_token))
+        add_bos = self.add_bos and not wrote_bos
+        ids: list[int] = []
+        for text, markup in pieces:
+            ids += self._tokenize(text, add_bos and not ids, markup)
+        if add_bos and not ids:
+            ids = self._tokenize("", True, False)
+        return ids
 
     def _render(self, template: str, msgs: list[dict[str, str]], add_generation_prompt: bool) -> str:
         # In a bounded worker process with a deadline and a memory limit: a template is a program, and a request
