@@ -94,6 +94,8 @@ class EngineStats:
     steps: int = 0
     step_seconds: float = 0.0
     step_buckets: tuple[int, ...] = ()
+    #: The bounds ``step_buckets`` count against (so a reader needs nothing else from the engine).
+    step_bounds: tuple[float, ...] = STEP_SECONDS_BUCKETS
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,6 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from npcserver.engine.base import STEP_SECONDS_BUCKETS, EngineStats
-
 # The *_created series double every counter for little use (vLLM turns them off too).
 prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
 
@@ -30,11 +28,39 @@ ITL_BUCKETS = (0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.5, 0.
 REQUEST_BUCKETS = (0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0)
 
 
+class EngineSnapshot(Protocol):
+    """What the collector reads from an engine's ``stats()`` (the engine's ``EngineStats``; the service layer names
+    its shape here rather than importing the engine)."""
+
+    @property
+    def waiting(self) -> int: ...
+    @property
+    def running(self) -> int: ...
+    @property
+    def kv_tokens(self) -> int: ...
+    @property
+    def kv_capacity(self) -> int: ...
+    @property
+    def evictions(self) -> int: ...
+    @property
+    def restores(self) -> int: ...
+    @property
+    def prompt_tokens(self) -> int: ...
+    @property
+    def cached_prompt_tokens(self) -> int: ...
+    @property
+    def step_seconds(self) -> float: ...
+    @property
+    def step_buckets(self) -> tuple[int, ...]: ...
+    @property
+    def step_bounds(self) -> tuple[float, ...]: ...
+
+
 @runtime_checkable
 class StatsSource(Protocol):
-    """An engine that reports ``EngineStats`` (the batched engine does; scripted test engines need not)."""
+    """An engine that reports its stats (the batched engine does; scripted test engines need not)."""
 
-    def stats(self) -> EngineStats: ...
+    def stats(self) -> EngineSnapshot: ...
 
 
 class Metrics:
@@ -172,7 +198,7 @@ class EngineCollector(Collector):
         )
         cumulative = 0
         buckets: list[tuple[str, float]] = []
-        for bound, count in zip([*STEP_SECONDS_BUCKETS, float("inf")], s.step_buckets, strict=False):
+        for bound, count in zip([*s.step_bounds, float("inf")], s.step_buckets, strict=False):
             cumulative += count
             buckets.append(("+Inf" if bound == float("inf") else repr(bound), float(cumulative)))
         if buckets:

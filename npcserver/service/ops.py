@@ -21,12 +21,16 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from npcserver.core.types import Completion
 from npcserver.errors import RateLimited
 from npcserver.service.limits import RateLimiter, caller_key
 from npcserver.service.metrics import Metrics
+
+if TYPE_CHECKING:
+    from npcserver.config import Settings
+    from npcserver.core.app import NpcCore
 
 request_log = logging.getLogger("npcserver.requests")
 
@@ -122,6 +126,20 @@ class Ops:
         self.limiter = RateLimiter(requests_per_minute, tokens_per_minute)
         self.metrics = Metrics(engine, model)
         self._model = model or (lambda: "")
+
+    @classmethod
+    def from_settings(cls, settings: Settings, core: NpcCore) -> Ops:
+        """The server's Ops: the rate limits ``settings`` set, metrics over whichever engine ``core`` runs now."""
+
+        def model() -> str:
+            return core.engine.info.id
+
+        return cls(
+            requests_per_minute=settings.rate_limit_requests_per_minute,
+            tokens_per_minute=settings.rate_limit_tokens_per_minute,
+            engine=lambda: core.engine,
+            model=model,
+        )
 
     # --- request scopes (doors) ----------------------------------------------------------------------------------
 
@@ -249,6 +267,12 @@ class GenerationWatch:
         """Charges what was generated (a cancelled reply counts the pieces it streamed)."""
         tokens = self._final.completion_tokens if self._final is not None else self._pieces
         self._ops.limiter.charge_tokens(self._caller, tokens)
+
+    async def __aenter__(self) -> GenerationWatch:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _fallback_status(record: RequestRecord, exc: BaseException) -> None:
