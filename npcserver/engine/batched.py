@@ -26,14 +26,15 @@ per sequence that produced logits. Deciding (``_plan_*``) only reads state; runn
 changes it. A sequence's phase is its ``_Status``: WAITING (no slot yet) -> READING (prompt being evaluated) ->
 GENERATING (``pending`` is the sampled token the next step feeds back) -> FINISHED.
 
-**Threads.** The event loop (``generate``, ``close``, ``tokenize``) and the scheduler thread share exactly one
-thing, the ``_Mailbox``, and only under ``BatchedEngine._lock``, which both sides take: new requests, cancellations,
-the stop flag, and the set of open requests that the queue bound counts. Everything else that changes after
-loading (the llama context, batch, slots, waiting and running lists, saved KV, every ``_Seq`` and its sampler)
-belongs to the scheduler thread alone. The scheduler talks back only through ``_Stream.emit``
-(``call_soon_threadsafe``). What the event loop reads without the lock is set once by ``_load``, before the
-scheduler starts (model info, vocabulary), and tokenization reads only the vocabulary, so it is safe beside a
-decode. ctypes releases the GIL during decode, so inference never blocks the event loop.
+**Threads.** The event loop (``generate``, ``close``, ``tokenize``) and the scheduler thread share one thing that
+both change, the ``_Mailbox``, and only under ``BatchedEngine._lock``, which both sides take: new requests,
+cancellations, the stop flag, and the set of open requests that the queue bound counts. Everything else that
+changes after loading (the llama context, batch, slots, waiting and running lists, saved KV, every ``_Seq`` and its
+sampler) belongs to the scheduler thread alone. The scheduler talks back only through ``_Stream.emit``
+(``call_soon_threadsafe``), and publishes plain counters and the ``_gauges`` tuple, which other threads only read
+(``stats()``; a value may be a step old). What the event loop reads without the lock is set once by ``_load``,
+before the scheduler starts (model info, vocabulary), and tokenization reads only the vocabulary, so it is safe
+beside a decode. ctypes releases the GIL during decode, so inference never blocks the event loop.
 
 Why a unified KV cache with full-size SWA: with one KV stream per sequence llama.cpp splits a batch into equal
 per-sequence ubatches and only groups consecutive sequence ids, so a decode step over scattered sequences runs as
