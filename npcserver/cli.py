@@ -1,4 +1,4 @@
-"""Command line: ``npcserver serve`` and ``npcserver chat``.
+"""Command line: ``npcserver serve``, ``npcserver chat`` and ``npcserver hash-key``.
 
 The ``serve`` flags are derived from the Settings model, so a setting is declared (with its help text) once.
 Logging is configured before the heavy imports (llama_cpp, grpc) so their start-up is visible.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import sys
@@ -26,6 +27,8 @@ except ModuleNotFoundError as missing:
 
 def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
     for name, field in Settings.model_fields.items():
+        if isinstance(field.json_schema_extra, dict) and field.json_schema_extra.get("cli") is False:
+            continue  # a secret: the process list would show it, so it comes from the environment or a file only
         flag = "--" + name.replace("_", "-")
         help_text = field.description or ""
         annotation = field.annotation
@@ -62,7 +65,40 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--conversation", default="terminal", help="conversation id (default: terminal)")
     chat.add_argument("--target", default="127.0.0.1:50051", help="server gRPC address (default: 127.0.0.1:50051)")
     chat.add_argument("--api-key", default=os.environ.get("NPCSERVER_API_KEY"), help="API key, if the server has one")
+    hash_key = sub.add_parser(
+        "hash-key",
+        help="hash an API key for the keys file (api_keys_file)",
+        description="Reads a key from stdin (or makes one with --generate) and prints a [[keys]] entry for the keys "
+        "file. The key itself never goes into the file.",
+    )
+    hash_key.add_argument("--name", required=True, help="the key's name (shown in logs and errors, e.g. game-client)")
+    hash_key.add_argument("--role", required=True, choices=["player", "designer", "admin"], help="what the key may do")
+    hash_key.add_argument(
+        "--generate", action="store_true", help="make a random key and print it on stderr (once: keep it safe)"
+    )
     return parser
+
+
+def _hash_key(args: argparse.Namespace) -> int:
+    import getpass
+    import secrets
+
+    from npcserver.service.auth import hash_key
+
+    if args.generate:
+        key = secrets.token_urlsafe(32)
+        print(f"npcserver: the new {args.role} key {args.name!r} (shown once): {key}", file=sys.stderr)
+    elif sys.stdin.isatty():
+        key = getpass.getpass(f"key for {args.name!r}: ")
+    else:
+        key = sys.stdin.readline().rstrip("\r\n")
+    if not key.strip():
+        print("npcserver: the key is empty; type one, pipe one in, or use --generate", file=sys.stderr)
+        return 2
+    # JSON strings are valid TOML basic strings.
+    print(f"[[keys]]\nname = {json.dumps(args.name)}\nrole = {json.dumps(args.role)}")
+    print(f"hash = {json.dumps(hash_key(key))}")
+    return 0
 
 
 def _settings_from(args: argparse.Namespace) -> Settings:
@@ -85,6 +121,11 @@ def main(argv: list[str] | None = None) -> int:
         logging.basicConfig(
             level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
         )
+        if "api_key" in vars(args):
+            logging.getLogger("npcserver").warning(
+                "--api-key is visible to every user of this machine in the process list; "
+                "set NPCSERVER_API_KEY or use api_keys_file instead"
+            )
         from npcserver.server import serve
 
         return asyncio.run(serve(settings))
@@ -92,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
         from npcserver.chat_repl import run_chat
 
         return run_chat(args.target, args.npc, args.conversation, api_key=args.api_key)
+    if args.command == "hash-key":
+        return _hash_key(args)
     return 2
 
 

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -43,8 +43,30 @@ class Settings(BaseSettings):
         default_factory=list, description="Origins allowed by CORS on the HTTP door (empty: CORS off; '*': any)."
     )
     api_key: SecretStr | None = Field(
-        None, description="When set, every request must send 'authorization: Bearer <key>'."
+        None,
+        description="An admin API key (prefer NPCSERVER_API_KEY or api_keys_file: a flag shows in the process list).",
     )
+    api_keys_file: Path | None = Field(
+        None, description="TOML file of hashed API keys with roles (player, designer, admin); see `npcserver hash-key`."
+    )
+    player_token_secret: SecretStr | None = Field(
+        None,
+        description="HS256 secret (32+ bytes) that player tokens are signed with. Environment or config file only.",
+        json_schema_extra={"cli": False},
+    )
+    player_token_secret_file: Path | None = Field(
+        None, description="File holding the HS256 player token secret (instead of player_token_secret)."
+    )
+    player_token_public_key_file: Path | None = Field(
+        None, description="PEM public key (RSA: RS256, EC P-256: ES256) that verifies player tokens."
+    )
+    player_token_max_ttl_s: float = Field(
+        86400.0, gt=0, description="Longest accepted player token lifetime from now (exp), in seconds."
+    )
+    tls_cert_file: Path | None = Field(
+        None, description="PEM certificate chain: serve both doors over TLS (gRPC with TLS, HTTPS). Needs tls_key_file."
+    )
+    tls_key_file: Path | None = Field(None, description="PEM private key of tls_cert_file.")
     shutdown_grace_s: float = Field(5.0, ge=0, description="Seconds in-flight streams get to finish on shutdown.")
 
     # --- model and engine ----------------------------------------------------------------------------------------
@@ -120,3 +142,26 @@ class Settings(BaseSettings):
     @property
     def api_key_value(self) -> str | None:
         return self.api_key.get_secret_value() if self.api_key else None
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert_file is not None
+
+    def player_token_secret_bytes(self) -> bytes | None:
+        """The HS256 secret from player_token_secret or player_token_secret_file (a trailing newline dropped)."""
+        if self.player_token_secret is not None:
+            return self.player_token_secret.get_secret_value().encode()
+        if self.player_token_secret_file is not None:
+            try:
+                return self.player_token_secret_file.read_bytes().rstrip(b"\r\n")
+            except OSError as exc:
+                raise ValueError(f"cannot read player_token_secret_file: {exc}") from exc
+        return None
+
+    @model_validator(mode="after")
+    def _check_pairs(self) -> Settings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("TLS needs both tls_cert_file and tls_key_file")
+        if self.player_token_secret is not None and self.player_token_secret_file is not None:
+            raise ValueError("set player_token_secret or player_token_secret_file, not both")
+        return self

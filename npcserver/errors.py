@@ -87,11 +87,19 @@ class Internal(NpcError):
 
 
 class Unauthenticated(NpcError):
-    """Missing or wrong API key."""
+    """Missing, wrong or expired credential (API key or player token)."""
 
     grpc_status = "UNAUTHENTICATED"
     http_status = 401
     openai_type = "invalid_request_error"
+
+
+class PermissionDenied(NpcError):
+    """The credential is valid but its role or scope does not allow this; the message says what it lacks."""
+
+    grpc_status = "PERMISSION_DENIED"
+    http_status = 403
+    openai_type = "permission_error"
 
 
 class ResourceExhausted(NpcError):

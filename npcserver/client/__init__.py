@@ -13,6 +13,7 @@
 
 ``AsyncNpcClient`` is the asyncio twin. ``NpcClient.local()`` starts a private server process and stops it on exit.
 Failures raise :class:`NpcClientError` subclasses carrying the gRPC ``code`` and the server's ``message``.
+A game backend mints player tokens with :func:`mint_player_token` (needs the ``tokens`` extra).
 """
 
 from npcserver.client.aio import AsyncNpcClient
@@ -32,6 +33,7 @@ from npcserver.client.local import LocalServer
 from npcserver.client.options import ChatOptions, TalkOptions
 from npcserver.client.streams import AsyncReplyStream, ReplyStream
 from npcserver.client.sync import NpcClient
+from npcserver.client.tokens import mint_player_token
 from npcserver.client.types import (
     ChatMessage,
     ChatResult,
@@ -77,4 +79,5 @@ __all__ = [
     "Timings",
     "Turn",
     "Usage",
+    "mint_player_token",
 ]

@@ -24,7 +24,7 @@ from npcserver.http.calls import CallTracker
 from npcserver.http.errors import error_body, error_response
 from npcserver.http.grpcweb import GrpcWebBridge, MethodRegistry, is_grpc_web
 from npcserver.http.rest import RestRoutes
-from npcserver.service import NpcService
+from npcserver.service import Gate, NpcService
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +43,11 @@ class HttpApp:
         self.settings = settings
         self.tracker = CallTracker()
         self.registry = MethodRegistry()
-        self.services = add_services(self.registry, core, settings)
+        # One gate for gRPC-Web and REST, so a key's first (scrypt) check is remembered for both.
+        self.gate = Gate.from_settings(settings)
+        self.services = add_services(self.registry, core, settings, self.gate)
         self.bridge = GrpcWebBridge(self.registry, self.tracker, _MAX_BODY_BYTES)
-        self.service = NpcService(core, settings.api_key_value)
+        self.service = NpcService(core, self.gate)
         routes = RestRoutes(self.service, self.tracker).routes(self._authorize)
         self.rest = Starlette(
             routes=routes,

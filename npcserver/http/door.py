@@ -64,6 +64,9 @@ class HttpDoor:
             access_log=False,
             # Disconnects are detected by the app itself; keep-alive connections idle out as usual.
             timeout_keep_alive=5,
+            # HTTPS for gRPC-Web and REST alike when the settings name a certificate.
+            ssl_certfile=str(self.settings.tls_cert_file) if self.settings.tls_cert_file else None,
+            ssl_keyfile=str(self.settings.tls_key_file) if self.settings.tls_key_file else None,
         )
         self._server = _EmbeddedServer(config)
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]), name="http-door")
@@ -73,7 +76,8 @@ class HttpDoor:
                 exc = self._task.exception() if not self._task.cancelled() else None
                 raise OSError(f"the HTTP door could not start on {host}:{port}") from exc
             await asyncio.sleep(0.01)
-        log.info("HTTP door (gRPC-Web + OpenAI REST) listening on http://%s:%d", host, self.port)
+        scheme = "https" if self.settings.tls else "http"
+        log.info("HTTP door (gRPC-Web + OpenAI REST) listening on %s://%s:%d", scheme, host, self.port)
         return self.port
 
     async def stop(self, grace: float) -> None:

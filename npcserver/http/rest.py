@@ -1,7 +1,8 @@
 """The REST routes over NpcService: OpenAI-compatible routes in OpenAI's shapes, and NPC routes in the API's own.
 
 OpenAI routes (OpenAI's JSON, so the official ``openai`` client works):
-  GET    /healthz                                                   200 ready, 503 while the model loads
+  GET    /healthz                                                   200 ready, 503 while the model loads (public:
+                                                                    the model's name only with a credential)
   GET    /v1/models                                                 OpenAI model list
   GET    /v1/models/{model}
   POST   /v1/chat/completions                                       OpenAI chat completion; stream=true for SSE
@@ -26,6 +27,7 @@ gRPC CompletionFinal's JSON plus ``stored`` (whether the turn was stored). Error
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Awaitable, Callable
 from contextlib import aclosing
@@ -39,7 +41,7 @@ from starlette.routing import BaseRoute, Route
 
 from npcserver.api.v1 import npcserver_pb2 as pb
 from npcserver.core.types import ModelCard
-from npcserver.errors import InvalidArgument, NotReady
+from npcserver.errors import InvalidArgument, NotReady, Unauthenticated
 from npcserver.grpc import convert
 from npcserver.http.calls import CallTracker, Outcome, run_call
 from npcserver.http.errors import error_body, error_response
@@ -220,9 +222,14 @@ class RestRoutes:
     async def health(self, request: Request) -> Response:
         if self.tracker.draining:
             return JSONResponse({"status": "shutting_down"}, status_code=503)
+        # Public: without a valid credential the answer is the status alone (NpcService.health), never a 401.
+        with contextlib.suppress(Unauthenticated):
+            self.service.admit(request.headers.get("authorization"))
         health = self.service.health()
         if not health.ready:
             return JSONResponse({"status": "loading"}, status_code=503)
+        if not health.model:
+            return JSONResponse({"status": "ok"})
         return JSONResponse({"status": "ok", "model": health.model})
 
     # --- OpenAI ------------------------------------------------------------------------------------------------

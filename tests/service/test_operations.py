@@ -10,7 +10,7 @@ from npcserver.core.app import NpcCore
 from npcserver.core.presets import PresetBook
 from npcserver.core.types import TalkRequest
 from npcserver.errors import NotFound, NotReady, Unauthenticated
-from npcserver.service import Completion, NpcService, TextDelta, final_of
+from npcserver.service import Completion, Gate, NpcService, TextDelta, final_of
 from npcserver.store.sqlite import SqliteStore
 from tests.fakes import FakeEngine
 
@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[2]
 async def service_over(tmp_path: Path, engine: FakeEngine, api_key: str | None = None) -> NpcService:
     core = NpcCore(engine, SqliteStore(tmp_path / "db.sqlite"), PresetBook())
     await core.load_persona_files(REPO / "personas")
-    return NpcService(core, api_key)
+    return NpcService(core, Gate(admin_key=api_key))
 
 
 async def test_admission_checks_the_api_key(tmp_path: Path) -> None:
