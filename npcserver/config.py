@@ -97,9 +97,11 @@ class Settings(BaseSettings):
         "needs the 'postgres' extra. Empty: SQLite in data_dir.",
     )
     personas_dir: Path | None = Field(
-        Path("personas"), description="Folder of persona TOML files loaded (and updated) at startup."
+        Path("personas"), description="Folder of persona TOML files: loaded at startup, applied again when saved."
     )
-    presets_file: Path | None = Field(None, description="TOML file of extra or replacement sampling presets.")
+    presets_file: Path | None = Field(
+        None, description="TOML file of extra or replacement sampling presets (applied again when saved)."
+    )
     default_preset: str = Field("dialogue", description="Preset used when neither request nor persona names one.")
     default_max_tokens: int = Field(256, ge=0, description="Reply length cap when nothing else sets max_tokens.")
     max_message_chars: int = Field(8000, ge=1, description="Longest accepted message or player line, in characters.")

@@ -118,6 +118,12 @@ class FailedPrecondition(NpcError):
     openai_type = "invalid_request_error"
 
 
+class ManagedByFile(FailedPrecondition):
+    """The API may not change a persona that a persona file defines: the message names the file to edit instead."""
+
+    http_status = 409
+
+
 class Aborted(NpcError):
     """A write lost a race (another replica stored a turn first, or the conversation was reset); retry the request."""
 

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 from npcserver.config import Settings
 from npcserver.core.app import NpcCore
 from npcserver.core.presets import PresetBook
+from npcserver.core.watch import PersonaFiles
 from npcserver.engine.base import Engine
 from npcserver.grpc.server import GrpcDoor
 from npcserver.store.base import Store
@@ -67,6 +68,9 @@ class NpcServer:
         self.ready = asyncio.Event()
         self._load_task: asyncio.Task[None] | None = None
         self.load_error: BaseException | None = None
+        self._files: PersonaFiles | None = None
+        self._watch_task: asyncio.Task[None] | None = None
+        self._stop_watching = asyncio.Event()
 
     @property
     def grpc_port(self) -> int:
@@ -88,12 +92,15 @@ class NpcServer:
         self.core = NpcCore(
             engine, store, presets, default_max_tokens=s.default_max_tokens, max_message_chars=s.max_message_chars
         )
+        # Persona files and the presets file apply at startup and again whenever they are saved (core.watch).
+        self._files = PersonaFiles(self.core, s.personas_dir, s.presets_file)
         if s.personas_dir is not None:
             if s.personas_dir.is_dir():
-                n = await self.core.load_persona_files(s.personas_dir)
+                n = await self._files.sync_all()
                 log.info("loaded %d persona file(s) from %s", n, s.personas_dir)
             else:
                 log.warning("personas folder %s does not exist; no persona files loaded", s.personas_dir)
+        self._watch_task = asyncio.create_task(self._files.run(self._stop_watching))
         self.grpc = GrpcDoor(self.core, s)
         await self.grpc.start()
         if s.http_enabled:
@@ -144,6 +151,9 @@ class NpcServer:
         await asyncio.gather(*doors, return_exceptions=True)
         if self._load_task is not None:
             self._load_task.cancel()
+        if self._watch_task is not None:
+            self._stop_watching.set()
+            await asyncio.gather(self._watch_task, return_exceptions=True)
         if self.core is not None:
             await self.core.engine.close()
             self.core.store.close()
@@ -178,11 +188,7 @@ async def serve(settings: Settings) -> int:
         )
         print(
             f"npcserver ready: grpc={settings.grpc_host}:{server.grpc_port}"
-            + (
-                f" http={'https' if settings.tls else 'http'}://{settings.http_host}:{server.http_port}"
-                if server.http
-                else ""
-            ),
+            + (f" http=http://{settings.http_host}:{server.http_port}" if server.http else ""),
             flush=True,
         )
         await stopping

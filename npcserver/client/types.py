@@ -259,6 +259,14 @@ class Persona:
     stop: tuple[str, ...] = ()
     player_name: str = ""
     description: str = ""
+    #: Lines the NPC may open a conversation with (a character card's greetings).
+    opening_lines: tuple[str, ...] = ()
+    #: Rendered after the conversation history, right before the NPC answers.
+    post_history_instructions: str = ""
+    #: Set by the server: the persona file that defines it ("" for one created through the API; only its file
+    #: changes it), and why that file's latest version did not load ("" when it did).
+    source: str = ""
+    load_error: str = ""
 
     @classmethod
     def from_pb(cls, msg: pb.Persona) -> Persona:
@@ -273,6 +281,10 @@ class Persona:
             stop=tuple(msg.stop),
             player_name=msg.player_name,
             description=msg.description,
+            opening_lines=tuple(msg.opening_lines),
+            post_history_instructions=msg.post_history_instructions,
+            source=msg.source,
+            load_error=msg.load_error,
         )
 
     def to_pb(self) -> pb.Persona:
@@ -288,6 +300,8 @@ class Persona:
             stop=list(self.stop),
             player_name=self.player_name,
             description=self.description,
+            opening_lines=list(self.opening_lines),
+            post_history_instructions=self.post_history_instructions,
         )
         if self.max_tokens is not None:
             msg.max_tokens = self.max_tokens

@@ -12,10 +12,11 @@ import weakref
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from npcserver.clock import now_ms
-from npcserver.core import bounded
+from npcserver.core import bounded, cards
 from npcserver.core import personas as rules
 from npcserver.core.presets import PresetBook, check_sampling
 from npcserver.core.prompt import BuiltPrompt, PromptBuilder
@@ -41,7 +42,7 @@ from npcserver.core.types import (
     Turn,
 )
 from npcserver.engine.base import Engine, Finished, GenerationRequest, SamplingParams, TextDelta
-from npcserver.errors import AlreadyExists, Internal, InvalidArgument, NotFound, ResourceExhausted
+from npcserver.errors import AlreadyExists, Internal, InvalidArgument, ManagedByFile, NotFound
 from npcserver.store.base import PutMode, Store
 
 log = logging.getLogger(__name__)
@@ -316,10 +317,27 @@ class NpcCore:
                 subject=f"persona {persona.id!r} response_schema",
             )
 
+    async def validate_persona(self, persona: Persona) -> None:
+        """Every check a persona must pass before it is stored: fields, preset, response schema."""
+        await self._check_persona(persona)
+
+    async def _refuse_file_persona(self, persona_id: str, action: str) -> dict[str, Any] | None:
+        """The stored body; raises ManagedByFile when a persona file defines the persona (see core.watch)."""
+        body = await asyncio.to_thread(self.store.get_persona, persona_id)
+        if body is not None and body.get("source"):
+            raise ManagedByFile(
+                f"persona {persona_id!r} comes from the file {body['source']}: {action} it by editing that file "
+                "(it applies when saved), or remove the file to manage the persona through the API",
+                param="persona_id",
+            )
+        return body
+
     async def create_persona(self, persona: Persona) -> Persona:
+        persona = replace(persona, source="", load_error="")
         await self._check_persona(persona)
         body = rules.persona_to_dict(persona)
         if not await asyncio.to_thread(self.store.put_persona, persona.id, body, mode="create"):
+            await self._refuse_file_persona(persona.id, "change")
             raise AlreadyExists(f"persona {persona.id!r} already exists; use UpdatePersona to change it")
         return persona
 
@@ -342,6 +360,10 @@ class NpcCore:
         return personas, next_token
 
     async def update_persona(self, persona: Persona, *, allow_missing: bool = False) -> Persona:
+        stored = await self._refuse_file_persona(persona.id, "change")
+        # An imported card is kept across edits: the API's Persona message does not carry it.
+        card = persona.card if persona.card is not None else (stored or {}).get("card")
+        persona = replace(persona, source="", load_error="", card=card if isinstance(card, dict) else None)
         await self._check_persona(persona)
         body = rules.persona_to_dict(persona)
         mode: PutMode = "upsert" if allow_missing else "update"
@@ -353,21 +375,36 @@ class NpcCore:
 
     async def delete_persona(self, persona_id: str) -> int:
         rules.check_persona_id(persona_id)
+        await self._refuse_file_persona(persona_id, "delete")
         deleted = await asyncio.to_thread(self.store.delete_persona, persona_id)
         if deleted is None:
             raise NotFound(f"persona {persona_id!r} does not exist", param="persona_id")
         return deleted
 
     async def load_persona_files(self, folder: Any) -> int:
-        """Upserts the personas from a folder of TOML files (designer-editable examples). Returns the count."""
-        count = 0
-        for persona in await asyncio.to_thread(rules.load_persona_files, folder):
-            try:
-                await self.update_persona(persona, allow_missing=True)
-                count += 1
-            except (InvalidArgument, ResourceExhausted) as exc:
-                log.error("persona file for %r rejected: %s", persona.id, exc.message)
-        return count
+        """Applies a folder of persona TOML files once (the server also watches it: core.watch). Returns the count."""
+        from npcserver.core.watch import PersonaFiles
+
+        return await PersonaFiles(self, Path(folder)).sync_all()
+
+    # --- character cards -----------------------------------------------------------------------------------------
+
+    async def import_card(self, blob: bytes, *, persona_id: str = "", replace_existing: bool = False) -> Persona:
+        """Creates a persona from a character card (PNG or JSON; see core.cards). ``replace_existing`` replaces a
+        persona of the same id that was created through the API."""
+        if persona_id:
+            rules.check_persona_id(persona_id)
+        persona = await asyncio.to_thread(cards.import_persona, blob, persona_id=persona_id)
+        if replace_existing:
+            return await self.update_persona(persona, allow_missing=True)
+        return await self.create_persona(persona)
+
+    async def export_card(self, persona_id: str, fmt: str) -> tuple[bytes, str]:
+        """A persona as a character card file: (bytes, media type) for ``fmt`` "png" or "json"."""
+        if fmt not in cards.FORMATS:
+            raise InvalidArgument(f"card format {fmt!r} is unknown; use 'png' or 'json'", param="format")
+        persona = await self.get_persona(persona_id)
+        return await asyncio.to_thread(cards.export_card, persona, fmt)
 
     def _lock(self, key: tuple[str, str]) -> asyncio.Lock:
         lock = self._conversation_locks.get(key)

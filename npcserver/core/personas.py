@@ -6,6 +6,7 @@ import json
 import logging
 import re
 import tomllib
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,10 @@ PERSONA_ID = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 CONVERSATION_ID = re.compile(r"^[\x21-\x7e]{1,128}$")  # printable ASCII, no spaces: safe in URLs and file names
 MAX_SYSTEM_PROMPT = 32_000
 MAX_EXAMPLES = 64
+MAX_OPENING_LINES = 64
 MAX_NAME = 64
+#: Persona fields only the server sets.
+STORED_ONLY = frozenset({"source", "load_error", "card", "shadowed"})
 #: Every character str.splitlines() breaks on: in a transcript, any of them would start a new speaker line.
 LINE_BREAKS = re.compile(r"\r\n|[\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]")
 
@@ -81,6 +85,22 @@ def check_persona(p: Persona, *, max_chars: int) -> None:
         raise InvalidArgument("persona.max_tokens must be 0 (until stop) or positive", param="max_tokens")
     if any(not s for s in p.stop):
         raise InvalidArgument("persona.stop must not contain empty strings", param="stop")
+    if len(p.opening_lines) > MAX_OPENING_LINES:
+        raise InvalidArgument(
+            f"persona.opening_lines has {len(p.opening_lines)} lines; the limit is {MAX_OPENING_LINES}",
+            param="opening_lines",
+        )
+    for i, line in enumerate(p.opening_lines):
+        if not line.strip() or len(line) > max_chars:
+            raise InvalidArgument(
+                f"persona.opening_lines[{i}] must be 1 to {max_chars} characters", param="opening_lines"
+            )
+    if len(p.post_history_instructions) > MAX_SYSTEM_PROMPT:
+        raise InvalidArgument(
+            f"persona.post_history_instructions is {len(p.post_history_instructions)} characters; the limit is "
+            f"{MAX_SYSTEM_PROMPT}",
+            param="post_history_instructions",
+        )
 
 
 def persona_to_dict(p: Persona) -> dict[str, Any]:
@@ -95,6 +115,11 @@ def persona_to_dict(p: Persona) -> dict[str, Any]:
         "stop": list(p.stop),
         "player_name": p.player_name,
         "description": p.description,
+        "opening_lines": list(p.opening_lines),
+        "post_history_instructions": p.post_history_instructions,
+        "source": p.source,
+        "load_error": p.load_error,
+        "card": p.card,
     }
 
 
@@ -111,6 +136,10 @@ def persona_from_dict(d: dict[str, Any], *, origin: str = "persona") -> Persona:
         "stop",
         "player_name",
         "description",
+        "opening_lines",
+        "post_history_instructions",
+        # Set by the server, never by a file: where the persona comes from, its file's error, its imported card.
+        *STORED_ONLY,
     }
     unknown = sorted(set(d) - known)
     if unknown:
@@ -145,20 +174,39 @@ def persona_from_dict(d: dict[str, Any], *, origin: str = "persona") -> Persona:
             stop=tuple(str(s) for s in d.get("stop") or ()),
             player_name=str(d.get("player_name") or ""),
             description=str(d.get("description") or ""),
+            opening_lines=tuple(str(s) for s in d.get("opening_lines") or ()),
+            post_history_instructions=str(d.get("post_history_instructions") or ""),
+            source=str(d.get("source") or ""),
+            load_error=str(d.get("load_error") or ""),
+            card=d.get("card") if isinstance(d.get("card"), dict) else None,
         )
     except KeyError as exc:
         raise InvalidArgument(f"{origin}: missing field {exc.args[0]!r}") from exc
 
 
+def load_persona_file(path: Path) -> Persona:
+    """Reads one persona TOML file; its id defaults to the file's name. Raises OSError, TOMLDecodeError or
+    InvalidArgument (naming the file) when it cannot be read."""
+    with open(path, "rb") as f:
+        doc = tomllib.load(f)
+    doc.setdefault("id", path.stem)
+    stored_only = sorted(STORED_ONLY & set(doc))
+    if stored_only:
+        raise InvalidArgument(f"{path}: {stored_only} are set by the server, not by a persona file")
+    return replace(persona_from_dict(doc, origin=str(path)), source=str(path))
+
+
+def persona_files(folder: Path) -> list[Path]:
+    """The persona files of a folder: its ``*.toml`` files, by name."""
+    return sorted(p for p in folder.glob("*.toml") if p.is_file())
+
+
 def load_persona_files(folder: Path) -> list[Persona]:
     """Reads every ``*.toml`` in folder. A file's id defaults to its name. Bad files are reported and skipped."""
     personas = []
-    for path in sorted(folder.glob("*.toml")):
+    for path in persona_files(folder):
         try:
-            with open(path, "rb") as f:
-                doc = tomllib.load(f)
-            doc.setdefault("id", path.stem)
-            personas.append(persona_from_dict(doc, origin=str(path)))
+            personas.append(load_persona_file(path))
         except (OSError, tomllib.TOMLDecodeError, InvalidArgument) as exc:
             log.error("skipping persona file %s: %s", path, exc)
     return personas

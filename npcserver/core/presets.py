@@ -72,14 +72,33 @@ class PresetBook:
     """The built-in presets, overlaid by an optional TOML file (same table layout as npcserver/data/presets.toml)."""
 
     def __init__(self, default: str = "dialogue", extra_file: Path | None = None) -> None:
-        builtin = resources.files("npcserver").joinpath("data/presets.toml").read_text(encoding="utf-8")
-        self._presets = _parse(tomllib.loads(builtin), "built-in presets")
-        if extra_file is not None:
-            with open(extra_file, "rb") as f:
-                self._presets.update(_parse(tomllib.load(f), str(extra_file)))
-        if default not in self._presets:
-            raise ValueError(f"default preset {default!r} is not defined; known: {', '.join(self.names())}")
+        self.extra_file = extra_file
         self.default = default
+        #: Why the extra file's latest version did not load ("" when it did); the last good presets stay live.
+        self.load_error = ""
+        self._presets = self._read()
+
+    def _read(self) -> dict[str, Preset]:
+        builtin = resources.files("npcserver").joinpath("data/presets.toml").read_text(encoding="utf-8")
+        presets = _parse(tomllib.loads(builtin), "built-in presets")
+        if self.extra_file is not None:
+            with open(self.extra_file, "rb") as f:
+                presets.update(_parse(tomllib.load(f), str(self.extra_file)))
+        if self.default not in presets:
+            raise ValueError(f"default preset {self.default!r} is not defined; known: {', '.join(sorted(presets))}")
+        return presets
+
+    def reload(self) -> None:
+        """Reads the extra file again. On an error (raised) the presets in use stay as they were."""
+        try:
+            presets = self._read()
+        except (OSError, ValueError) as exc:  # TOMLDecodeError is a ValueError
+            text = str(exc)
+            self.load_error = text if str(self.extra_file) in text else f"{self.extra_file}: {text}"
+            raise ValueError(self.load_error) from exc
+        # One assignment: a request resolving its sampling sees the old book or the new one, never a mix.
+        self._presets = presets
+        self.load_error = ""
 
     def names(self) -> list[str]:
         return sorted(self._presets)

@@ -130,6 +130,16 @@ class Persona:
     stop: tuple[str, ...] = ()
     player_name: str = ""
     description: str = ""
+    #: Lines the NPC may open a conversation with (a character card's greetings); the game picks one to show.
+    opening_lines: tuple[str, ...] = ()
+    #: Rendered after the history, right before the NPC answers (a character card's post_history_instructions).
+    post_history_instructions: str = ""
+    #: The persona file it comes from ("" for one created through the API, which lives in the store).
+    source: str = ""
+    #: Why its file's latest version did not load ("" when it did); the last good version stays live meanwhile.
+    load_error: str = ""
+    #: The imported character card, kept whole (npcserver.core.cards) so an export returns what was imported.
+    card: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

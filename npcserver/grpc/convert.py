@@ -183,6 +183,9 @@ def persona_from_pb(msg: pb.Persona) -> Persona:
         stop=tuple(msg.stop),
         player_name=msg.player_name,
         description=msg.description,
+        opening_lines=tuple(msg.opening_lines),
+        post_history_instructions=msg.post_history_instructions,
+        # source and load_error are output only: the server sets them.
     )
 
 
@@ -199,6 +202,10 @@ def persona_to_pb(p: Persona) -> pb.Persona:
         stop=list(p.stop),
         player_name=p.player_name,
         description=p.description,
+        source=p.source,
+        load_error=p.load_error,
+        opening_lines=list(p.opening_lines),
+        post_history_instructions=p.post_history_instructions,
     )
     if p.max_tokens is not None:
         msg.max_tokens = p.max_tokens

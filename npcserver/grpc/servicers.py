@@ -1,8 +1,8 @@
 """The gRPC door's servicers: protobuf in, one NpcService operation, protobuf out.
 
 Both the gRPC door and the HTTP door's gRPC-Web bridge run these exact handlers. ``unary`` and ``streaming`` hold
-the door's admission (the API key or player token from the ``authorization`` metadata) and its one map from domain
-errors to gRPC status codes; every operation, rule and check (roles and scopes too) lives behind NpcService.
+the door's admission (the API key from the ``authorization`` metadata) and its one map from domain errors to gRPC
+status codes; every operation, rule and check lives behind NpcService.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from npcserver.config import Settings
 from npcserver.core.app import NpcCore
 from npcserver.errors import Internal, NpcError
 from npcserver.grpc import convert
-from npcserver.service import Completion, Gate, NpcService, TextDelta
+from npcserver.service import Completion, NpcService, TextDelta
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +165,18 @@ class PersonaServicer(_Base, pb_grpc.PersonaServiceServicer):
     async def DeletePersona(self, request: pb.DeletePersonaRequest, context: Context) -> Any:
         return pb.DeletePersonaResponse(deleted_conversations=await self.service.delete_persona(request.persona_id))
 
+    @unary
+    async def ImportCharacterCard(self, request: pb.ImportCharacterCardRequest, context: Context) -> Any:
+        persona = await self.service.import_character_card(
+            request.card, persona_id=request.persona_id, replace=request.replace
+        )
+        return pb.ImportCharacterCardResponse(persona=convert.persona_to_pb(persona))
+
+    @unary
+    async def ExportCharacterCard(self, request: pb.ExportCharacterCardRequest, context: Context) -> Any:
+        card, media_type = await self.service.export_character_card(request.persona_id, request.format or "png")
+        return pb.ExportCharacterCardResponse(card=card, media_type=media_type)
+
 
 class PresetServicer(_Base, pb_grpc.PresetServiceServicer):
     @unary
@@ -182,12 +194,9 @@ class ModelServicer(_Base, pb_grpc.ModelServiceServicer):
 SERVICE_NAMES = [s.full_name for s in pb.DESCRIPTOR.services_by_name.values()]
 
 
-def add_services(server: Any, core: NpcCore, settings: Settings, gate: Gate | None = None) -> list[str]:
-    """Registers every API servicer on ``server`` (a grpc.aio server, or the gRPC-Web bridge's collector).
-
-    ``gate`` admits callers (default: the one ``settings`` describe); a door passes its own to share it.
-    """
-    service = NpcService(core, gate if gate is not None else Gate.from_settings(settings))
+def add_services(server: Any, core: NpcCore, settings: Settings) -> list[str]:
+    """Registers every API servicer on ``server`` (a grpc.aio server, or the gRPC-Web bridge's collector)."""
+    service = NpcService(core, settings.api_key_value)
     pb_grpc.add_ChatServiceServicer_to_server(ChatServicer(service), server)
     pb_grpc.add_ConversationServiceServicer_to_server(ConversationServicer(service), server)
     pb_grpc.add_PersonaServiceServicer_to_server(PersonaServicer(service), server)

@@ -15,6 +15,11 @@ as grpc-gateway maps them (see ``protojson``): proto field names, enums by name,
   GET    /v1/npcs/{persona_id}                                      Persona
   PUT    /v1/npcs/{persona_id}                                      body Persona: creates or replaces it
   DELETE /v1/npcs/{persona_id}                                      DeletePersonaResponse
+  POST   /v1/npcs:import-card                                       body: a character card PNG or JSON (V2/V3):
+                                                                    creates a persona (201), its Persona
+                                                                    (?persona_id=&replace=true)
+  GET    /v1/npcs/{persona_id}/card                                 the persona as a character card file
+                                                                    (?format=png, the default, or json)
   POST   /v1/npcs/{persona_id}/conversations/{conversation_id}:talk body TalkRequest (+ "stream", default true):
                                                                     SSE of TalkResponse, [DONE]; or one final
   GET    /v1/npcs/{persona_id}/conversations/{conversation_id}      Conversation (the export for a save file)
@@ -213,6 +218,8 @@ class RestRoutes:
             route(npc, self.get_persona, "GET"),
             route(npc, self.put_persona, "PUT"),
             route(npc, self.delete_persona, "DELETE"),
+            route("/v1/npcs:import-card", self.import_card, "POST"),
+            route(npc + "/card", self.export_card, "GET"),
             route(conversation + ":talk", self.talk, "POST"),
             route(conversation, self.get_conversation, "GET"),
             route(conversation, self.import_conversation, "PUT"),
@@ -313,6 +320,26 @@ class RestRoutes:
     async def delete_persona(self, request: Request) -> Response:
         deleted = await self.service.delete_persona(request.path_params["persona_id"])
         return JSONResponse(to_json(pb.DeletePersonaResponse(deleted_conversations=deleted)))
+
+    async def import_card(self, request: Request) -> Response:
+        query = request.query_params
+        replace = query.get("replace", "false").lower()
+        if replace not in ("true", "false", "1", "0"):
+            raise InvalidArgument("replace must be true or false", param="replace")
+        persona = await self.service.import_character_card(
+            await request.body(), persona_id=query.get("persona_id", ""), replace=replace in ("true", "1")
+        )
+        return JSONResponse(to_json(convert.persona_to_pb(persona)), status_code=201)
+
+    async def export_card(self, request: Request) -> Response:
+        persona_id = request.path_params["persona_id"]
+        fmt = request.query_params.get("format", "png")
+        card, media_type = await self.service.export_character_card(persona_id, fmt)
+        return Response(
+            card,
+            media_type=media_type,
+            headers={"content-disposition": f'attachment; filename="{persona_id}.{fmt}"'},
+        )
 
     # --- NPC: conversations ------------------------------------------------------------------------------------
 

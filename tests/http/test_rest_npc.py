@@ -121,6 +121,10 @@ async def test_personas_are_proto_json(door: tuple[httpx.AsyncClient, FakeEngine
         "stop": [],
         "player_name": "",
         "description": "",
+        "source": "",
+        "load_error": "",
+        "opening_lines": [],
+        "post_history_instructions": "",
     }
     listed = (await client.get("/v1/npcs", params={"page_size": 1})).json()
     assert set(listed) == {"personas", "next_page_token"} and len(listed["personas"]) == 1

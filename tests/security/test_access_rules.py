@@ -63,6 +63,7 @@ OPERATIONS: dict[str, tuple[Role, Operation]] = {
     "list presets": (Role.PLAYER, lambda s: _async(s.list_presets())),
     "list models": (Role.PLAYER, lambda s: _async(s.list_models())),
     "chat completion": (Role.DESIGNER, lambda s: s.chat(ChatRequest((Message("user", "Hi"),)))),
+    "load the model": (Role.DESIGNER, lambda s: s.load_model()),
     "create a persona": (Role.DESIGNER, lambda s: _chain(_persona_copy(s, "new_npc"), s.create_persona)),
     "update a persona": (Role.DESIGNER, lambda s: _chain(_persona_copy(s, "api_npc"), s.update_persona)),
     "reset a conversation": (Role.ADMIN, lambda s: s.reset_conversation("tavern_keeper", "p1/a")),

@@ -1,5 +1,5 @@
 """Roles, player tokens and TLS on the real server: one process with a keys file, a token secret and a certificate
-from a throwaway CA (trustme), reached over gRPC with TLS, and gRPC-Web, REST and OpenAI over HTTPS.
+from a throwaway CA (trustme), reached over gRPC with TLS, and gRPC-Web, REST, OpenAI and Ollama over HTTPS.
 
 The whole rule table is in test_access_rules.py; here each door shows that it carries credentials to those rules
 and answers with its own status (gRPC PERMISSION_DENIED / UNAUTHENTICATED, HTTP 403 / 401).
@@ -280,7 +280,7 @@ def test_grpc_web_over_https_a_player_token_talks_only_in_its_own_conversations(
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# REST and OpenAI over HTTPS
+# REST, OpenAI and Ollama over HTTPS
 # ---------------------------------------------------------------------------------------------------------------
 
 
@@ -335,3 +335,12 @@ def test_openai_client_over_https_with_the_ca_bundle(secured: Secured) -> None:
         client(token()).chat.completions.create(model=model, messages=messages, max_tokens=4)
     with pytest.raises(openai.AuthenticationError):
         client("wrong").models.list()
+
+
+def test_ollama_door_over_https_follows_the_same_rules(secured: Secured) -> None:
+    with secured.http() as anonymous:
+        assert anonymous.get("/api/tags").status_code == 401
+    with secured.http(token()) as player:
+        model = player.get("/api/tags").json()["models"][0]["name"]
+        chat = player.post("/api/chat", json={"model": model, "messages": [{"role": "user", "content": "hi"}]})
+        assert chat.status_code == 403 and "needs the designer role" in chat.json()["error"]

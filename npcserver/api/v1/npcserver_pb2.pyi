@@ -257,7 +257,7 @@ class ExampleExchange(_message.Message):
     def __init__(self, player_line: _Optional[str] = ..., npc_line: _Optional[str] = ...) -> None: ...
 
 class Persona(_message.Message):
-    __slots__ = ("id", "display_name", "system_prompt", "example_dialogue", "default_preset", "response_schema", "max_tokens", "stop", "player_name", "description")
+    __slots__ = ("id", "display_name", "system_prompt", "example_dialogue", "default_preset", "response_schema", "max_tokens", "stop", "player_name", "description", "source", "load_error", "opening_lines", "post_history_instructions")
     ID_FIELD_NUMBER: _ClassVar[int]
     DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
     SYSTEM_PROMPT_FIELD_NUMBER: _ClassVar[int]
@@ -268,6 +268,10 @@ class Persona(_message.Message):
     STOP_FIELD_NUMBER: _ClassVar[int]
     PLAYER_NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    LOAD_ERROR_FIELD_NUMBER: _ClassVar[int]
+    OPENING_LINES_FIELD_NUMBER: _ClassVar[int]
+    POST_HISTORY_INSTRUCTIONS_FIELD_NUMBER: _ClassVar[int]
     id: str
     display_name: str
     system_prompt: str
@@ -278,7 +282,11 @@ class Persona(_message.Message):
     stop: _containers.RepeatedScalarFieldContainer[str]
     player_name: str
     description: str
-    def __init__(self, id: _Optional[str] = ..., display_name: _Optional[str] = ..., system_prompt: _Optional[str] = ..., example_dialogue: _Optional[_Iterable[_Union[ExampleExchange, _Mapping]]] = ..., default_preset: _Optional[str] = ..., response_schema: _Optional[str] = ..., max_tokens: _Optional[int] = ..., stop: _Optional[_Iterable[str]] = ..., player_name: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
+    source: str
+    load_error: str
+    opening_lines: _containers.RepeatedScalarFieldContainer[str]
+    post_history_instructions: str
+    def __init__(self, id: _Optional[str] = ..., display_name: _Optional[str] = ..., system_prompt: _Optional[str] = ..., example_dialogue: _Optional[_Iterable[_Union[ExampleExchange, _Mapping]]] = ..., default_preset: _Optional[str] = ..., response_schema: _Optional[str] = ..., max_tokens: _Optional[int] = ..., stop: _Optional[_Iterable[str]] = ..., player_name: _Optional[str] = ..., description: _Optional[str] = ..., source: _Optional[str] = ..., load_error: _Optional[str] = ..., opening_lines: _Optional[_Iterable[str]] = ..., post_history_instructions: _Optional[str] = ...) -> None: ...
 
 class CreatePersonaRequest(_message.Message):
     __slots__ = ("persona",)
@@ -345,6 +353,38 @@ class DeletePersonaResponse(_message.Message):
     DELETED_CONVERSATIONS_FIELD_NUMBER: _ClassVar[int]
     deleted_conversations: int
     def __init__(self, deleted_conversations: _Optional[int] = ...) -> None: ...
+
+class ImportCharacterCardRequest(_message.Message):
+    __slots__ = ("card", "persona_id", "replace")
+    CARD_FIELD_NUMBER: _ClassVar[int]
+    PERSONA_ID_FIELD_NUMBER: _ClassVar[int]
+    REPLACE_FIELD_NUMBER: _ClassVar[int]
+    card: bytes
+    persona_id: str
+    replace: bool
+    def __init__(self, card: _Optional[bytes] = ..., persona_id: _Optional[str] = ..., replace: _Optional[bool] = ...) -> None: ...
+
+class ImportCharacterCardResponse(_message.Message):
+    __slots__ = ("persona",)
+    PERSONA_FIELD_NUMBER: _ClassVar[int]
+    persona: Persona
+    def __init__(self, persona: _Optional[_Union[Persona, _Mapping]] = ...) -> None: ...
+
+class ExportCharacterCardRequest(_message.Message):
+    __slots__ = ("persona_id", "format")
+    PERSONA_ID_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    persona_id: str
+    format: str
+    def __init__(self, persona_id: _Optional[str] = ..., format: _Optional[str] = ...) -> None: ...
+
+class ExportCharacterCardResponse(_message.Message):
+    __slots__ = ("card", "media_type")
+    CARD_FIELD_NUMBER: _ClassVar[int]
+    MEDIA_TYPE_FIELD_NUMBER: _ClassVar[int]
+    card: bytes
+    media_type: str
+    def __init__(self, card: _Optional[bytes] = ..., media_type: _Optional[str] = ...) -> None: ...
 
 class TalkRequest(_message.Message):
     __slots__ = ("persona_id", "conversation_id", "text", "preset", "temperature", "top_p", "max_tokens", "seed", "response_format", "player_name", "sampling")

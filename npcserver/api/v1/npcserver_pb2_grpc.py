@@ -192,6 +192,16 @@ class PersonaServiceStub:
                 request_serializer=npcserver_dot_api_dot_v1_dot_npcserver__pb2.DeletePersonaRequest.SerializeToString,
                 response_deserializer=npcserver_dot_api_dot_v1_dot_npcserver__pb2.DeletePersonaResponse.FromString,
                 _registered_method=True)
+        self.ImportCharacterCard = channel.unary_unary(
+                '/npcserver.api.v1.PersonaService/ImportCharacterCard',
+                request_serializer=npcserver_dot_api_dot_v1_dot_npcserver__pb2.ImportCharacterCardRequest.SerializeToString,
+                response_deserializer=npcserver_dot_api_dot_v1_dot_npcserver__pb2.ImportCharacterCardResponse.FromString,
+                _registered_method=True)
+        self.ExportCharacterCard = channel.unary_unary(
+                '/npcserver.api.v1.PersonaService/ExportCharacterCard',
+                request_serializer=npcserver_dot_api_dot_v1_dot_npcserver__pb2.ExportCharacterCardRequest.SerializeToString,
+                response_deserializer=npcserver_dot_api_dot_v1_dot_npcserver__pb2.ExportCharacterCardResponse.FromString,
+                _registered_method=True)
 
 
 class PersonaServiceServicer:
@@ -233,6 +243,20 @@ class PersonaServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ImportCharacterCard(self, request, context):
+        """Creates a persona from a SillyTavern / TavernAI character card (V2 or V3, as PNG or JSON).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExportCharacterCard(self, request, context):
+        """Returns a persona as a character card (PNG or JSON); an imported card comes back with its fields intact.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PersonaServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -260,6 +284,16 @@ def add_PersonaServiceServicer_to_server(servicer, server):
                     servicer.DeletePersona,
                     request_deserializer=npcserver_dot_api_dot_v1_dot_npcserver__pb2.DeletePersonaRequest.FromString,
                     response_serializer=npcserver_dot_api_dot_v1_dot_npcserver__pb2.DeletePersonaResponse.SerializeToString,
+            ),
+            'ImportCharacterCard': grpc.unary_unary_rpc_method_handler(
+                    servicer.ImportCharacterCard,
+                    request_deserializer=npcserver_dot_api_dot_v1_dot_npcserver__pb2.ImportCharacterCardRequest.FromString,
+                    response_serializer=npcserver_dot_api_dot_v1_dot_npcserver__pb2.ImportCharacterCardResponse.SerializeToString,
+            ),
+            'ExportCharacterCard': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportCharacterCard,
+                    request_deserializer=npcserver_dot_api_dot_v1_dot_npcserver__pb2.ExportCharacterCardRequest.FromString,
+                    response_serializer=npcserver_dot_api_dot_v1_dot_npcserver__pb2.ExportCharacterCardResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -398,6 +432,60 @@ class PersonaService:
             '/npcserver.api.v1.PersonaService/DeletePersona',
             npcserver_dot_api_dot_v1_dot_npcserver__pb2.DeletePersonaRequest.SerializeToString,
             npcserver_dot_api_dot_v1_dot_npcserver__pb2.DeletePersonaResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportCharacterCard(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/npcserver.api.v1.PersonaService/ImportCharacterCard',
+            npcserver_dot_api_dot_v1_dot_npcserver__pb2.ImportCharacterCardRequest.SerializeToString,
+            npcserver_dot_api_dot_v1_dot_npcserver__pb2.ImportCharacterCardResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportCharacterCard(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/npcserver.api.v1.PersonaService/ExportCharacterCard',
+            npcserver_dot_api_dot_v1_dot_npcserver__pb2.ExportCharacterCardRequest.SerializeToString,
+            npcserver_dot_api_dot_v1_dot_npcserver__pb2.ExportCharacterCardResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -47,6 +47,14 @@ namespace NpcServer.Api.V1
         /// Deletes a persona and every conversation held with it.
         /// </summary>
         public const string DeletePersona = "/npcserver.api.v1.PersonaService/DeletePersona";
+        /// <summary>
+        /// Creates a persona from a SillyTavern / TavernAI character card (V2 or V3, as PNG or JSON).
+        /// </summary>
+        public const string ImportCharacterCard = "/npcserver.api.v1.PersonaService/ImportCharacterCard";
+        /// <summary>
+        /// Returns a persona as a character card (PNG or JSON); an imported card comes back with its fields intact.
+        /// </summary>
+        public const string ExportCharacterCard = "/npcserver.api.v1.PersonaService/ExportCharacterCard";
     }
 
     /// <summary>
@@ -1697,6 +1705,28 @@ namespace NpcServer.Api.V1
         /// </summary>
         public string Description { get; set; } = "";
 
+        /// <summary>
+        /// Output only: the persona file that defines this persona, or empty for one created through the API. The API
+        /// refuses to change or delete a persona from a file (FAILED_PRECONDITION): edit the file, which applies when saved.
+        /// </summary>
+        public string Source { get; set; } = "";
+
+        /// <summary>
+        /// Output only: why the latest version of the persona's file did not load (empty when it did). The last good
+        /// version stays in use meanwhile.
+        /// </summary>
+        public string LoadError { get; set; } = "";
+
+        /// <summary>
+        /// Lines the NPC may open a conversation with (a character card's greetings); the game picks one to show.
+        /// </summary>
+        public List<string> OpeningLines { get; private set; } = new List<string>();
+
+        /// <summary>
+        /// Instructions rendered after the conversation history, right before the NPC answers.
+        /// </summary>
+        public string PostHistoryInstructions { get; set; } = "";
+
         /// <summary>Writes every set field in field-number order.</summary>
         public void WriteTo(ProtoWriter writer)
         {
@@ -1710,6 +1740,10 @@ namespace NpcServer.Api.V1
             foreach (var item in Stop) { writer.WriteTag(8, WireType.LengthDelimited); writer.WriteString(item); }
             if (PlayerName.Length != 0) { writer.WriteTag(9, WireType.LengthDelimited); writer.WriteString(PlayerName); }
             if (Description.Length != 0) { writer.WriteTag(10, WireType.LengthDelimited); writer.WriteString(Description); }
+            if (Source.Length != 0) { writer.WriteTag(11, WireType.LengthDelimited); writer.WriteString(Source); }
+            if (LoadError.Length != 0) { writer.WriteTag(12, WireType.LengthDelimited); writer.WriteString(LoadError); }
+            foreach (var item in OpeningLines) { writer.WriteTag(13, WireType.LengthDelimited); writer.WriteString(item); }
+            if (PostHistoryInstructions.Length != 0) { writer.WriteTag(14, WireType.LengthDelimited); writer.WriteString(PostHistoryInstructions); }
         }
 
         /// <summary>Reads fields until the reader ends; unknown fields are skipped.</summary>
@@ -1764,6 +1798,22 @@ namespace NpcServer.Api.V1
                     case 10:
                         if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
                         Description = reader.ReadString();
+                        break;
+                    case 11:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        Source = reader.ReadString();
+                        break;
+                    case 12:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        LoadError = reader.ReadString();
+                        break;
+                    case 13:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        OpeningLines.Add(reader.ReadString());
+                        break;
+                    case 14:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        PostHistoryInstructions = reader.ReadString();
                         break;
                     default:
                         reader.SkipField(wire);
@@ -2266,6 +2316,224 @@ namespace NpcServer.Api.V1
 
         /// <summary>Parses protobuf bytes.</summary>
         public static DeletePersonaResponse ParseFrom(byte[] data) { return ProtoReader.Parse<DeletePersonaResponse>(data); }
+    }
+
+    /// <summary>
+    /// Request to import a character card.
+    /// </summary>
+    public sealed partial class ImportCharacterCardRequest : IProtoMessage
+    {
+        /// <summary>
+        /// The card file: a PNG with the card in a tEXt chunk named "ccv3" or "chara", or the card's JSON
+        /// (spec "chara_card_v2" or "chara_card_v3").
+        /// </summary>
+        public byte[] Card { get; set; } = new byte[0];
+
+        /// <summary>
+        /// The new persona's id. Empty: made from the card's name ("Seraphina Vale" becomes "seraphina_vale").
+        /// </summary>
+        public string PersonaId { get; set; } = "";
+
+        /// <summary>
+        /// When true, a persona of the same id created through the API is replaced instead of failing with ALREADY_EXISTS.
+        /// </summary>
+        public bool Replace { get; set; } = false;
+
+        /// <summary>Writes every set field in field-number order.</summary>
+        public void WriteTo(ProtoWriter writer)
+        {
+            if (Card.Length != 0) { writer.WriteTag(1, WireType.LengthDelimited); writer.WriteBytes(Card); }
+            if (PersonaId.Length != 0) { writer.WriteTag(2, WireType.LengthDelimited); writer.WriteString(PersonaId); }
+            if (Replace) { writer.WriteTag(3, WireType.Varint); writer.WriteBool(Replace); }
+        }
+
+        /// <summary>Reads fields until the reader ends; unknown fields are skipped.</summary>
+        public void MergeFrom(ProtoReader reader)
+        {
+            int number;
+            WireType wire;
+            while (reader.ReadTag(out number, out wire))
+            {
+                switch (number)
+                {
+                    case 1:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        Card = reader.ReadBytes();
+                        break;
+                    case 2:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        PersonaId = reader.ReadString();
+                        break;
+                    case 3:
+                        if (wire != WireType.Varint) { reader.SkipField(wire); break; }
+                        Replace = reader.ReadBool();
+                        break;
+                    default:
+                        reader.SkipField(wire);
+                        break;
+                }
+            }
+        }
+
+        /// <summary>Serializes this message to protobuf bytes.</summary>
+        public byte[] ToByteArray() { return ProtoWriter.Serialize(this); }
+
+        /// <summary>Parses protobuf bytes.</summary>
+        public static ImportCharacterCardRequest ParseFrom(byte[] data) { return ProtoReader.Parse<ImportCharacterCardRequest>(data); }
+    }
+
+    /// <summary>
+    /// The imported persona.
+    /// </summary>
+    public sealed partial class ImportCharacterCardResponse : IProtoMessage
+    {
+        /// <summary>
+        /// The persona as stored.
+        /// </summary>
+        /// <remarks>Null when unset.</remarks>
+        public Persona Persona { get; set; }
+
+        /// <summary>Writes every set field in field-number order.</summary>
+        public void WriteTo(ProtoWriter writer)
+        {
+            if (Persona != null) { writer.WriteTag(1, WireType.LengthDelimited); writer.WriteMessage(Persona); }
+        }
+
+        /// <summary>Reads fields until the reader ends; unknown fields are skipped.</summary>
+        public void MergeFrom(ProtoReader reader)
+        {
+            int number;
+            WireType wire;
+            while (reader.ReadTag(out number, out wire))
+            {
+                switch (number)
+                {
+                    case 1:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        {
+                            var item = Persona ?? new Persona();
+                            reader.ReadMessage(item);
+                            Persona = item;
+                        }
+                        break;
+                    default:
+                        reader.SkipField(wire);
+                        break;
+                }
+            }
+        }
+
+        /// <summary>Serializes this message to protobuf bytes.</summary>
+        public byte[] ToByteArray() { return ProtoWriter.Serialize(this); }
+
+        /// <summary>Parses protobuf bytes.</summary>
+        public static ImportCharacterCardResponse ParseFrom(byte[] data) { return ProtoReader.Parse<ImportCharacterCardResponse>(data); }
+    }
+
+    /// <summary>
+    /// Request to export a persona as a character card.
+    /// </summary>
+    public sealed partial class ExportCharacterCardRequest : IProtoMessage
+    {
+        /// <summary>
+        /// The persona id.
+        /// </summary>
+        public string PersonaId { get; set; } = "";
+
+        /// <summary>
+        /// "png" (the default when empty) or "json".
+        /// </summary>
+        public string Format { get; set; } = "";
+
+        /// <summary>Writes every set field in field-number order.</summary>
+        public void WriteTo(ProtoWriter writer)
+        {
+            if (PersonaId.Length != 0) { writer.WriteTag(1, WireType.LengthDelimited); writer.WriteString(PersonaId); }
+            if (Format.Length != 0) { writer.WriteTag(2, WireType.LengthDelimited); writer.WriteString(Format); }
+        }
+
+        /// <summary>Reads fields until the reader ends; unknown fields are skipped.</summary>
+        public void MergeFrom(ProtoReader reader)
+        {
+            int number;
+            WireType wire;
+            while (reader.ReadTag(out number, out wire))
+            {
+                switch (number)
+                {
+                    case 1:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        PersonaId = reader.ReadString();
+                        break;
+                    case 2:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        Format = reader.ReadString();
+                        break;
+                    default:
+                        reader.SkipField(wire);
+                        break;
+                }
+            }
+        }
+
+        /// <summary>Serializes this message to protobuf bytes.</summary>
+        public byte[] ToByteArray() { return ProtoWriter.Serialize(this); }
+
+        /// <summary>Parses protobuf bytes.</summary>
+        public static ExportCharacterCardRequest ParseFrom(byte[] data) { return ProtoReader.Parse<ExportCharacterCardRequest>(data); }
+    }
+
+    /// <summary>
+    /// A character card file.
+    /// </summary>
+    public sealed partial class ExportCharacterCardResponse : IProtoMessage
+    {
+        /// <summary>
+        /// The file's bytes.
+        /// </summary>
+        public byte[] Card { get; set; } = new byte[0];
+
+        /// <summary>
+        /// Its media type: "image/png" or "application/json".
+        /// </summary>
+        public string MediaType { get; set; } = "";
+
+        /// <summary>Writes every set field in field-number order.</summary>
+        public void WriteTo(ProtoWriter writer)
+        {
+            if (Card.Length != 0) { writer.WriteTag(1, WireType.LengthDelimited); writer.WriteBytes(Card); }
+            if (MediaType.Length != 0) { writer.WriteTag(2, WireType.LengthDelimited); writer.WriteString(MediaType); }
+        }
+
+        /// <summary>Reads fields until the reader ends; unknown fields are skipped.</summary>
+        public void MergeFrom(ProtoReader reader)
+        {
+            int number;
+            WireType wire;
+            while (reader.ReadTag(out number, out wire))
+            {
+                switch (number)
+                {
+                    case 1:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        Card = reader.ReadBytes();
+                        break;
+                    case 2:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        MediaType = reader.ReadString();
+                        break;
+                    default:
+                        reader.SkipField(wire);
+                        break;
+                }
+            }
+        }
+
+        /// <summary>Serializes this message to protobuf bytes.</summary>
+        public byte[] ToByteArray() { return ProtoWriter.Serialize(this); }
+
+        /// <summary>Parses protobuf bytes.</summary>
+        public static ExportCharacterCardResponse ParseFrom(byte[] data) { return ProtoReader.Parse<ExportCharacterCardResponse>(data); }
     }
 
     /// <summary>
