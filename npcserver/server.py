@@ -188,7 +188,11 @@ async def serve(settings: Settings) -> int:
         )
         print(
             f"npcserver ready: grpc={settings.grpc_host}:{server.grpc_port}"
-            + (f" http=http://{settings.http_host}:{server.http_port}" if server.http else ""),
+            + (
+                f" http={'https' if settings.tls else 'http'}://{settings.http_host}:{server.http_port}"
+                if server.http
+                else ""
+            ),
             flush=True,
         )
         await stopping

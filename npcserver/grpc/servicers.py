@@ -1,8 +1,8 @@
 """The gRPC door's servicers: protobuf in, one NpcService operation, protobuf out.
 
 Both the gRPC door and the HTTP door's gRPC-Web bridge run these exact handlers. ``unary`` and ``streaming`` hold
-the door's admission (the API key from the ``authorization`` metadata) and its one map from domain errors to gRPC
-status codes; every operation, rule and check lives behind NpcService.
+the door's admission (the API key or player token from the ``authorization`` metadata) and its one map from domain
+errors to gRPC status codes; every operation, rule and check (roles and scopes too) lives behind NpcService.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from npcserver.config import Settings
 from npcserver.core.app import NpcCore
 from npcserver.errors import Internal, NpcError
 from npcserver.grpc import convert
-from npcserver.service import Completion, NpcService, TextDelta
+from npcserver.service import Completion, Gate, NpcService, TextDelta
 
 log = logging.getLogger(__name__)
 
@@ -194,9 +194,12 @@ class ModelServicer(_Base, pb_grpc.ModelServiceServicer):
 SERVICE_NAMES = [s.full_name for s in pb.DESCRIPTOR.services_by_name.values()]
 
 
-def add_services(server: Any, core: NpcCore, settings: Settings) -> list[str]:
-    """Registers every API servicer on ``server`` (a grpc.aio server, or the gRPC-Web bridge's collector)."""
-    service = NpcService(core, settings.api_key_value)
+def add_services(server: Any, core: NpcCore, settings: Settings, gate: Gate | None = None) -> list[str]:
+    """Registers every API servicer on ``server`` (a grpc.aio server, or the gRPC-Web bridge's collector).
+
+    ``gate`` admits callers (default: the one ``settings`` describe); a door passes its own to share it.
+    """
+    service = NpcService(core, gate if gate is not None else Gate.from_settings(settings))
     pb_grpc.add_ChatServiceServicer_to_server(ChatServicer(service), server)
     pb_grpc.add_ConversationServiceServicer_to_server(ConversationServicer(service), server)
     pb_grpc.add_PersonaServiceServicer_to_server(PersonaServicer(service), server)

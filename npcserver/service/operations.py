@@ -1,8 +1,9 @@
 """NpcService: the operations every door calls (gRPC, gRPC-Web, OpenAI REST, NPC REST).
 
 A door parses its wire format into the core's request types, calls one method here, and writes the result back in
-its own shape. Admission (the API key) and readiness are checked here the same way for every door, and the domain
-errors of ``npcserver.errors`` come out unchanged for each door's one error map.
+its own shape. Admission (``admit``: credentials into a Caller), each operation's role and scope rule (``access``)
+and readiness are checked here the same way for every door, and the domain errors of ``npcserver.errors`` come out
+unchanged for each door's one error map.
 
 Adding an operation: a method on NpcService (the rule itself lives in the core), then one handler per door that
 converts to and from the door's shapes. Nothing here imports grpc, an HTTP library or the generated protobuf code.
@@ -26,7 +27,8 @@ from npcserver.core.types import (
     TalkRequest,
 )
 from npcserver.errors import NotFound, NotReady
-from npcserver.service.auth import check_api_key
+from npcserver.service.access import Caller, Role, admitted_caller, current_caller, set_current_caller
+from npcserver.service.auth import Gate
 from npcserver.service.streams import final_of
 
 
@@ -41,15 +43,29 @@ class Health:
 class NpcService:
     """The door-facing operations over one NpcCore. Stateless apart from the core, so every door may hold its own."""
 
-    def __init__(self, core: NpcCore, api_key: str | None = None) -> None:
+    def __init__(self, core: NpcCore, gate: Gate | None = None) -> None:
         self.core = core
-        self.api_key = api_key
+        self.gate = gate if gate is not None else Gate()
 
     # --- admission -----------------------------------------------------------------------------------------------
 
-    def admit(self, authorization: str | None) -> None:
-        """Raises Unauthenticated unless the caller's ``authorization`` value carries the API key (when one is set)."""
-        check_api_key(authorization, self.api_key)
+    def admit(self, authorization: str | None) -> Caller:
+        """The one place credentials become a caller: every door passes its ``authorization`` value here before an
+        operation. Raises Unauthenticated for a missing or invalid credential (when the server has any configured);
+        the Caller becomes the current call's, whose role and scope each operation below checks."""
+        caller = self.gate.authenticate(authorization)
+        set_current_caller(caller)
+        return caller
+
+    @property
+    def caller(self) -> Caller:
+        """The admitted caller of the running call (Unauthenticated if the door did not admit one)."""
+        return current_caller(self.gate.open)
+
+    def _require(self, role: Role, action: str) -> Caller:
+        caller = self.caller
+        caller.require(role, action)
+        return caller
 
     @property
     def ready(self) -> bool:
@@ -62,17 +78,22 @@ class NpcService:
 
     def model_id(self) -> str:
         """The id of the loaded model (what every reply names)."""
+        self._require(Role.PLAYER, "reading the model")
         self.require_model()
         return self.core.engine.info.id
 
     def health(self) -> Health:
+        """Public: without an admitted caller on a server with credentials, only whether it is ready."""
         if not self.ready:
             return Health(ready=False)
+        if not self.gate.open and admitted_caller() is None:
+            return Health(ready=True)
         return Health(ready=True, model=self.core.engine.info.id)
 
     # --- models and presets --------------------------------------------------------------------------------------
 
     def list_models(self) -> list[ModelCard]:
+        self._require(Role.PLAYER, "listing models")
         self.require_model()
         return self.core.list_models()
 
@@ -83,6 +104,7 @@ class NpcService:
         raise NotFound(f"model {model_id!r} is not loaded (see ListModels)", param="model", code="model_not_found")
 
     def list_presets(self) -> list[Preset]:
+        self._require(Role.PLAYER, "listing presets")
         return self.core.list_presets()
 
     @property
@@ -96,7 +118,9 @@ class NpcService:
         return await final_of(self.stream_chat(request))
 
     async def stream_chat(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
-        """A chat completion as TextDelta events, then one Completion."""
+        """A chat completion as TextDelta events, then one Completion. Free text outside any persona: the designer's
+        playground, not a player's."""
+        self._require(Role.DESIGNER, "a chat completion (text outside any persona)")
         self.require_model()
         async with aclosing(self.core.stream_chat(request)) as events:  # type: ignore[type-var]
             async for event in events:
@@ -108,6 +132,7 @@ class NpcService:
 
     async def stream_talk(self, request: TalkRequest) -> AsyncIterator[StreamEvent]:
         """A Talk turn as TextDelta events, then one Completion; the turn is stored only when the reply completes."""
+        self.caller.require_conversation(request.persona_id, request.conversation_id, "Talk")
         self.require_model()
         async with aclosing(self.core.stream_talk(request)) as events:  # type: ignore[type-var]
             async for event in events:
@@ -116,35 +141,47 @@ class NpcService:
     # --- personas ------------------------------------------------------------------------------------------------
 
     async def create_persona(self, persona: Persona) -> Persona:
+        self._require(Role.DESIGNER, "creating a persona")
         return await self.core.create_persona(persona)
 
     async def get_persona(self, persona_id: str) -> Persona:
+        self._require(Role.PLAYER, "reading a persona").require_persona(persona_id, "reading a persona")
         return await self.core.get_persona(persona_id)
 
     async def list_personas(self, page_size: int = 0, page_token: str = "") -> tuple[list[Persona], str]:
-        return await self.core.list_personas(page_size, page_token)
+        """A page of personas; a token that names its personas sees only those (so a page may hold fewer)."""
+        caller = self._require(Role.PLAYER, "listing personas")
+        personas, token = await self.core.list_personas(page_size, page_token)
+        return [p for p in personas if caller.may_use_persona(p.id)], token
 
     async def update_persona(self, persona: Persona, *, allow_missing: bool = False) -> Persona:
+        self._require(Role.DESIGNER, "updating a persona")
         return await self.core.update_persona(persona, allow_missing=allow_missing)
 
     async def delete_persona(self, persona_id: str) -> int:
+        self._require(Role.ADMIN, "deleting a persona (with all its conversations)")
         return await self.core.delete_persona(persona_id)
 
     async def import_character_card(self, card: bytes, *, persona_id: str = "", replace: bool = False) -> Persona:
         """Creates a persona from a SillyTavern / TavernAI character card (V2 or V3, PNG or JSON)."""
+        self._require(Role.DESIGNER, "importing a character card")
         return await self.core.import_card(card, persona_id=persona_id, replace_existing=replace)
 
     async def export_character_card(self, persona_id: str, fmt: str = "png") -> tuple[bytes, str]:
         """A persona as a character card: (the file's bytes, its media type); ``fmt`` is "png" or "json"."""
+        self._require(Role.PLAYER, "exporting a character card").require_persona(persona_id, "exporting a card")
         return await self.core.export_card(persona_id, fmt)
 
     # --- conversations -------------------------------------------------------------------------------------------
 
     async def get_conversation(self, persona_id: str, conversation_id: str) -> Conversation:
+        self.caller.require_conversation(persona_id, conversation_id, "reading a conversation")
         return await self.core.get_conversation(persona_id, conversation_id)
 
     async def reset_conversation(self, persona_id: str, conversation_id: str) -> int:
+        self._require(Role.ADMIN, "resetting a conversation")
         return await self.core.reset_conversation(persona_id, conversation_id)
 
     async def import_conversation(self, conversation: Conversation) -> int:
+        self._require(Role.ADMIN, "importing a conversation")
         return await self.core.import_conversation(conversation)
