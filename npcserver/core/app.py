@@ -7,6 +7,7 @@ budget, drives the engine, checks structured output, and commits a turn only whe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import weakref
 from collections.abc import AsyncIterator
@@ -16,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from npcserver.clock import now_ms
-from npcserver.core import bounded, cards
+from npcserver.core import bounded, cards, limits
 from npcserver.core import personas as rules
+from npcserver.core.inputs import check_seed, check_strings
 from npcserver.core.presets import PresetBook, check_sampling
 from npcserver.core.prompt import BuiltPrompt, PromptBuilder
 from npcserver.core.structured import (
@@ -42,7 +44,15 @@ from npcserver.core.types import (
     Turn,
 )
 from npcserver.engine.base import Engine, Finished, GenerationRequest, SamplingParams, TextDelta
-from npcserver.errors import AlreadyExists, Internal, InvalidArgument, ManagedByFile, NotFound
+from npcserver.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    Internal,
+    InvalidArgument,
+    ManagedByFile,
+    NotFound,
+    QueueFull,
+)
 from npcserver.store.base import PutMode, Store
 
 log = logging.getLogger(__name__)
@@ -79,6 +89,13 @@ class NpcCore:
         self._conversation_locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = (
             weakref.WeakValueDictionary()
         )
+        #: Talks waiting for another Talk on their conversation: they count toward the engine's queue limit, so
+        #: a crowd on one conversation gets QueueFull instead of waiting without bound.
+        self._lock_waiters = 0
+        #: Writes of one persona's conversations, and its deletion, one at a time: a Talk that started before the
+        #: persona was deleted (``_deletions`` moved on) stores nothing, so no orphan turn outlives it.
+        self._persona_writes: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._deletions: dict[str, int] = {}
 
     # --- model ---------------------------------------------------------------------------------------------------
 
@@ -128,6 +145,7 @@ class NpcCore:
                 param="model",
                 code="model_not_found",
             )
+        check_strings(request)
         self._check_messages(request)
         self._check_overrides(request.overrides)
         compiled = await compile_format_async(request.response_format)
@@ -148,6 +166,7 @@ class NpcCore:
 
     async def stream_talk(self, request: TalkRequest) -> AsyncIterator[StreamEvent]:
         """The player says a line; streams the NPC's reply and stores the turn when it completes."""
+        check_strings(request)
         rules.check_persona_id(request.persona_id)
         rules.check_conversation_id(request.conversation_id)
         if not request.text.strip():
@@ -155,7 +174,8 @@ class NpcCore:
         self._check_chars(request.text, "text")
         rules.check_name(request.player_name, field="player_name")
         self._check_overrides(request.overrides)
-        persona = await self.get_persona(request.persona_id)
+        persona = await self._usable_persona(request.persona_id)
+        deletions = self._deletions.get(request.persona_id, 0)
         if request.response_format is None and persona.response_schema is not None:
             # Checked against the limits again: a persona stored before them is refused, not executed.
             compiled = await compile_persona_schema(persona.id, persona.response_schema)
@@ -166,7 +186,7 @@ class NpcCore:
         )
         key = (request.persona_id, request.conversation_id)
         lock = self._lock(key)
-        async with lock:
+        async with self._queued(lock):
             history = await asyncio.to_thread(self.store.load_history, *key)
             turns = history.turns
             player_name = request.player_name or persona.player_name
@@ -189,12 +209,22 @@ class NpcCore:
                 yield event
             if final is None:
                 raise Internal("the engine ended without a final result")
-            # A structured reply that failed validation is not stored: it would teach the NPC broken JSON.
-            if final.structured is None or final.structured.valid:
+            # A structured reply that failed validation is not stored: it would teach the NPC broken JSON. Nor is an
+            # empty reply: a turn with no NPC line teaches nothing (the final says stored = false).
+            if (final.structured is None or final.structured.valid) and final.text.strip():
                 turn = Turn(request.text, final.text, now_ms(), request.player_name)
-                # Stored only right after the turns the reply was made from: another replica that stored a turn here
-                # meanwhile (or a reset) makes this ABORTED, and the client retries.
-                await asyncio.to_thread(self.store.append_turn, *key, turn, after=history.after, epoch=history.epoch)
+                async with self._persona_write(request.persona_id):
+                    if self._deletions.get(request.persona_id, 0) != deletions:
+                        raise NotFound(
+                            f"persona {request.persona_id!r} was deleted while this reply was made; the turn was not "
+                            "stored",
+                            param="persona_id",
+                        )
+                    # Stored only right after the turns the reply was made from: another replica that stored a turn
+                    # here meanwhile (or a reset) makes this ABORTED, and the client retries.
+                    await asyncio.to_thread(
+                        self.store.append_turn, *key, turn, after=history.after, epoch=history.epoch
+                    )
                 final.stored = True
             yield final
 
@@ -299,6 +329,7 @@ class NpcCore:
             repeat_penalty=o.repeat_penalty,
             max_tokens=o.max_tokens,
         )
+        check_seed(o.seed)
         if len(o.stop) > MAX_STOP:
             raise InvalidArgument(f"stop has {len(o.stop)} sequences; at most {MAX_STOP} are allowed", param="stop")
         if any(not s for s in o.stop):
@@ -342,11 +373,29 @@ class NpcCore:
         return persona
 
     async def get_persona(self, persona_id: str) -> Persona:
+        """The persona as stored; one that fails the limits comes back cut to them, its load_error saying why."""
+        return (await self._read_persona(persona_id))[0]
+
+    async def _read_persona(self, persona_id: str) -> tuple[Persona, str]:
         rules.check_persona_id(persona_id)
         body = await asyncio.to_thread(self.store.get_persona, persona_id)
         if body is None:
             raise NotFound(f"persona {persona_id!r} does not exist (see ListPersonas)", param="persona_id")
-        return rules.persona_from_dict(body)
+        persona, problem = rules.readable_persona(body, max_chars=self.max_message_chars)
+        if problem:
+            log.error("stored persona %r fails the limits: %s", persona_id, problem)
+        return persona, problem
+
+    async def _usable_persona(self, persona_id: str) -> Persona:
+        """The persona for a Talk: one stored that fails the limits is refused, never executed."""
+        persona, problem = await self._read_persona(persona_id)
+        if problem:
+            raise FailedPrecondition(
+                f"persona {persona_id!r} is stored but fails the server's limits: {problem}; update the persona "
+                "(UpdatePersona or PUT /v1/npcs/{id}) to use it",
+                param="persona_id",
+            )
+        return persona
 
     async def list_personas(self, page_size: int = 0, page_token: str = "") -> tuple[list[Persona], str]:
         if page_size < 0:
@@ -355,7 +404,17 @@ class NpcCore:
         if page_token:
             rules.check_persona_id(page_token, param="page_token")
         rows = await asyncio.to_thread(self.store.list_personas, page_token, size + 1)
-        personas = [rules.persona_from_dict(r) for r in rows[:size]]
+        personas: list[Persona] = []
+        chars = 0
+        for row in rows[:size]:
+            persona, problem = rules.readable_persona(row, max_chars=self.max_message_chars)
+            if problem:
+                log.error("stored persona %r fails the limits: %s", persona.id, problem)
+            chars += rules.persona_chars(persona)
+            if personas and chars > limits.MAX_PAGE_CHARS:
+                # The page ends early rather than outgrow a message; the token goes on from here.
+                return personas, personas[-1].id
+            personas.append(persona)
         next_token = personas[-1].id if len(rows) > size else ""
         return personas, next_token
 
@@ -376,7 +435,10 @@ class NpcCore:
     async def delete_persona(self, persona_id: str) -> int:
         rules.check_persona_id(persona_id)
         await self._refuse_file_persona(persona_id, "delete")
-        deleted = await asyncio.to_thread(self.store.delete_persona, persona_id)
+        async with self._persona_write(persona_id):
+            # Talks that began before this deletion store nothing (see stream_talk), even if the id is reused.
+            self._deletions[persona_id] = self._deletions.get(persona_id, 0) + 1
+            deleted = await asyncio.to_thread(self.store.delete_persona, persona_id)
         if deleted is None:
             raise NotFound(f"persona {persona_id!r} does not exist", param="persona_id")
         return deleted
@@ -412,6 +474,37 @@ class NpcCore:
             lock = self._conversation_locks[key] = asyncio.Lock()
         return lock
 
+    def _persona_write(self, persona_id: str) -> asyncio.Lock:
+        lock = self._persona_writes.get(persona_id)
+        if lock is None:
+            lock = self._persona_writes[persona_id] = asyncio.Lock()
+        return lock
+
+    @contextlib.asynccontextmanager
+    async def _queued(self, lock: asyncio.Lock) -> AsyncIterator[None]:
+        """Holds a conversation's lock. Waiting for it counts as waiting in the engine's queue: past the queue limit
+        (``max_queue`` beyond the running sequences) the request is QueueFull at once."""
+        if lock.locked():
+            capacity = _queue_capacity(self.engine)
+            outstanding = getattr(self.engine, "outstanding", 0)
+            if capacity is not None and outstanding + self._lock_waiters >= capacity:
+                raise QueueFull(
+                    f"the generation queue is full ({outstanding} requests generating or queued, "
+                    f"{self._lock_waiters} waiting for their conversation; server setting max_queue); retry later",
+                    code="queue_full",
+                )
+            self._lock_waiters += 1
+            try:
+                await lock.acquire()
+            finally:
+                self._lock_waiters -= 1
+        else:
+            await lock.acquire()
+        try:
+            yield
+        finally:
+            lock.release()
+
     # --- conversations -------------------------------------------------------------------------------------------
 
     async def _conversation_key(self, persona_id: str, conversation_id: str) -> tuple[str, str]:
@@ -426,16 +519,50 @@ class NpcCore:
 
     async def reset_conversation(self, persona_id: str, conversation_id: str) -> int:
         key = await self._conversation_key(persona_id, conversation_id)
-        async with self._lock(key):
+        async with self._lock(key), self._persona_write(persona_id):
+            await self.get_persona(persona_id)  # not deleted meanwhile: a reset would leave an orphan epoch
             return await asyncio.to_thread(self.store.reset, *key)
 
     async def import_conversation(self, conversation: Conversation) -> int:
+        """Replaces a conversation with an exported one. Every limit is checked before any work; the checks of a
+        long import run off the event loop."""
+        turns = conversation.turns
+        if len(turns) > limits.MAX_IMPORT_TURNS:
+            raise InvalidArgument(
+                f"conversation.turns has {len(turns)} turns; the limit is {limits.MAX_IMPORT_TURNS} (MAX_IMPORT_TURNS)",
+                param="turns",
+            )
+        chars = sum(len(t.player_line) + len(t.npc_line) + len(t.player_name) for t in turns)
+        if chars > limits.MAX_IMPORT_CHARS:
+            raise InvalidArgument(
+                f"conversation.turns hold {chars} characters; the limit is {limits.MAX_IMPORT_CHARS} "
+                "(MAX_IMPORT_CHARS)",
+                param="turns",
+            )
         key = await self._conversation_key(conversation.persona_id, conversation.conversation_id)
+        await asyncio.to_thread(self._check_turns, conversation)
+        async with self._lock(key), self._persona_write(conversation.persona_id):
+            await self.get_persona(conversation.persona_id)  # not deleted meanwhile: no orphan conversation
+            return await asyncio.to_thread(self.store.replace_turns, *key, list(turns))
+
+    def _check_turns(self, conversation: Conversation) -> None:
+        check_strings(conversation, "conversation")
         for i, t in enumerate(conversation.turns):
-            if not t.player_line.strip() or not t.npc_line.strip():
-                raise InvalidArgument(f"conversation.turns[{i}] needs both player_line and npc_line", param="turns")
+            # An empty npc_line is accepted: Talk no longer stores one, but exports of older servers may hold it.
+            if not t.player_line.strip():
+                raise InvalidArgument(f"conversation.turns[{i}] needs a player_line", param="turns")
             self._check_chars(t.player_line, f"conversation.turns[{i}].player_line")
             self._check_chars(t.npc_line, f"conversation.turns[{i}].npc_line")
             rules.check_name(t.player_name, field=f"conversation.turns[{i}].player_name", param="turns")
-        async with self._lock(key):
-            return await asyncio.to_thread(self.store.replace_turns, *key, list(conversation.turns))
+            if not 0 <= t.create_time_ms <= limits.MAX_TIME_MS:
+                raise InvalidArgument(
+                    f"conversation.turns[{i}].create_time_ms is {t.create_time_ms}: use milliseconds since 1970 "
+                    f"(0 to {limits.MAX_TIME_MS}; 0 stamps the import's time)",
+                    param="turns",
+                )
+
+
+def _queue_capacity(engine: Engine) -> int | None:
+    """Requests the engine takes at once, running and queued (None when it has no limit)."""
+    n_seq, max_queue = getattr(engine, "n_seq", None), getattr(engine, "max_queue", None)
+    return n_seq + max_queue if isinstance(n_seq, int) and isinstance(max_queue, int) else None

@@ -57,3 +57,38 @@ WORKER_MEMORY_MB = 128
 #: Longest wait for a free worker, in seconds, on top of the task's own time limit; past it the request gets
 #: RESOURCE_EXHAUSTED (retry later) instead of waiting behind a flood of runaway tasks.
 WORKER_QUEUE_TIMEOUT_S = 10.0
+
+# --- requests, personas and imports ----------------------------------------------------------------------------
+
+#: A REST request body, in bytes (the gRPC door's message limit, 16 MiB, applies to gRPC and gRPC-Web). Over it is
+#: HTTP 413 before the body is read whole.
+MAX_BODY_BYTES = 16 * 1024 * 1024
+#: Nesting of a JSON request body (objects and arrays). Deeper bodies are refused before they are parsed.
+MAX_JSON_DEPTH = 64
+#: Turns in one imported conversation, and the characters of all its lines and names together.
+MAX_IMPORT_TURNS = 10_000
+MAX_IMPORT_CHARS = 8_000_000
+#: A persona's ``max_tokens`` (0 means until a stop); larger than any context window.
+MAX_PERSONA_MAX_TOKENS = 131_072
+#: One persona text field other than the system prompt (description, a stop sequence, a preset name), characters.
+MAX_PERSONA_FIELD_CHARS = 8_000
+#: Stop sequences of a persona.
+MAX_PERSONA_STOPS = 16
+#: A whole persona (every field the API returns together, the response schema as JSON), in characters.
+MAX_PERSONA_CHARS = 200_000
+#: The personas of one ListPersonas page together, in characters: a page ends early (its next_page_token goes on)
+#: rather than outgrow the 16 MiB message limit.
+MAX_PAGE_CHARS = 4_000_000
+#: ``seed``: a signed 64-bit integer, as the API's int64 field holds it.
+MIN_SEED, MAX_SEED = -(2**63), 2**63 - 1
+#: The largest ``create_time_ms`` an imported turn may carry (the store's 64-bit integer).
+MAX_TIME_MS = 2**63 - 1
+
+# --- health ------------------------------------------------------------------------------------------------------
+
+#: The event loop is stuck when a 0.25 s timer fires this late, in seconds; health says NOT_SERVING until it has run
+#: on time for LOOP_RECOVERY_S.
+LOOP_LAG_LIMIT_S = 1.0
+LOOP_RECOVERY_S = 5.0
+#: The engine is stuck when it holds requests and its scheduler has not finished a step for this long, in seconds.
+ENGINE_STALL_S = 30.0

@@ -10,6 +10,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from npcserver.core import limits
+from npcserver.core.inputs import check_strings
 from npcserver.core.types import ExampleExchange, Persona
 from npcserver.errors import InvalidArgument
 
@@ -63,6 +65,8 @@ def check_name(name: str, *, field: str, param: str | None = None, required: boo
 def check_persona(p: Persona, *, max_chars: int) -> None:
     """Structural checks. The preset and the schema are checked by the core, which knows presets and grammars."""
     check_persona_id(p.id, param="persona.id")
+    check_strings(p, "persona")
+    check_persona_size(p)
     check_name(p.display_name, field="persona.display_name", param="display_name", required=True)
     check_name(p.player_name, field="persona.player_name", param="player_name")
     if not p.system_prompt.strip():
@@ -81,10 +85,28 @@ def check_persona(p: Persona, *, max_chars: int) -> None:
             )
         if len(ex.player_line) > max_chars or len(ex.npc_line) > max_chars:
             raise InvalidArgument(f"persona.example_dialogue[{i}] is over {max_chars} characters")
-    if p.max_tokens is not None and p.max_tokens < 0:
-        raise InvalidArgument("persona.max_tokens must be 0 (until stop) or positive", param="max_tokens")
+    if p.max_tokens is not None and not 0 <= p.max_tokens <= limits.MAX_PERSONA_MAX_TOKENS:
+        raise InvalidArgument(
+            f"persona.max_tokens is {p.max_tokens}: use 0 (until stop) to {limits.MAX_PERSONA_MAX_TOKENS} "
+            "(MAX_PERSONA_MAX_TOKENS)",
+            param="max_tokens",
+        )
     if any(not s for s in p.stop):
         raise InvalidArgument("persona.stop must not contain empty strings", param="stop")
+    if len(p.stop) > limits.MAX_PERSONA_STOPS:
+        raise InvalidArgument(
+            f"persona.stop has {len(p.stop)} sequences; the limit is {limits.MAX_PERSONA_STOPS} (MAX_PERSONA_STOPS)",
+            param="stop",
+        )
+    fields = {"description": p.description, "default_preset": p.default_preset}
+    fields.update({f"stop[{i}]": s for i, s in enumerate(p.stop)})
+    for name, text in fields.items():
+        if len(text) > limits.MAX_PERSONA_FIELD_CHARS:
+            raise InvalidArgument(
+                f"persona.{name} is {len(text)} characters; the limit is {limits.MAX_PERSONA_FIELD_CHARS} "
+                "(MAX_PERSONA_FIELD_CHARS)",
+                param=name.split("[")[0],
+            )
     if len(p.opening_lines) > MAX_OPENING_LINES:
         raise InvalidArgument(
             f"persona.opening_lines has {len(p.opening_lines)} lines; the limit is {MAX_OPENING_LINES}",
@@ -101,6 +123,66 @@ def check_persona(p: Persona, *, max_chars: int) -> None:
             f"{MAX_SYSTEM_PROMPT}",
             param="post_history_instructions",
         )
+
+
+def persona_chars(p: Persona) -> int:
+    """A persona's size as the API returns it: its text fields and its response schema as JSON, in characters."""
+    texts = [p.id, p.display_name, p.system_prompt, p.default_preset, p.player_name, p.description]
+    texts += [p.post_history_instructions, p.source, p.load_error, *p.stop, *p.opening_lines]
+    texts += [t for e in p.example_dialogue for t in (e.player_line, e.npc_line)]
+    schema = len(json.dumps(p.response_schema, ensure_ascii=False)) if p.response_schema is not None else 0
+    return sum(map(len, texts)) + schema
+
+
+def check_persona_size(p: Persona) -> None:
+    size = persona_chars(p)
+    if size > limits.MAX_PERSONA_CHARS:
+        raise InvalidArgument(
+            f"persona {p.id!r} is {size} characters in all; the limit is {limits.MAX_PERSONA_CHARS} "
+            "(MAX_PERSONA_CHARS): shorten its system prompt, examples or description",
+            param="persona",
+        )
+
+
+def _as_text(value: Any, limit: int) -> str:
+    """Stored text made safe to send: valid Unicode, no NUL, at most ``limit`` characters."""
+    text = value if isinstance(value, str) else "" if value is None else str(value)
+    return text.encode("utf-8", "replace").decode("utf-8").replace("\x00", "")[:limit]
+
+
+def readable_persona(d: dict[str, Any], *, max_chars: int) -> tuple[Persona, str]:
+    """A stored persona for reading, and "" or why it fails the limits.
+
+    A body stored before the limits (or written behind the server's back) must not make GetPersona or ListPersonas
+    fail for everyone: one that fails them comes back cut to the limits with ``load_error`` saying why, and the core
+    refuses it at Talk until it is fixed."""
+    try:
+        persona = persona_from_dict(d)
+        check_persona(persona, max_chars=max_chars)
+        return persona, ""
+    except (InvalidArgument, ValueError, TypeError, OverflowError) as exc:
+        problem = exc.message if isinstance(exc, InvalidArgument) else f"{type(exc).__name__}: {exc}"
+    field = limits.MAX_PERSONA_FIELD_CHARS
+    max_tokens = d.get("max_tokens")
+    schema = d.get("response_schema")
+    shown = Persona(
+        id=_as_text(d.get("id"), 64),
+        display_name=_as_text(d.get("display_name") or d.get("id"), MAX_NAME),
+        system_prompt=_as_text(d.get("system_prompt"), MAX_SYSTEM_PROMPT),
+        default_preset=_as_text(d.get("default_preset"), 64),
+        response_schema=schema if isinstance(schema, dict) and len(json.dumps(schema)) <= field else None,
+        max_tokens=max_tokens
+        if isinstance(max_tokens, int) and 0 <= max_tokens <= limits.MAX_PERSONA_MAX_TOKENS
+        else None,
+        player_name=_as_text(d.get("player_name"), MAX_NAME),
+        description=_as_text(d.get("description"), field),
+        source=_as_text(d.get("source"), field),
+        load_error=_as_text(
+            f"this stored persona fails the server's limits and is refused at Talk until it is updated: {problem}",
+            field,
+        ),
+    )
+    return shown, problem
 
 
 def persona_to_dict(p: Persona) -> dict[str, Any]:

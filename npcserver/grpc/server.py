@@ -17,6 +17,7 @@ from grpc_reflection.v1alpha import reflection
 from npcserver.config import Settings
 from npcserver.core.app import NpcCore
 from npcserver.errors import NpcError
+from npcserver.grpc.decoding import DecodeErrorsAreInvalidArgument
 from npcserver.grpc.servicers import add_services, status_of
 from npcserver.service import Gate
 
@@ -59,7 +60,7 @@ class GrpcDoor:
     def __init__(self, core: NpcCore, settings: Settings) -> None:
         gate = Gate.from_settings(settings)
         self.server = grpc.aio.server(
-            interceptors=[_ReflectionNeedsCredential(gate)],
+            interceptors=[_ReflectionNeedsCredential(gate), DecodeErrorsAreInvalidArgument()],
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),

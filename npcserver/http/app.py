@@ -20,6 +20,7 @@ from npcserver.config import Settings
 from npcserver.core.app import NpcCore
 from npcserver.errors import NpcError
 from npcserver.grpc.servicers import add_services
+from npcserver.http.bodies import limit_body
 from npcserver.http.calls import CallTracker
 from npcserver.http.errors import error_body, error_response
 from npcserver.http.grpcweb import GrpcWebBridge, MethodRegistry, is_grpc_web
@@ -53,12 +54,14 @@ class HttpApp:
             routes=routes,
             exception_handlers={HTTPException: _http_exception, Exception: _server_error},
         )
+        # REST bodies are read whole: refuse one over the limit before reading it (gRPC-Web frames have their own).
+        self._rest = limit_body(self.rest)
         inner: ASGIApp = self._dispatch
         if settings.cors_origins:
             inner = CORSMiddleware(
                 inner,
                 allow_origins=settings.cors_origins,
-                allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+                allow_methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],
                 allow_headers=["*"],
                 expose_headers=EXPOSED_HEADERS,
                 max_age=600,
@@ -99,7 +102,7 @@ class HttpApp:
             )
             await JSONResponse(error_body(message, code="unsupported_media_type"), 415)(scope, receive, send)
             return
-        await self.rest(scope, receive, send)
+        await self._rest(scope, receive, send)
 
 
 def create_http_app(core: NpcCore, settings: Settings) -> HttpApp:

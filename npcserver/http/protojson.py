@@ -20,6 +20,9 @@ from npcserver.errors import InvalidArgument
 M = TypeVar("M", bound=Message)
 
 _UNKNOWN_FIELD = re.compile(r'Message type "([\w.]+)" has no field named "([^"]+)" at "([^"]+)"')
+#: Where a value failed to parse: "... at Persona.max_tokens" or "... at Conversation.turns[0].player_line".
+_AT_FIELD = re.compile(r" at [A-Z]\w*\.([\w.\[\]]+?)\.*$")
+_PARSING_FIELD = re.compile(r"Failed to parse (\w+) field")
 
 
 def to_json(message: Message) -> dict[str, Any]:
@@ -37,7 +40,10 @@ def from_json(data: dict[str, Any], message: M) -> M:
         text = str(exc).split("\n")[0]
         unknown = _UNKNOWN_FIELD.search(text)
         if unknown is None:
-            raise InvalidArgument(f"the body is not a valid {message.DESCRIPTOR.name}: {text}") from exc
+            at = _AT_FIELD.search(text)
+            parsing = _PARSING_FIELD.findall(text)
+            param = at.group(1) if at else parsing[-1] if parsing else "body"
+            raise InvalidArgument(f"the body is not a valid {message.DESCRIPTOR.name}: {text}", param=param) from exc
         type_name, field, where = unknown.groups()
         descriptor = message.DESCRIPTOR.file.pool.FindMessageTypeByName(type_name)
         hint = ""

@@ -32,8 +32,8 @@ gRPC CompletionFinal's JSON plus ``stored`` (whether the turn was stored). Error
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import json
 from collections.abc import Awaitable, Callable
 from contextlib import aclosing
 from typing import Any, TypeVar
@@ -48,6 +48,7 @@ from npcserver.api.v1 import npcserver_pb2 as pb
 from npcserver.core.types import ModelCard
 from npcserver.errors import InvalidArgument, NotReady, Unauthenticated
 from npcserver.grpc import convert
+from npcserver.http.bodies import parse_json
 from npcserver.http.calls import CallTracker, Outcome, run_call
 from npcserver.http.errors import error_body, error_response
 from npcserver.http.protojson import from_json, to_json
@@ -56,6 +57,7 @@ from npcserver.http.sse import EventStreamResponse, SseWriter
 from npcserver.service import Completion, NpcService, TextDelta
 
 _B = TypeVar("_B", bound=BaseModel)
+_T = TypeVar("_T")
 _M = TypeVar("_M", bound=Message)
 Authorize = Callable[[Request], Response | None]
 
@@ -144,14 +146,21 @@ def _fill_ids(data: dict[str, Any], ids: dict[str, str]) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------------------------
 
 
+#: Bodies larger than this are parsed off the event loop (a long conversation import takes a while to read).
+_PARSE_INLINE_BYTES = 64 * 1024
+
+
+async def _off_loop_if_large(raw: bytes, fn: Callable[..., _T], *args: Any) -> _T:
+    if len(raw) > _PARSE_INLINE_BYTES:
+        return await asyncio.to_thread(fn, *args)
+    return fn(*args)
+
+
 async def _parse_object(request: Request) -> dict[str, Any]:
     raw = await request.body()
-    try:
-        data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidArgument(f"the request body is not valid JSON: {exc}") from exc
+    data = await _off_loop_if_large(raw, parse_json, raw)
     if not isinstance(data, dict):
-        raise InvalidArgument("the request body must be a JSON object")
+        raise InvalidArgument("the request body must be a JSON object", param="body")
     return data
 
 
@@ -161,7 +170,8 @@ async def _parse(request: Request, model: type[_B]) -> _B:
 
 async def _parse_message(request: Request, message: _M, **ids: str) -> _M:
     """The body as proto-JSON of ``message``, with the path's ids filled in."""
-    return from_json(_fill_ids(await _parse_object(request), ids), message)
+    data = _fill_ids(await _parse_object(request), ids)
+    return await _off_loop_if_large(await request.body(), from_json, data, message)
 
 
 def _guarded(
