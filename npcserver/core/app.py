@@ -43,6 +43,7 @@ from npcserver.core.types import (
     TalkRequest,
     Turn,
 )
+from npcserver.core.watchdog import Watchdog
 from npcserver.engine.base import Engine, Finished, GenerationRequest, SamplingParams, TextDelta
 from npcserver.errors import (
     AlreadyExists,
@@ -84,6 +85,8 @@ class NpcCore:
         # Schemas, patterns and chat templates are compiled, checked and rendered in worker processes: start them
         # now, beside the model load, so the first request does not wait for them.
         bounded.warm()
+        #: Says when the event loop or the engine is stuck, for health checks (started by the gRPC door).
+        self.watchdog = Watchdog(lambda: self.engine)
         # One reply at a time per conversation, so two Talks on one conversation never interleave their turns.
         # Weak values: a lock lives while a turn holds or awaits it, so idle conversations cost no memory.
         self._conversation_locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = (

@@ -6,6 +6,7 @@ and nothing else; reflection needs a credential like the API does (``_Reflection
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -55,7 +56,8 @@ class _ReflectionNeedsCredential(grpc.aio.ServerInterceptor):  # type: ignore[mi
 
 
 class GrpcDoor:
-    """Owns the grpc.aio server. Health is NOT_SERVING until ``set_serving`` (the model is loaded)."""
+    """Owns the grpc.aio server. Health is NOT_SERVING until ``set_serving`` (the model is loaded), and again while
+    the core's watchdog says the event loop or the engine is stuck."""
 
     def __init__(self, core: NpcCore, settings: Settings) -> None:
         gate = Gate.from_settings(settings)
@@ -73,6 +75,10 @@ class GrpcDoor:
         reflection.enable_server_reflection([*self.services, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server)
         self.settings = settings
         self.port = 0
+        self.core = core
+        self._loaded = False
+        self._serving: bool | None = None
+        self._follow: asyncio.Task[None] | None = None
 
     async def start(self) -> int:
         address = f"{self.settings.grpc_host}:{self.settings.grpc_port}"
@@ -88,15 +94,34 @@ class GrpcDoor:
             raise OSError(f"cannot listen on {address} (is the port in use?)")
         await self.set_serving(False)
         await self.server.start()
+        self.core.watchdog.start()
+        self._follow = asyncio.create_task(self._follow_watchdog(), name="grpc-health")
         tls = " (TLS)" if self.settings.tls else ""
         log.info("gRPC door listening on %s:%d%s", self.settings.grpc_host, self.port, tls)
         return self.port
 
     async def set_serving(self, serving: bool) -> None:
+        """Whether the model is loaded; health says SERVING when it is and the watchdog names no problem."""
+        self._loaded = serving
+        await self._apply()
+
+    async def _apply(self) -> None:
+        serving = self._loaded and self.core.watchdog.problem() is None
+        if serving == self._serving:
+            return
+        self._serving = serving
         status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
         for name in ["", *self.services]:
             await self.health.set(name, status)
 
+    async def _follow_watchdog(self) -> None:
+        while True:
+            await asyncio.sleep(0.25)
+            await self._apply()
+
     async def stop(self, grace: float) -> None:
+        if self._follow is not None:
+            self._follow.cancel()
+        await self.core.watchdog.stop()
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)

@@ -243,6 +243,8 @@ class RestRoutes:
         with contextlib.suppress(Unauthenticated):
             self.service.admit(request.headers.get("authorization"))
         health = self.service.health()
+        if health.problem:
+            return JSONResponse({"status": "stuck", "problem": health.problem}, status_code=503)
         if not health.ready:
             return JSONResponse({"status": "loading"}, status_code=503)
         if not health.model:

@@ -38,6 +38,8 @@ class Health:
 
     ready: bool
     model: str = ""
+    #: Why a loaded server does not serve now (its event loop or engine is stuck: ``core.watchdog``), else "".
+    problem: str = ""
 
 
 class NpcService:
@@ -86,6 +88,9 @@ class NpcService:
         """Public: without an admitted caller on a server with credentials, only whether it is ready."""
         if not self.ready:
             return Health(ready=False)
+        problem = self.core.watchdog.problem()
+        if problem is not None:
+            return Health(ready=False, problem=problem)
         if not self.gate.open and admitted_caller() is None:
             return Health(ready=True)
         return Health(ready=True, model=self.core.engine.info.id)
