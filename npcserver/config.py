@@ -85,6 +85,30 @@ class Settings(BaseSettings):
     )
     ready_timeout_s: float = Field(300.0, gt=0, description="Give up if the model is not loaded within this time.")
     cache_dir: Path = Field(default_factory=lambda: _xdg("XDG_CACHE_HOME", ".cache"), description="Model cache.")
+    engine_url: str | None = Field(
+        None,
+        description="URL of a running inference server (llama-server, vLLM, SGLang) to generate with instead of "
+        "loading the model here; model must still name the GGUF it runs (its vocabulary is read here). Then "
+        "parallel is the requests sent to it at once.",
+    )
+    engine_api: Literal["llama-server", "openai"] = Field(
+        "llama-server",
+        description="The API engine_url speaks: llama-server's /completion, or an OpenAI-compatible /v1/completions.",
+    )
+    engine_model: str | None = Field(
+        None, description="Model name sent to an OpenAI-compatible engine_url (empty: the first it lists)."
+    )
+    engine_grammar_field: str = Field(
+        "structured_outputs.grammar",
+        description="Where an OpenAI-compatible engine_url takes a GBNF grammar: structured_outputs.grammar (vLLM), "
+        "guided_grammar (vLLM before 0.11), ebnf (SGLang), grammar (llama-server), or empty (none, e.g. Ollama).",
+    )
+    engine_api_key: SecretStr | None = Field(
+        None, description="Bearer key for engine_url (prefer NPCSERVER_ENGINE_API_KEY: a flag shows in the process list)."
+    )
+    engine_timeout_s: float = Field(
+        60.0, gt=0, description="Longest silence from engine_url during a reply before it counts as failed."
+    )
 
     # --- dialogue ------------------------------------------------------------------------------------------------
     data_dir: Path = Field(
@@ -124,6 +148,15 @@ class Settings(BaseSettings):
             return None  # empty (as an environment variable can only be): SQLite
         if not value.get_secret_value().startswith(("postgresql://", "postgres://")):
             raise ValueError("store_url must be a PostgreSQL URL starting postgresql:// (or empty for SQLite)")
+        return value
+
+    @field_validator("engine_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None  # empty: the embedded engine
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("engine_url must start with http:// or https:// (e.g. http://127.0.0.1:8081)")
         return value
 
     @classmethod

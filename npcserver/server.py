@@ -25,6 +25,22 @@ log = logging.getLogger(__name__)
 
 def make_engine(settings: Settings, model_path: Path) -> Engine:
     """The engine for these settings (imported here: it loads llama.cpp)."""
+    if settings.engine_url is not None:
+        from npcserver.engine.upstream import UpstreamEngine
+
+        return UpstreamEngine(
+            url=settings.engine_url,
+            api=settings.engine_api,
+            model_path=model_path,
+            model_id=settings.model_id,
+            upstream_model=settings.engine_model,
+            ctx_size=settings.ctx_size,
+            n_seq=settings.parallel,
+            max_queue=settings.max_queue,
+            grammar_field=settings.engine_grammar_field,
+            api_key=settings.engine_api_key.get_secret_value() if settings.engine_api_key else None,
+            read_timeout_s=settings.engine_timeout_s,
+        )
     from npcserver.engine.batched import BatchedEngine
 
     return BatchedEngine(
