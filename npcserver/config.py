@@ -83,6 +83,16 @@ class Settings(BaseSettings):
     max_queue: int = Field(
         32, ge=0, description="Requests that may wait beyond the running ones; more get RESOURCE_EXHAUSTED."
     )
+    ram_cache_mb: int = Field(
+        256, ge=0, description="RAM for the KV of idle conversations evicted from their slot (0: none in RAM)."
+    )
+    kv_disk_mb: int = Field(
+        2048,
+        ge=0,
+        description="Disk for the KV of idle conversations once ram_cache_mb is full, least recently used deleted "
+        "first; a returning conversation is restored instead of reading its history again (0: no disk tier).",
+    )
+    kv_disk_dir: Path | None = Field(None, description="Folder for that KV. Empty: kv-cache in the data directory.")
     ready_timeout_s: float = Field(300.0, gt=0, description="Give up if the model is not loaded within this time.")
     cache_dir: Path = Field(default_factory=lambda: _xdg("XDG_CACHE_HOME", ".cache"), description="Model cache.")
     engine_url: str | None = Field(

@@ -51,6 +51,9 @@ def make_engine(settings: Settings, model_path: Path) -> Engine:
         ctx_size=settings.ctx_size,
         max_queue=settings.max_queue,
         n_seq=settings.parallel,
+        ram_cache_mb=settings.ram_cache_mb,
+        kv_disk_dir=settings.kv_disk_dir or settings.data_dir / "kv-cache",
+        kv_disk_mb=settings.kv_disk_mb,
     )
 
 

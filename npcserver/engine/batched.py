@@ -10,7 +10,11 @@ previous prompt and reply, goes back to the same slot and evaluates only the new
 **Eviction.** When a request needs a slot and none holds its conversation, it takes a free one: an empty slot
 first, then one with no conversation, then the least recently used conversation's. That conversation is evicted:
 its KV is copied to RAM (``llama_state_seq_get_data``, bounded by ``ram_cache_mb``, oldest dropped first) and
-copied back (restored) when it returns, instead of reading its history again.
+copied back (restored) when it returns, instead of reading its history again. With a disk tier (``kv_disk_dir``,
+``kv_disk_mb``), what the RAM tier would drop goes to a file instead (``npcserver.engine.kv_disk``: least recently
+written deleted first, every file checked against its conversation and the model before use), so a town's worth of
+idle NPCs come back without reading their history. Whatever tier it comes from, a saved KV is only used for the
+prefix its tokens share with the new prompt.
 
 **Prefix copies.** Any prompt prefix that another slot already holds (a persona's system prompt and examples,
 shared by every conversation with that NPC) is copied with ``llama_memory_seq_cp`` rather than evaluated again; in
@@ -83,6 +87,7 @@ from npcserver.engine.base import (
 )
 from npcserver.engine.batched_sampling import CandidateBuffer, SequenceSampler
 from npcserver.engine.common import GrammarCheck, StreamDecoder, check_request, cpu_count, detect_backend
+from npcserver.engine.kv_disk import KvDiskCache
 from npcserver.engine.model import model_id_for
 from npcserver.errors import Internal, InvalidArgument, NotReady, NpcError, QueueFull
 
@@ -246,7 +251,9 @@ class BatchedEngine:
       long one newcomer's prompt can pause the NPCs already talking (when nobody is generating, a step reads up to
       ``n_batch`` prompt tokens);
     - ``ram_cache_mb``: RAM for the KV of conversations evicted from their sequence (``llama_state_seq_*``), so a
-      conversation coming back is restored with a copy instead of reading its history again (0: off).
+      conversation coming back is restored with a copy instead of reading its history again (0: off);
+    - ``kv_disk_dir``, ``kv_disk_mb``: a folder for the KV that the RAM tier has no room for, and the most it may
+      hold (None or 0: no disk tier).
 
     Bad arguments raise ``InvalidArgument``; a model llama.cpp cannot load makes ``start()`` raise
     ``InvalidArgument`` naming the file.
@@ -265,6 +272,8 @@ class BatchedEngine:
         n_seq: int = 8,
         prefill_chunk: int = 256,
         ram_cache_mb: int = 256,
+        kv_disk_dir: str | os.PathLike[str] | None = None,
+        kv_disk_mb: int = 0,
     ) -> None:
         if n_seq < 1:
             raise InvalidArgument(f"n_seq must be at least 1, not {n_seq}", param="n_seq")
@@ -285,6 +294,12 @@ class BatchedEngine:
         self._n_seq = n_seq
         self._prefill_chunk = max(1, min(prefill_chunk, n_batch))
         self._ram_cache_bytes = max(0, ram_cache_mb) * 1024 * 1024
+        if kv_disk_mb < 0:
+            raise InvalidArgument(f"kv_disk_mb must be 0 (off) or more, not {kv_disk_mb}", param="kv_disk_mb")
+        self._kv_disk_dir = Path(kv_disk_dir) if kv_disk_dir is not None and kv_disk_mb > 0 else None
+        self._kv_disk_bytes = kv_disk_mb * 1024 * 1024
+        #: The disk tier (made by _load; the scheduler thread's own afterwards).
+        self.kv_disk: KvDiskCache | None = None
 
         # Set by _load before the scheduler starts, then only read (the llama handles by the scheduler alone).
         self._info: ModelInfo | None = None
@@ -489,6 +504,11 @@ class BatchedEngine:
         self._cand = CandidateBuffer(self._n_vocab)
         self._batch = ll.llama_batch_init(self._n_batch, 0, 1)
         self._slots = [_Slot(seq_id=i) for i in range(self._n_seq)]
+        if self._kv_disk_dir is not None:
+            # A file is restored only into the same model file and context layout it was written from.
+            st = self._path.stat()
+            fingerprint = f"{self._path.resolve()}|{st.st_size}|{st.st_mtime_ns}|ctx={per_seq}|swa_full|unified"
+            self.kv_disk = KvDiskCache(self._kv_disk_dir, self._kv_disk_bytes, fingerprint)
 
         n_layer = ll.llama_model_n_layer(model)
         backend, devices = detect_backend()
@@ -665,9 +685,16 @@ class BatchedEngine:
         assert self._mem is not None and self._vocab is not None
         req = seq.request
         prompt = req.prompt
-        saved = self._saved.pop(req.session, None) if req.session is not None else None
-        if saved is not None:
-            self._saved_bytes -= len(saved[1])
+        saved: tuple[list[int], ctypes.Array[ctypes.c_uint8]] | None = None
+        if req.session is not None:
+            saved = self._saved.pop(req.session, None)
+            if saved is not None:
+                self._saved_bytes -= len(saved[1])
+            if self.kv_disk is not None and slot.session != req.session:
+                on_disk = self.kv_disk.take(req.session)
+                if saved is None and on_disk is not None:
+                    tokens, state = on_disk
+                    saved = (tokens, (ctypes.c_uint8 * len(state)).from_buffer_copy(state))
         if slot.session != req.session:
             if slot.session is not None and slot.tokens:
                 self.evictions += 1
@@ -699,21 +726,29 @@ class BatchedEngine:
         self._running.append(seq)
 
     def _save(self, slot: _Slot) -> None:
-        """Keeps an evicted conversation's KV in RAM (bounded, oldest dropped first)."""
-        if self._ram_cache_bytes <= 0 or slot.session is None:
+        """Keeps an evicted conversation's KV in RAM (bounded, oldest first out); what leaves RAM, or does not fit
+        in it, goes to the disk tier when there is one."""
+        disk = self.kv_disk
+        if (self._ram_cache_bytes <= 0 and disk is None) or slot.session is None:
             return
         size = ll.llama_state_seq_get_size(self._ctx, slot.seq_id)
-        if size <= 0 or size > self._ram_cache_bytes:
+        if size <= 0:
             return
         buf = (ctypes.c_uint8 * size)()
         n = ll.llama_state_seq_get_data(self._ctx, buf, size, slot.seq_id)
         if n <= 0:
             return
+        if size > self._ram_cache_bytes:
+            if disk is not None:
+                disk.put(slot.session, slot.tokens, memoryview(buf).cast("B")[:n])
+            return
         self._saved[slot.session] = (list(slot.tokens), buf)
         self._saved_bytes += len(buf)
         while self._saved_bytes > self._ram_cache_bytes and self._saved:
-            _, (_, old) = self._saved.popitem(last=False)
+            session, (tokens, old) = self._saved.popitem(last=False)
             self._saved_bytes -= len(old)
+            if disk is not None:
+                disk.put(session, tokens, memoryview(old).cast("B"))
 
     def _restore(self, slot: _Slot, saved: tuple[list[int], ctypes.Array[ctypes.c_uint8]]) -> None:
         """Loads a saved conversation into a slot (replacing what it held); on failure the slot is empty."""
