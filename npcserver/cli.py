@@ -81,12 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _hash_key(args: argparse.Namespace) -> int:
     import getpass
-    import secrets
 
-    from npcserver.service.auth import hash_key
+    from npcserver.service.auth import hash_key, key_id, new_key
 
     if args.generate:
-        key = secrets.token_urlsafe(32)
+        key = new_key()
         print(f"npcserver: the new {args.role} key {args.name!r} (shown once): {key}", file=sys.stderr)
     elif sys.stdin.isatty():
         key = getpass.getpass(f"key for {args.name!r}: ")
@@ -97,6 +96,8 @@ def _hash_key(args: argparse.Namespace) -> int:
         return 2
     # JSON strings are valid TOML basic strings.
     print(f"[[keys]]\nname = {json.dumps(args.name)}\nrole = {json.dumps(args.role)}")
+    if key_id(key) is not None:
+        print(f"id = {json.dumps(key_id(key))}  # public: lets the server skip the hash of every other entry")
     print(f"hash = {json.dumps(hash_key(key))}")
     return 0
 

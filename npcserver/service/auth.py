@@ -3,8 +3,11 @@
 API keys come from a keys file (TOML, hashed keys, each with a name and a role) and from one plain admin key
 (``NPCSERVER_API_KEY``, or the ``--api-key`` flag). Keys are hashed with scrypt (``hashlib.scrypt``): a memory-hard
 KDF in the standard library, so a leaked keys file does not give the keys away even when people chose weak ones, and
-no native dependency is added. A key's first check costs one scrypt per entry; the outcome is then remembered (by the
-key's SHA-256, never the key) so a client's later requests cost a dictionary lookup.
+no native dependency is added. Keys that ``npcserver hash-key --generate`` makes start with a public id
+(``npc_<8 hex>_<secret>``) that the entry stores, so a key is checked against its own entry only and a key with an
+unknown id is refused without any scrypt work: guessing costs the server nothing. A key people chose (no id) is
+checked against every entry without an id. Either outcome is then remembered (by the key's SHA-256, never the key),
+so a client's later requests cost a dictionary lookup.
 
 Player tokens are JWTs (PyJWT) that a game backend mints: HS256 with a shared secret, or RS256/ES256 checked with the
 backend's public key. ``exp`` is required and bounded (``max_ttl_s``), the audience is "npcserver", and the claims
@@ -16,6 +19,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 import secrets
 import time
 import tomllib
@@ -42,6 +46,19 @@ TOKEN_LEEWAY_S = 10
 #: Shortest HS256 secret accepted, in bytes (RFC 7518 3.2: at least the hash's size).
 MIN_SECRET_BYTES = 32
 _REMEMBERED_KEYS = 1024
+#: The public id at the start of a generated key: ``npc_<8 hex>_``.
+_KEY_ID = re.compile(r"^(npc_[0-9a-f]{8})_")
+
+
+def new_key() -> str:
+    """A random API key with a public id: ``npc_<8 hex>_<43 characters of secret>``."""
+    return f"npc_{secrets.token_hex(4)}_{secrets.token_urlsafe(32)}"
+
+
+def key_id(key: str) -> str | None:
+    """The public id of a generated key (``npc_<8 hex>``), or None for a key people chose."""
+    found = _KEY_ID.match(key)
+    return found.group(1) if found else None
 
 
 def _b64(data: bytes) -> str:
@@ -86,11 +103,13 @@ def verify_key(key: str, encoded: str) -> bool:
 
 @dataclass(frozen=True)
 class ApiKey:
-    """One keys-file entry: a name (it appears in logs and errors, never the key), a role and the key's hash."""
+    """One keys-file entry: a name (it appears in logs and errors, never the key), a role, the key's hash, and the
+    key's public id when it has one (``key_id``)."""
 
     name: str
     role: Role
     hash: str
+    id: str | None = None
 
 
 def load_keys_file(path: Path) -> list[ApiKey]:
@@ -105,21 +124,23 @@ def load_keys_file(path: Path) -> list[ApiKey]:
     keys: list[ApiKey] = []
     for i, entry in enumerate(entries):
         where = f"{path}: [[keys]] entry {i + 1}"
-        if not isinstance(entry, dict) or set(entry) - {"name", "role", "hash"}:
-            raise ValueError(f"{where}: an entry has exactly the fields name, role and hash")
-        name, role, encoded = entry.get("name"), entry.get("role"), entry.get("hash")
+        if not isinstance(entry, dict) or set(entry) - {"name", "role", "hash", "id"}:
+            raise ValueError(f"{where}: an entry has the fields name, role and hash (and id for a generated key)")
+        name, role, encoded, public_id = entry.get("name"), entry.get("role"), entry.get("hash"), entry.get("id")
         if not isinstance(name, str) or not name.strip():
             raise ValueError(f"{where}: 'name' must be a non-empty string")
         if any(k.name == name for k in keys):
             raise ValueError(f"{where}: the name {name!r} is used twice; each key needs its own")
         if not isinstance(role, str) or not isinstance(encoded, str):
             raise ValueError(f"{where} ({name!r}): 'role' and 'hash' must be strings")
+        if public_id is not None and (not isinstance(public_id, str) or key_id(public_id + "_") != public_id):
+            raise ValueError(f"{where} ({name!r}): 'id' must look like npc_<8 hex> (as `npcserver hash-key` writes it)")
         try:
             parsed_role = Role.parse(role)
             _parse_hash(encoded)
         except ValueError as exc:
             raise ValueError(f"{where} ({name!r}): {exc}") from None
-        keys.append(ApiKey(name, parsed_role, encoded))
+        keys.append(ApiKey(name, parsed_role, encoded, public_id))
     return keys
 
 
@@ -295,7 +316,10 @@ class Gate:
         if fingerprint in self._remembered:
             self._remembered.move_to_end(fingerprint)
             return self._remembered[fingerprint]
-        found = next((k for k in self.keys if verify_key(credential, k.hash)), None)
+        # Only the entry with the key's id (or, for a key without one, the entries without one) is worth a scrypt.
+        public_id = key_id(credential)
+        candidates = [k for k in self.keys if k.id == public_id]
+        found = next((k for k in candidates if verify_key(credential, k.hash)), None)
         self._remembered[fingerprint] = found
         if len(self._remembered) > _REMEMBERED_KEYS:
             self._remembered.popitem(last=False)

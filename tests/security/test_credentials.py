@@ -25,7 +25,7 @@ from npcserver.config import Settings
 from npcserver.errors import Unauthenticated
 from npcserver.service import auth
 from npcserver.service.access import Role
-from npcserver.service.auth import Gate, TokenVerifier, hash_key, load_keys_file, verify_key
+from npcserver.service.auth import ApiKey, Gate, TokenVerifier, hash_key, load_keys_file, verify_key
 
 SECRET = b"s" * 40
 
@@ -50,7 +50,8 @@ def test_a_key_hash_verifies_only_its_key_and_is_salted() -> None:
         ('name = "a"\nrole = "wizard"\nhash = "{h}"', "unknown role 'wizard': use one of player, designer, admin"),
         ('name = "a"\nrole = "player"\nhash = "plain-text-key"', "starts with '\\$scrypt\\$'"),
         ('name = ""\nrole = "player"\nhash = "{h}"', "'name' must be a non-empty string"),
-        ('name = "a"\nrole = "player"\nhash = "{h}"\nkey = "x"', "exactly the fields name, role and hash"),
+        ('name = "a"\nrole = "player"\nhash = "{h}"\nkey = "x"', "the fields name, role and hash \\(and id"),
+        ('name = "a"\nrole = "player"\nhash = "{h}"\nid = "key-1"', "'id' must look like npc_<8 hex>"),
     ],
 )
 def test_a_bad_keys_file_entry_is_named(tmp_path: Path, entry: str, message: str) -> None:
@@ -88,6 +89,28 @@ def test_the_gate_gives_each_key_its_role_and_remembers_a_checked_key(
         with pytest.raises(Unauthenticated, match="the API key is wrong"):
             gate.authenticate("Bearer guess")
     assert checks == ["guess"] * 3  # one check per entry, once: a wrong key is remembered too
+
+
+def test_a_generated_key_is_checked_against_its_own_entry_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    generated, chosen = auth.new_key(), "a key people chose"
+    assert auth.key_id(generated) == generated[:12] and auth.key_id(chosen) is None
+    keys = [
+        *(ApiKey(f"other-{i}", Role.ADMIN, hash_key(auth.new_key()), f"npc_0000000{i}") for i in range(3)),
+        ApiKey("game", Role.PLAYER, hash_key(generated), auth.key_id(generated)),
+        ApiKey("tools", Role.DESIGNER, hash_key(chosen)),
+    ]
+    gate = Gate(keys)
+    checked: list[str] = []
+    real_verify = auth.verify_key
+    monkeypatch.setattr(auth, "verify_key", lambda key, encoded: checked.append(encoded) or real_verify(key, encoded))
+    assert gate.authenticate(f"Bearer {generated}").name == "game"
+    assert checked == [keys[3].hash]
+    checked.clear()
+    assert gate.authenticate(f"Bearer {chosen}").name == "tools" and checked == [keys[4].hash]
+    checked.clear()
+    with pytest.raises(Unauthenticated, match="the API key is wrong"):
+        gate.authenticate(f"Bearer {auth.new_key()}")  # a guess with an unknown id: no scrypt at all
+    assert checked == []
 
 
 @pytest.mark.parametrize(
@@ -222,7 +245,10 @@ def test_hash_key_generates_a_key_shown_once_on_stderr(tmp_path: Path) -> None:
     )
     key = done.stderr.rsplit(": ", 1)[1].strip()
     entry = tomllib.loads(done.stdout)["keys"][0]
-    assert len(key) >= 40 and key not in done.stdout and verify_key(key, entry["hash"])
+    assert key.startswith(entry["id"] + "_") and len(key) >= 50 and key not in done.stdout
+    assert verify_key(key, entry["hash"])
+    (loaded,) = load_keys_file(keys_file(tmp_path, done.stdout))
+    assert Gate([loaded]).authenticate(f"Bearer {key}").name == "game"
 
 
 def test_secrets_are_not_flags_and_tls_needs_both_files(tmp_path: Path) -> None:
