@@ -31,7 +31,7 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -270,8 +270,10 @@ class UpstreamEngine:
                 raise NotReady("the engine is closed")
             queue_ms = (time.perf_counter() - accepted) * 1000
             run = self._stream_llama_server if self._api == "llama-server" else self._stream_openai
-            async for event in run(request, info.context_size, accepted, queue_ms):
-                yield event
+            # aclosing: when our consumer stops, the upstream response is closed now, not when collected.
+            async with contextlib.aclosing(run(request, info.context_size, accepted, queue_ms)) as events:
+                async for event in events:
+                    yield event
         finally:
             self._outstanding -= 1
             if holding:
@@ -454,7 +456,7 @@ class UpstreamEngine:
 
     async def _stream_llama_server(
         self, request: GenerationRequest, ctx: int, accepted: float, queue_ms: float
-    ) -> AsyncIterator[GenerationEvent]:
+    ) -> AsyncGenerator[GenerationEvent, None]:
         p = request.params
         body: dict[str, Any] = {
             "prompt": request.prompt,
@@ -477,7 +479,10 @@ class UpstreamEngine:
         decoder = StreamDecoder(p.stop)
         first_token_at: float | None = None
         n_tokens = 0
-        async with self._post_stream("/completion", body, request) as events:
+        async with (
+            self._post_stream("/completion", body, request) as resp,
+            contextlib.aclosing(self._events(resp)) as events,
+        ):
             async for data in events:
                 n_tokens = int(data.get("tokens_predicted", n_tokens))
                 content = str(data.get("content") or "")
@@ -514,7 +519,7 @@ class UpstreamEngine:
 
     async def _stream_openai(
         self, request: GenerationRequest, ctx: int, accepted: float, queue_ms: float
-    ) -> AsyncIterator[GenerationEvent]:
+    ) -> AsyncGenerator[GenerationEvent, None]:
         p = request.params
         body: dict[str, Any] = {
             "model": self._upstream_model,
@@ -540,7 +545,10 @@ class UpstreamEngine:
         n_chunks = 0
         finish: str | None = None
         usage: dict[str, Any] = {}
-        async with self._post_stream("/v1/completions", body, request) as events:
+        async with (
+            self._post_stream("/v1/completions", body, request) as resp,
+            contextlib.aclosing(self._events(resp)) as events,
+        ):
             async for data in events:
                 usage = data.get("usage") or usage
                 for choice in data.get("choices") or []:
@@ -578,15 +586,16 @@ class UpstreamEngine:
     @contextlib.asynccontextmanager
     async def _post_stream(
         self, path: str, body: dict[str, Any], request: GenerationRequest
-    ) -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
-        """POSTs a streaming request; yields its SSE data objects. Maps every upstream failure to an NpcError."""
+    ) -> AsyncIterator[httpx.Response]:
+        """POSTs a streaming request and yields the response once it is known to be a 200. Maps every failure of
+        the upstream, while connecting and while reading in the with block, to an NpcError."""
         client = self._require_client()
         try:
             async with client.stream("POST", path, json=body, headers=self._headers_for(request)) as resp:
                 if resp.status_code != 200:
                     await resp.aread()
                     raise self._http_error(resp)
-                yield self._events(resp)
+                yield resp
         except SSEError as exc:  # before TransportError, which it subclasses
             raise NotReady(f"the inference server at {self._url} did not answer with an event stream: {exc}") from exc
         except httpx.TimeoutException as exc:
@@ -598,7 +607,7 @@ class UpstreamEngine:
                 raise NotReady("the engine is closed") from exc
             raise NotReady(f"cannot reach the inference server at {self._url}: {exc}; retry") from exc
 
-    async def _events(self, resp: httpx.Response) -> AsyncIterator[dict[str, Any]]:
+    async def _events(self, resp: httpx.Response) -> AsyncGenerator[dict[str, Any], None]:
         async for sse in EventSource(resp).aiter_sse():
             self.steps += 1
             if sse.data == "[DONE]":
