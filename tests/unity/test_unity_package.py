@@ -19,6 +19,8 @@ from typing import Protocol
 
 import pytest
 
+from npcserver.client import mint_player_token
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import package_layout
 import wire_fixtures
@@ -180,11 +182,13 @@ def count_tests(*folders: Path) -> int:
 def test_csharp_suite(live_server: LiveServer, server_factory: Callable[..., LiveServer], tmp_path: Path) -> None:
     """Compiles with mcs 7.2 and runs every NUnit test (end to end against live_server); all must pass."""
     api_key = "unity-test-key-" + secrets.token_hex(8)
-    keyed = server_factory(NPCSERVER_API_KEY=api_key)
+    token_secret = secrets.token_urlsafe(48)
+    keyed = server_factory(NPCSERVER_API_KEY=api_key, NPCSERVER_PLAYER_TOKEN_SECRET=token_secret)
     env = dict(os.environ)
     env["NPCSERVER_HTTP_URL"] = live_server.http_url
     env["NPCSERVER_KEYED_HTTP_URL"] = keyed.http_url
     env["NPCSERVER_KEYED_API_KEY"] = api_key
+    env["NPCSERVER_KEYED_PLAYER_TOKEN"] = mint_player_token(token_secret, "unity-player", "unity-player:", ttl=900)
     env["UNITY_TEST_BUILD"] = str(tmp_path)
     env["PYTHON"] = sys.executable
     result = subprocess.run(

@@ -225,8 +225,9 @@ namespace NpcServer.Dialogue.E2E
 
 namespace NpcServer.Dialogue.E2E
 {
-    // Against a second server started with NPCSERVER_API_KEY (pytest's server_factory): the client's API key is
-    // sent as "authorization: Bearer", and a missing or wrong key fails with UNAUTHENTICATED and the server's hint.
+    // Against a second server started with NPCSERVER_API_KEY and a player token secret (pytest's server_factory): the
+    // client's API key (or a player token) is sent as "authorization: Bearer", and a missing or wrong key fails with
+    // UNAUTHENTICATED and the server's hint.
     [TestFixture]
     public class ApiKeyTests
     {
@@ -262,6 +263,22 @@ namespace NpcServer.Dialogue.E2E
                 .TalkAsync("tavern_keeper", "unity-key-" + Guid.NewGuid().ToString("N"), "Hello.", null);
             Assert.IsTrue(line.Wait(TimeSpan.FromSeconds(120)));
             Assert.IsNotNull(line.Result.Final.Message);
+        }
+
+        [Test]
+        public void PlayerTokenTalksOnlyInItsOwnConversations()
+        {
+            // A JWT that a game backend minted (npcserver.client.mint_player_token) goes where the API key goes.
+            var transport = new HttpWebRequestTransport(Env("NPCSERVER_KEYED_HTTP_URL"));
+            var client = new NpcClient(transport, Env("NPCSERVER_KEYED_PLAYER_TOKEN"));
+            var own = client.TalkAsync("tavern_keeper", "unity-player:" + Guid.NewGuid().ToString("N"), "Hello.", null);
+            Assert.IsTrue(own.Wait(TimeSpan.FromSeconds(120)));
+            Assert.IsNotNull(own.Result.Final.Message);
+
+            var error = Catch(() => client.TalkAsync("tavern_keeper", "someone-else:save", "Hello.", null));
+            Assert.IsInstanceOf<NpcRpcException>(error, "got " + error);
+            Assert.AreEqual(GrpcStatusCode.PermissionDenied, ((NpcRpcException)error).StatusCode);
+            StringAssert.Contains("'unity-player:'", error.Message);
         }
 
         [Test]
