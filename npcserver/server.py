@@ -109,7 +109,13 @@ class NpcServer:
         presets = PresetBook(s.default_preset, s.presets_file)
         engine = make_engine(s, model_path)
         self.core = NpcCore(
-            engine, store, presets, default_max_tokens=s.default_max_tokens, max_message_chars=s.max_message_chars
+            engine,
+            store,
+            presets,
+            default_max_tokens=s.default_max_tokens,
+            max_message_chars=s.max_message_chars,
+            # keep_alive unloads close the engine; a later request loads the same model with a fresh one.
+            engine_factory=lambda: make_engine(s, model_path),
         )
         # Persona files and the presets file apply at startup and again whenever they are saved (core.watch).
         self._files = PersonaFiles(self.core, s.personas_dir, s.presets_file)

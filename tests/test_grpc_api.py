@@ -257,7 +257,12 @@ def _chat(api: Api, **fields: Any) -> Callable[[], Any]:
 
 
 BAD_REQUESTS: dict[str, tuple[Callable[[Api], Callable[[], Any]], grpc.StatusCode, str]] = {
-    "unknown model": (lambda a: _chat(a, model="gpt-9", messages=[user("hi")]), grpc.StatusCode.NOT_FOUND, "gpt-9"),
+    # INVALID_ARGUMENT, as REST's 400: the request names a model this server does not serve.
+    "unknown model": (
+        lambda a: _chat(a, model="gpt-9", messages=[user("hi")]),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "gpt-9",
+    ),
     "empty messages": (lambda a: _chat(a, messages=[]), grpc.StatusCode.INVALID_ARGUMENT, "messages must not be"),
     "unknown role": (
         lambda a: _chat(a, messages=[pb.ChatMessage(role="wizard", content="hi")]),

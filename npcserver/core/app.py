@@ -22,6 +22,7 @@ from npcserver.core import personas as rules
 from npcserver.core.inputs import check_seed, check_strings
 from npcserver.core.presets import PresetBook, check_sampling
 from npcserver.core.prompt import BuiltPrompt, PromptBuilder
+from npcserver.core.residency import EngineFactory, ModelResidency
 from npcserver.core.structured import (
     CompiledFormat,
     allow_leading_space,
@@ -75,8 +76,11 @@ class NpcCore:
         *,
         default_max_tokens: int = 256,
         max_message_chars: int = 8000,
+        engine_factory: EngineFactory | None = None,
     ) -> None:
         self.engine = engine
+        #: Unloads and reloads the model for keep_alive; ``engine_factory`` builds a fresh engine to reload with.
+        self.residency = ModelResidency(self, engine_factory)
         self.store = store
         self.presets = presets
         self.default_max_tokens = default_max_tokens
@@ -143,8 +147,9 @@ class NpcCore:
         """Streams a chat completion: TextDelta events, then one Completion."""
         info = self.engine.info
         if request.model and request.model != info.id:
-            raise NotFound(
-                f"model {request.model!r} is not loaded; this server serves {info.id!r} (see ListModels)",
+            # A 400 / INVALID_ARGUMENT, as the games chat API documents it: the request names the wrong model.
+            raise InvalidArgument(
+                f"model {request.model!r} does not exist; this server serves {info.id!r} (see ListModels)",
                 param="model",
                 code="model_not_found",
             )

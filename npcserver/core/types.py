@@ -177,6 +177,10 @@ class Completion:
     truncated_turns: int = 0
     #: For Talk: whether the turn was stored.
     stored: bool = False
+    #: Milliseconds from the service accepting the request to this result (set by the service layer).
+    total_ms: float = 0.0
+    #: Milliseconds this request waited for the model to load again after a keep_alive unload (0 when loaded).
+    model_load_ms: float = 0.0
 
     @property
     def prompt_tokens(self) -> int:
@@ -202,3 +206,7 @@ class ModelCard:
     gpu_layers: int
     has_chat_template: bool
     extra: dict[str, str] = field(default_factory=dict)
+    #: False while the model is unloaded (keep_alive); the next generation loads it again.
+    loaded: bool = True
+    #: Size of the model file in bytes (0 when unknown).
+    file_bytes: int = 0

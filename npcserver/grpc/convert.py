@@ -131,6 +131,8 @@ def timings_to_pb(c: Completion) -> pb.Timings:
         load_ms=c.load_ms,
         queue_ms=s.queue_ms,
         cached_prompt_tokens=s.cached_prompt_tokens,
+        total_ms=c.total_ms,
+        model_load_ms=c.model_load_ms,
     )
 
 
@@ -258,14 +260,18 @@ def model_to_pb(m: ModelCard) -> pb.Model:
         backend=m.backend,
         gpu_layers=m.gpu_layers,
         has_chat_template=m.has_chat_template,
+        loaded=m.loaded,
     )
 
 
-def talk_event_to_pb(event: StreamEvent) -> pb.TalkResponse:
-    """One event of a Talk stream as its TalkResponse."""
+def talk_event_to_pb(event: StreamEvent, request: TalkRequest, model: str) -> pb.TalkResponse:
+    """One event of a Talk stream as its TalkResponse, labelled with the request's id, model and time."""
+    msg = pb.TalkResponse(id=request.id, model=model, created=request.created)
     if isinstance(event, Completion):
-        return pb.TalkResponse(final=final_to_pb(event))
-    return pb.TalkResponse(delta=pb.ContentDelta(content=event.text))
+        msg.final.CopyFrom(final_to_pb(event))
+    else:
+        msg.delta.content = event.text
+    return msg
 
 
 def persona_page_to_pb(personas: list[Persona], next_page_token: str) -> pb.ListPersonasResponse:

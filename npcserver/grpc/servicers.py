@@ -113,9 +113,11 @@ class ChatServicer(_Base, pb_grpc.ChatServiceServicer):
 class ConversationServicer(_Base, pb_grpc.ConversationServiceServicer):
     @streaming
     async def Talk(self, request: pb.TalkRequest, context: Context) -> Any:
-        async with aclosing(self.service.stream_talk(convert.talk_request_from_pb(request))) as events:  # type: ignore[type-var]
+        talk = convert.talk_request_from_pb(request)
+        model = self.service.model_id()
+        async with aclosing(self.service.stream_talk(talk)) as events:  # type: ignore[type-var]
             async for event in events:
-                yield convert.talk_event_to_pb(event)
+                yield convert.talk_event_to_pb(event, talk, model)
 
     @unary
     async def GetConversation(self, request: pb.GetConversationRequest, context: Context) -> Any:

@@ -1,7 +1,8 @@
 """The HTTP/1.1 door's ASGI application: gRPC-Web and REST on one port, behind optional CORS.
 
 A request whose content type is ``application/grpc-web*`` goes to the gRPC-Web bridge, which runs the servicers
-that ``npcserver.grpc.servicers.add_services`` registers (the gRPC door's own); everything else goes to the REST routes.
+that ``npcserver.grpc.servicers.add_services`` registers (the gRPC door's own); everything else goes to the REST routes
+(OpenAI's and the NPC routes in ``rest``, Ollama's under /api in ``ollama``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from npcserver.http.bodies import limit_body
 from npcserver.http.calls import CallTracker
 from npcserver.http.errors import error_body, error_response
 from npcserver.http.grpcweb import GrpcWebBridge, MethodRegistry, is_grpc_web
+from npcserver.http.ollama import OllamaRoutes
 from npcserver.http.rest import RestRoutes
 from npcserver.service import Gate, NpcService
 
@@ -50,6 +52,7 @@ class HttpApp:
         self.bridge = GrpcWebBridge(self.registry, self.tracker, _MAX_BODY_BYTES)
         self.service = NpcService(core, self.gate)
         routes = RestRoutes(self.service, self.tracker).routes(self._authorize)
+        routes += OllamaRoutes(self.service, self.tracker).routes()
         self.rest = Starlette(
             routes=routes,
             exception_handlers={HTTPException: _http_exception, Exception: _server_error},

@@ -45,7 +45,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from npcserver.api.v1 import npcserver_pb2 as pb
-from npcserver.core.types import ModelCard
+from npcserver.core.types import ModelCard, TalkRequest
 from npcserver.errors import InvalidArgument, NotReady, Unauthenticated
 from npcserver.grpc import convert
 from npcserver.http.bodies import parse_json
@@ -77,6 +77,7 @@ def model_json(card: ModelCard) -> dict[str, Any]:
         "backend": card.backend,
         "gpu_layers": card.gpu_layers,
         "has_chat_template": card.has_chat_template,
+        "loaded": card.loaded,
     }
 
 
@@ -125,9 +126,10 @@ def chat_completion_json(c: Completion) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def talk_event_json(event: TextDelta | Completion) -> dict[str, Any]:
-    """One Talk event: the TalkResponse's JSON; a final also says whether the turn was stored."""
-    data = to_json(convert.talk_event_to_pb(event))
+def talk_event_json(event: TextDelta | Completion, talk: TalkRequest, model: str) -> dict[str, Any]:
+    """One Talk event: the TalkResponse's JSON (with the request's id, model and time); a final also says whether
+    the turn was stored."""
+    data = to_json(convert.talk_event_to_pb(event, talk, model))
     if isinstance(event, Completion):
         data["final"]["stored"] = event.stored
     return data
@@ -249,7 +251,7 @@ class RestRoutes:
             return JSONResponse({"status": "loading"}, status_code=503)
         if not health.model:
             return JSONResponse({"status": "ok"})
-        return JSONResponse({"status": "ok", "model": health.model})
+        return JSONResponse({"status": "ok", "model": health.model, "loaded": health.loaded})
 
     # --- OpenAI ------------------------------------------------------------------------------------------------
 
@@ -383,13 +385,14 @@ class RestRoutes:
         if not isinstance(stream, bool):
             raise InvalidArgument("stream must be true (SSE) or false (one JSON object)", param="stream")
         talk = convert.talk_request_from_pb(from_json(data, pb.TalkRequest()))
+        model = self.service.model_id()
         if not stream:
-            return JSONResponse(talk_event_json(await self.service.talk(talk))["final"])
+            return JSONResponse(talk_event_json(await self.service.talk(talk), talk, model)["final"])
 
         async def produce(sse: SseWriter) -> None:
             async with aclosing(self.service.stream_talk(talk)) as events:  # type: ignore[type-var]
                 async for event in events:
-                    await sse.event(talk_event_json(event))
+                    await sse.event(talk_event_json(event, talk, model))
             await sse.done()
 
         return _EventStream(produce, self.tracker)

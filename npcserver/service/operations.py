@@ -11,9 +11,11 @@ converts to and from the door's shapes. Nothing here imports grpc, an HTTP libra
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import os
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from npcserver.core.app import NpcCore
 from npcserver.core.types import (
@@ -34,10 +36,14 @@ from npcserver.service.streams import final_of
 
 @dataclass(frozen=True)
 class Health:
-    """What a health check reports: whether the model serves, and which one."""
+    """What a health check reports: whether the model serves, which one, and whether it is in memory now.
+
+    A model that keep_alive unloaded still serves (``ready``): the next generation loads it again.
+    """
 
     ready: bool
     model: str = ""
+    loaded: bool = False
     #: Why a loaded server does not serve now (its event loop or engine is stuck: ``core.watchdog``), else "".
     problem: str = ""
 
@@ -71,7 +77,7 @@ class NpcService:
 
     @property
     def ready(self) -> bool:
-        return bool(self.core.engine.ready)
+        return self.core.residency.unloaded or bool(self.core.engine.ready)
 
     def require_model(self) -> None:
         """Raises NotReady while the model loads: operations that generate or describe the model need it."""
@@ -82,7 +88,7 @@ class NpcService:
         """The id of the loaded model (what every reply names)."""
         self._require(Role.PLAYER, "reading the model")
         self.require_model()
-        return self.core.engine.info.id
+        return self.core.residency.info().id
 
     def health(self) -> Health:
         """Public: without an admitted caller on a server with credentials, only whether it is ready."""
@@ -93,14 +99,39 @@ class NpcService:
             return Health(ready=False, problem=problem)
         if not self.gate.open and admitted_caller() is None:
             return Health(ready=True)
-        return Health(ready=True, model=self.core.engine.info.id)
+        residency = self.core.residency
+        return Health(ready=True, model=residency.info().id, loaded=residency.loaded)
+
+    @property
+    def model_expires_at(self) -> float | None:
+        """When keep_alive unloads the model (Unix seconds), or None while it stays loaded."""
+        return self.core.residency.expires_at
 
     # --- models and presets --------------------------------------------------------------------------------------
 
     def list_models(self) -> list[ModelCard]:
+        """The served model; ``loaded`` says whether it is in memory now (keep_alive may have unloaded it)."""
         self._require(Role.PLAYER, "listing models")
         self.require_model()
-        return self.core.list_models()
+        residency = self.core.residency
+        info = residency.info()
+        try:
+            size = os.path.getsize(info.path)
+        except OSError:
+            size = 0
+        return [
+            ModelCard(
+                id=info.id,
+                created=info.created,
+                context_size=info.context_size,
+                backend=info.backend,
+                gpu_layers=info.gpu_layers,
+                has_chat_template=info.chat_template is not None,
+                extra=dict(info.extra),
+                loaded=residency.loaded,
+                file_bytes=size,
+            )
+        ]
 
     def get_model(self, model_id: str) -> ModelCard:
         for card in self.list_models():
@@ -116,31 +147,55 @@ class NpcService:
     def default_preset(self) -> str:
         return self.core.default_preset
 
+    async def load_model(self, *, keep_alive_s: float | None = None) -> float:
+        """Loads the model if keep_alive unloaded it, then applies ``keep_alive_s`` (0 unloads it). Returns the
+        milliseconds the load took (0 when it was loaded)."""
+        self._require(Role.DESIGNER, "loading or unloading the model")
+        self.require_model()
+        async with self.core.residency.hold(keep_alive_s) as load_ms:
+            return load_ms
+
     # --- generation ----------------------------------------------------------------------------------------------
 
-    async def chat(self, request: ChatRequest) -> Completion:
+    async def chat(self, request: ChatRequest, *, keep_alive_s: float | None = None) -> Completion:
         """A whole chat completion."""
-        return await final_of(self.stream_chat(request))
+        return await final_of(self.stream_chat(request, keep_alive_s=keep_alive_s))
 
-    async def stream_chat(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
-        """A chat completion as TextDelta events, then one Completion. Free text outside any persona: the designer's
-        playground, not a player's."""
+    async def stream_chat(
+        self, request: ChatRequest, *, keep_alive_s: float | None = None
+    ) -> AsyncIterator[StreamEvent]:
+        """A chat completion as TextDelta events, then one Completion.
+
+        ``keep_alive_s``: how long the model stays loaded after this request (see ``ModelResidency``). Free text
+        outside any persona: the designer's playground, not a player's.
+        """
         self._require(Role.DESIGNER, "a chat completion (text outside any persona)")
-        self.require_model()
-        async with aclosing(self.core.stream_chat(request)) as events:  # type: ignore[type-var]
-            async for event in events:
-                yield event
+        async for event in self._generate(lambda: self.core.stream_chat(request), keep_alive_s):
+            yield event
 
-    async def talk(self, request: TalkRequest) -> Completion:
+    async def talk(self, request: TalkRequest, *, keep_alive_s: float | None = None) -> Completion:
         """A whole Talk turn: the NPC's reply, stored when it completed (``Completion.stored``)."""
-        return await final_of(self.stream_talk(request))
+        return await final_of(self.stream_talk(request, keep_alive_s=keep_alive_s))
 
-    async def stream_talk(self, request: TalkRequest) -> AsyncIterator[StreamEvent]:
+    async def stream_talk(
+        self, request: TalkRequest, *, keep_alive_s: float | None = None
+    ) -> AsyncIterator[StreamEvent]:
         """A Talk turn as TextDelta events, then one Completion; the turn is stored only when the reply completes."""
         self.caller.require_conversation(request.persona_id, request.conversation_id, "Talk")
+        async for event in self._generate(lambda: self.core.stream_talk(request), keep_alive_s):
+            yield event
+
+    async def _generate(
+        self, start: Callable[[], AsyncIterator[StreamEvent]], keep_alive_s: float | None
+    ) -> AsyncIterator[StreamEvent]:
+        """Holds the model (loading it again after a keep_alive unload) and times the request for its final."""
+        started = time.perf_counter()
         self.require_model()
-        async with aclosing(self.core.stream_talk(request)) as events:  # type: ignore[type-var]
+        async with self.core.residency.hold(keep_alive_s) as load_ms, aclosing(start()) as events:  # type: ignore[type-var]
             async for event in events:
+                if isinstance(event, Completion):
+                    total_ms = (time.perf_counter() - started) * 1000.0
+                    event = replace(event, total_ms=total_ms, model_load_ms=load_ms)
                 yield event
 
     # --- personas ------------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ one error map.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -42,6 +43,8 @@ class LoadingCore:
     """Stands in for NpcCore before the model is loaded."""
 
     engine = LoadingEngine()
+    #: Not unloaded by keep_alive: simply not loaded yet.
+    residency = SimpleNamespace(unloaded=False, loaded=False)
 
     def list_models(self) -> list[Any]:
         return [self.engine.info]

@@ -187,10 +187,13 @@ def test_openai_json_schema_response_format(door: Door, model_id: str) -> None:
 
 def test_openai_errors_are_typed(door: Door, model_id: str) -> None:
     client = door.openai()
-    with pytest.raises(openai.NotFoundError) as not_found:
+    # The games chat API's contract: an unknown model is a 400 naming the model field, not a 404.
+    with pytest.raises(openai.BadRequestError) as unknown:
         client.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "hi"}])
-    assert "no-such-model" in not_found.value.message
-    assert isinstance(not_found.value.body, dict) and not_found.value.body["param"] == "model"
+    assert "no-such-model" in unknown.value.message
+    assert isinstance(unknown.value.body, dict)
+    assert unknown.value.body["param"] == "model" and unknown.value.body["code"] == "model_not_found"
+    assert unknown.value.body["type"] == "invalid_request_error"
     with pytest.raises(openai.BadRequestError) as hot:
         client.chat.completions.create(model=model_id, messages=[{"role": "user", "content": "hi"}], temperature=5)
     assert "temperature" in hot.value.message

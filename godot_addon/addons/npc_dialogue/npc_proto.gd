@@ -521,6 +521,12 @@ class TalkResponse:
 			final = value
 			if value != null:
 				delta = null
+	## The request id ("talk-..."), the same on every message of the stream.
+	var id: String = ""
+	## The model that generates the reply.
+	var model: String = ""
+	## Unix time (seconds) when the request was accepted, the same on every message of the stream.
+	var created: int = 0
 
 	## Which field of the [code]event[/code] oneof is set (its name), or an empty String.
 	func get_event_case() -> String:
@@ -537,6 +543,12 @@ class TalkResponse:
 			w.put_bytes(1, delta.to_bytes())
 		if final != null:
 			w.put_bytes(2, final.to_bytes())
+		if not id.is_empty():
+			w.put_string(3, id)
+		if not model.is_empty():
+			w.put_string(4, model)
+		if created != 0:
+			w.put_varint(5, created)
 		return w.data
 
 	## Decodes protobuf binary wire bytes. Returns null when they are malformed.
@@ -555,6 +567,12 @@ class TalkResponse:
 					m.delta = ContentDelta.read_from(r, r.read_length_end())
 				18:
 					m.final = CompletionFinal.read_from(r, r.read_length_end())
+				26:
+					m.id = r.read_string()
+				34:
+					m.model = r.read_string()
+				40:
+					m.created = r.read_varint()
 				_:
 					r.skip(tag)
 		r.expect_end(end)
@@ -568,6 +586,9 @@ class TalkResponse:
 			d["delta"] = delta.to_dict()
 		if final != null:
 			d["final"] = final.to_dict()
+		d["id"] = id
+		d["model"] = model
+		d["created"] = created
 		return d
 
 	## Builds the message from a Dictionary shaped like [method to_dict]'s (missing keys keep their
@@ -578,6 +599,12 @@ class TalkResponse:
 			m.delta = ContentDelta.from_dict(d["delta"])
 		if d.get("final") is Dictionary:
 			m.final = CompletionFinal.from_dict(d["final"])
+		if d.has("id"):
+			m.id = str(d["id"])
+		if d.has("model"):
+			m.model = str(d["model"])
+		if d.has("created"):
+			m.created = int(d["created"])
 		return m
 
 
@@ -873,6 +900,12 @@ class Timings:
 	var queue_ms: float = 0.0
 	## Prompt tokens whose KV was reused instead of evaluated.
 	var cached_prompt_tokens: int = 0
+	## Milliseconds from the server accepting the request to its final message (queue, load, prompt
+	## and reply).
+	var total_ms: float = 0.0
+	## Milliseconds this request waited for the model to load again after keep_alive unloaded it (0
+	## when loaded).
+	var model_load_ms: float = 0.0
 
 	## Encodes this message in the protobuf binary wire format.
 	func to_bytes() -> PackedByteArray:
@@ -893,6 +926,10 @@ class Timings:
 			w.put_double(7, queue_ms)
 		if cached_prompt_tokens != 0:
 			w.put_varint(8, cached_prompt_tokens)
+		if NpcWire.is_set_float(total_ms):
+			w.put_double(9, total_ms)
+		if NpcWire.is_set_float(model_load_ms):
+			w.put_double(10, model_load_ms)
 		return w.data
 
 	## Decodes protobuf binary wire bytes. Returns null when they are malformed.
@@ -923,6 +960,10 @@ class Timings:
 					m.queue_ms = r.read_double()
 				64:
 					m.cached_prompt_tokens = r.read_int32()
+				73:
+					m.total_ms = r.read_double()
+				81:
+					m.model_load_ms = r.read_double()
 				_:
 					r.skip(tag)
 		r.expect_end(end)
@@ -940,6 +981,8 @@ class Timings:
 		d["load_ms"] = load_ms
 		d["queue_ms"] = queue_ms
 		d["cached_prompt_tokens"] = cached_prompt_tokens
+		d["total_ms"] = total_ms
+		d["model_load_ms"] = model_load_ms
 		return d
 
 	## Builds the message from a Dictionary shaped like [method to_dict]'s (missing keys keep their
@@ -962,6 +1005,10 @@ class Timings:
 			m.queue_ms = float(d["queue_ms"])
 		if d.has("cached_prompt_tokens"):
 			m.cached_prompt_tokens = int(d["cached_prompt_tokens"])
+		if d.has("total_ms"):
+			m.total_ms = float(d["total_ms"])
+		if d.has("model_load_ms"):
+			m.model_load_ms = float(d["model_load_ms"])
 		return m
 
 

@@ -65,7 +65,7 @@ class Usage(_message.Message):
     def __init__(self, prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., total_tokens: _Optional[int] = ...) -> None: ...
 
 class Timings(_message.Message):
-    __slots__ = ("prompt_eval_count", "prompt_eval_ms", "eval_count", "eval_ms", "time_to_first_token_ms", "load_ms", "queue_ms", "cached_prompt_tokens")
+    __slots__ = ("prompt_eval_count", "prompt_eval_ms", "eval_count", "eval_ms", "time_to_first_token_ms", "load_ms", "queue_ms", "cached_prompt_tokens", "total_ms", "model_load_ms")
     PROMPT_EVAL_COUNT_FIELD_NUMBER: _ClassVar[int]
     PROMPT_EVAL_MS_FIELD_NUMBER: _ClassVar[int]
     EVAL_COUNT_FIELD_NUMBER: _ClassVar[int]
@@ -74,6 +74,8 @@ class Timings(_message.Message):
     LOAD_MS_FIELD_NUMBER: _ClassVar[int]
     QUEUE_MS_FIELD_NUMBER: _ClassVar[int]
     CACHED_PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_MS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_LOAD_MS_FIELD_NUMBER: _ClassVar[int]
     prompt_eval_count: int
     prompt_eval_ms: float
     eval_count: int
@@ -82,7 +84,9 @@ class Timings(_message.Message):
     load_ms: float
     queue_ms: float
     cached_prompt_tokens: int
-    def __init__(self, prompt_eval_count: _Optional[int] = ..., prompt_eval_ms: _Optional[float] = ..., eval_count: _Optional[int] = ..., eval_ms: _Optional[float] = ..., time_to_first_token_ms: _Optional[float] = ..., load_ms: _Optional[float] = ..., queue_ms: _Optional[float] = ..., cached_prompt_tokens: _Optional[int] = ...) -> None: ...
+    total_ms: float
+    model_load_ms: float
+    def __init__(self, prompt_eval_count: _Optional[int] = ..., prompt_eval_ms: _Optional[float] = ..., eval_count: _Optional[int] = ..., eval_ms: _Optional[float] = ..., time_to_first_token_ms: _Optional[float] = ..., load_ms: _Optional[float] = ..., queue_ms: _Optional[float] = ..., cached_prompt_tokens: _Optional[int] = ..., total_ms: _Optional[float] = ..., model_load_ms: _Optional[float] = ...) -> None: ...
 
 class StructuredOutput(_message.Message):
     __slots__ = ("valid", "error", "schema_name")
@@ -413,12 +417,18 @@ class TalkRequest(_message.Message):
     def __init__(self, persona_id: _Optional[str] = ..., conversation_id: _Optional[str] = ..., text: _Optional[str] = ..., preset: _Optional[str] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., max_tokens: _Optional[int] = ..., seed: _Optional[int] = ..., response_format: _Optional[_Union[ResponseFormat, _Mapping]] = ..., player_name: _Optional[str] = ..., sampling: _Optional[_Union[SamplingOptions, _Mapping]] = ...) -> None: ...
 
 class TalkResponse(_message.Message):
-    __slots__ = ("delta", "final")
+    __slots__ = ("delta", "final", "id", "model", "created")
     DELTA_FIELD_NUMBER: _ClassVar[int]
     FINAL_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
     delta: ContentDelta
     final: CompletionFinal
-    def __init__(self, delta: _Optional[_Union[ContentDelta, _Mapping]] = ..., final: _Optional[_Union[CompletionFinal, _Mapping]] = ...) -> None: ...
+    id: str
+    model: str
+    created: int
+    def __init__(self, delta: _Optional[_Union[ContentDelta, _Mapping]] = ..., final: _Optional[_Union[CompletionFinal, _Mapping]] = ..., id: _Optional[str] = ..., model: _Optional[str] = ..., created: _Optional[int] = ...) -> None: ...
 
 class Turn(_message.Message):
     __slots__ = ("player_line", "npc_line", "create_time_ms", "player_name")
@@ -527,7 +537,7 @@ class ListPresetsResponse(_message.Message):
     def __init__(self, presets: _Optional[_Iterable[_Union[Preset, _Mapping]]] = ..., default_preset: _Optional[str] = ...) -> None: ...
 
 class Model(_message.Message):
-    __slots__ = ("id", "object", "created", "owned_by", "context_size", "backend", "gpu_layers", "has_chat_template")
+    __slots__ = ("id", "object", "created", "owned_by", "context_size", "backend", "gpu_layers", "has_chat_template", "loaded")
     ID_FIELD_NUMBER: _ClassVar[int]
     OBJECT_FIELD_NUMBER: _ClassVar[int]
     CREATED_FIELD_NUMBER: _ClassVar[int]
@@ -536,6 +546,7 @@ class Model(_message.Message):
     BACKEND_FIELD_NUMBER: _ClassVar[int]
     GPU_LAYERS_FIELD_NUMBER: _ClassVar[int]
     HAS_CHAT_TEMPLATE_FIELD_NUMBER: _ClassVar[int]
+    LOADED_FIELD_NUMBER: _ClassVar[int]
     id: str
     object: str
     created: int
@@ -544,7 +555,8 @@ class Model(_message.Message):
     backend: str
     gpu_layers: int
     has_chat_template: bool
-    def __init__(self, id: _Optional[str] = ..., object: _Optional[str] = ..., created: _Optional[int] = ..., owned_by: _Optional[str] = ..., context_size: _Optional[int] = ..., backend: _Optional[str] = ..., gpu_layers: _Optional[int] = ..., has_chat_template: _Optional[bool] = ...) -> None: ...
+    loaded: bool
+    def __init__(self, id: _Optional[str] = ..., object: _Optional[str] = ..., created: _Optional[int] = ..., owned_by: _Optional[str] = ..., context_size: _Optional[int] = ..., backend: _Optional[str] = ..., gpu_layers: _Optional[int] = ..., has_chat_template: _Optional[bool] = ..., loaded: _Optional[bool] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()

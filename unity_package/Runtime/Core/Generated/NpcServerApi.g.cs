@@ -448,6 +448,16 @@ namespace NpcServer.Api.V1
         /// </summary>
         public int CachedPromptTokens { get; set; }
 
+        /// <summary>
+        /// Milliseconds from the server accepting the request to its final message (queue, load, prompt and reply).
+        /// </summary>
+        public double TotalMs { get; set; }
+
+        /// <summary>
+        /// Milliseconds this request waited for the model to load again after keep_alive unloaded it (0 when loaded).
+        /// </summary>
+        public double ModelLoadMs { get; set; }
+
         /// <summary>Writes every set field in field-number order.</summary>
         public void WriteTo(ProtoWriter writer)
         {
@@ -459,6 +469,8 @@ namespace NpcServer.Api.V1
             if (ProtoWriter.IsNonDefault(LoadMs)) { writer.WriteTag(6, WireType.Fixed64); writer.WriteDouble(LoadMs); }
             if (ProtoWriter.IsNonDefault(QueueMs)) { writer.WriteTag(7, WireType.Fixed64); writer.WriteDouble(QueueMs); }
             if (CachedPromptTokens != 0) { writer.WriteTag(8, WireType.Varint); writer.WriteInt32(CachedPromptTokens); }
+            if (ProtoWriter.IsNonDefault(TotalMs)) { writer.WriteTag(9, WireType.Fixed64); writer.WriteDouble(TotalMs); }
+            if (ProtoWriter.IsNonDefault(ModelLoadMs)) { writer.WriteTag(10, WireType.Fixed64); writer.WriteDouble(ModelLoadMs); }
         }
 
         /// <summary>Reads fields until the reader ends; unknown fields are skipped.</summary>
@@ -501,6 +513,14 @@ namespace NpcServer.Api.V1
                     case 8:
                         if (wire != WireType.Varint) { reader.SkipField(wire); break; }
                         CachedPromptTokens = reader.ReadInt32();
+                        break;
+                    case 9:
+                        if (wire != WireType.Fixed64) { reader.SkipField(wire); break; }
+                        TotalMs = reader.ReadDouble();
+                        break;
+                    case 10:
+                        if (wire != WireType.Fixed64) { reader.SkipField(wire); break; }
+                        ModelLoadMs = reader.ReadDouble();
                         break;
                     default:
                         reader.SkipField(wire);
@@ -2702,6 +2722,21 @@ namespace NpcServer.Api.V1
     /// </summary>
     public sealed partial class TalkResponse : IProtoMessage
     {
+        /// <summary>
+        /// The request id ("talk-..."), the same on every message of the stream.
+        /// </summary>
+        public string Id { get; set; } = "";
+
+        /// <summary>
+        /// The model that generates the reply.
+        /// </summary>
+        public string Model { get; set; } = "";
+
+        /// <summary>
+        /// Unix time (seconds) when the request was accepted, the same on every message of the stream.
+        /// </summary>
+        public long Created { get; set; }
+
         /// <summary>Which field of the Event oneof is set.</summary>
         public enum EventOneofCase
         {
@@ -2745,6 +2780,9 @@ namespace NpcServer.Api.V1
         {
             if (Delta != null) { writer.WriteTag(1, WireType.LengthDelimited); writer.WriteMessage(Delta); }
             if (Final != null) { writer.WriteTag(2, WireType.LengthDelimited); writer.WriteMessage(Final); }
+            if (Id.Length != 0) { writer.WriteTag(3, WireType.LengthDelimited); writer.WriteString(Id); }
+            if (Model.Length != 0) { writer.WriteTag(4, WireType.LengthDelimited); writer.WriteString(Model); }
+            if (Created != 0L) { writer.WriteTag(5, WireType.Varint); writer.WriteInt64(Created); }
         }
 
         /// <summary>Reads fields until the reader ends; unknown fields are skipped.</summary>
@@ -2771,6 +2809,18 @@ namespace NpcServer.Api.V1
                             reader.ReadMessage(item);
                             Final = item;
                         }
+                        break;
+                    case 3:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        Id = reader.ReadString();
+                        break;
+                    case 4:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        Model = reader.ReadString();
+                        break;
+                    case 5:
+                        if (wire != WireType.Varint) { reader.SkipField(wire); break; }
+                        Created = reader.ReadInt64();
                         break;
                     default:
                         reader.SkipField(wire);
@@ -3553,6 +3603,11 @@ namespace NpcServer.Api.V1
         /// </summary>
         public bool HasChatTemplate { get; set; } = false;
 
+        /// <summary>
+        /// False while keep_alive has unloaded the model from memory; the next generation loads it again.
+        /// </summary>
+        public bool Loaded { get; set; } = false;
+
         /// <summary>Writes every set field in field-number order.</summary>
         public void WriteTo(ProtoWriter writer)
         {
@@ -3564,6 +3619,7 @@ namespace NpcServer.Api.V1
             if (Backend.Length != 0) { writer.WriteTag(6, WireType.LengthDelimited); writer.WriteString(Backend); }
             if (GpuLayers != 0) { writer.WriteTag(7, WireType.Varint); writer.WriteInt32(GpuLayers); }
             if (HasChatTemplate) { writer.WriteTag(8, WireType.Varint); writer.WriteBool(HasChatTemplate); }
+            if (Loaded) { writer.WriteTag(9, WireType.Varint); writer.WriteBool(Loaded); }
         }
 
         /// <summary>Reads fields until the reader ends; unknown fields are skipped.</summary>
@@ -3606,6 +3662,10 @@ namespace NpcServer.Api.V1
                     case 8:
                         if (wire != WireType.Varint) { reader.SkipField(wire); break; }
                         HasChatTemplate = reader.ReadBool();
+                        break;
+                    case 9:
+                        if (wire != WireType.Varint) { reader.SkipField(wire); break; }
+                        Loaded = reader.ReadBool();
                         break;
                     default:
                         reader.SkipField(wire);
