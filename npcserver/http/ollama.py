@@ -44,6 +44,8 @@ _NDJSON = [(b"content-type", b"application/x-ndjson"), (b"cache-control", b"no-c
 _GENERIC_SERVER_ERROR = "the server had an error while processing the request; the details are in its log"
 #: Ollama's tag for an untagged name: "gemma" and "gemma:latest" name the same model.
 _LATEST = ":latest"
+#: The routes served, for telling a wrong method (405) from an unknown route (404).
+_ROUTES = frozenset({"/api/chat", "/api/tags", "/api/show", "/api/ps", "/api/version"})
 #: What /api/ps says for a model that stays loaded (Ollama reports a far-future time for keep_alive < 0).
 _FOREVER = "2318-11-29T00:00:00Z"
 
@@ -577,8 +579,11 @@ class OllamaRoutes:
         return JSONResponse({"version": npcserver.__version__})
 
     async def unknown(self, request: Request) -> Response:
-        message = (
-            f"{request.method} {request.url.path} is not served; this server mirrors Ollama's /api/chat, /api/tags, "
-            "/api/show, /api/ps and /api/version"
+        served = (
+            "this server mirrors Ollama's POST /api/chat, GET /api/tags, POST /api/show, GET /api/ps "
+            "and GET /api/version"
         )
-        return JSONResponse({"error": message}, status_code=404)
+        if request.url.path in _ROUTES:
+            message = f"{request.method} is not allowed on {request.url.path}; {served}"
+            return JSONResponse({"error": message}, status_code=405)
+        return JSONResponse({"error": f"{request.url.path} is not served; {served}"}, status_code=404)

@@ -162,6 +162,8 @@ def test_images_tool_messages_unknown_model_and_routes(client: ollama.Client, mo
     with pytest.raises(ollama.ResponseError) as generate:
         client.generate(model=model, prompt="Hi")
     assert generate.value.status_code == 404 and "/api/chat" in generate.value.error
+    wrong_method = httpx.get(f"{live_server.http_url}/api/chat", timeout=30)
+    assert wrong_method.status_code == 405 and "POST /api/chat" in wrong_method.json()["error"]
     bad_json = httpx.post(f"{live_server.http_url}/api/chat", content=b'{"model": ', timeout=30)
     assert bad_json.status_code == 400 and "not valid JSON" in bad_json.json()["error"]
 
@@ -186,25 +188,51 @@ def test_discovery_routes(client: ollama.Client, model: str, live_server: Any) -
     assert missing.value.status_code == 404
 
 
+def test_a_disconnect_cancels_the_generation(live_server: Any, model: str) -> None:
+    schema = {"type": "object", "properties": {f"k{i}": {"type": "string"} for i in range(40)}}
+    schema["required"] = list(schema["properties"])
+    body = {
+        "model": model,
+        "messages": [user("Describe the tavern.")],
+        "format": schema,
+        "options": {"num_predict": -1},
+    }
+    with httpx.stream("POST", f"{live_server.http_url}/api/chat", json=body, timeout=120) as response:
+        for n, _ in enumerate(response.iter_lines()):
+            if n == 10:
+                break  # leaving the block closes the connection mid-reply
+    # The abandoned reply had hundreds of tokens to go. Had it kept running, this request would queue behind it.
+    after = httpx.post(
+        f"{live_server.http_url}/v1/chat/completions",
+        json={"model": model.removesuffix(":latest"), "messages": [user("hi")], "max_tokens": 2},
+        timeout=120,
+    )
+    assert after.status_code == 200 and after.json()["timings"]["queue_ms"] < 1500
+
+
 def test_keep_alive_unloads_and_the_next_request_reloads(server_factory: Callable[..., Any]) -> None:
-    server = server_factory()
-    client = ollama.Client(host=server.http_url, timeout=120)
+    server = server_factory(NPCSERVER_API_KEY="sesame")
+    auth = {"authorization": "Bearer sesame"}
+    with pytest.raises(ollama.ResponseError) as denied:
+        ollama.Client(host=server.http_url, timeout=120).list()
+    assert denied.value.status_code == 401 and "Bearer" in denied.value.error
+    client = ollama.Client(host=server.http_url, timeout=120, headers=auth)
     model = client.list().models[0].model
     assert model is not None
 
     def health() -> dict[str, Any]:
-        data: dict[str, Any] = httpx.get(f"{server.http_url}/healthz", timeout=30).json()
+        data: dict[str, Any] = httpx.get(f"{server.http_url}/healthz", headers=auth, timeout=30).json()
         return data
 
     def loaded_in_models() -> bool:
-        data = httpx.get(f"{server.http_url}/v1/models", timeout=30).json()["data"]
+        data = httpx.get(f"{server.http_url}/v1/models", headers=auth, timeout=30).json()["data"]
         return bool(data[0]["loaded"])
 
     assert health()["loaded"] is True and loaded_in_models()
     first = client.chat(model=model, messages=[user("Hi")], options={"num_predict": 4}, keep_alive=0)
     assert first.done and first.load_duration == 0
     assert client.ps().models == []
-    assert health() == {"status": "ok", "model": health()["model"], "loaded": False}
+    assert health()["status"] == "ok" and health()["loaded"] is False
     assert not loaded_in_models() and client.list().models[0].model == model  # still listed: it loads on demand
 
     again = client.chat(model=model, messages=[user("Hi")], options={"num_predict": 4})
