@@ -33,13 +33,15 @@ Semantics every backend keeps:
 - **Ordering.** Personas list by id in code-point order (a backend with collations uses a binary one, such as
   PostgreSQL's ``COLLATE "C"``), so pages do not depend on a locale.
 
-Room to grow, on purpose: turn indexes are dense and stable so that a load can later ask for only the newest turns
-by index range. That does not exist yet.
+- **Token counts.** Each turn keeps a token count (``Turn.tokens``, the writer's; when the writer gives 0 the store
+  keeps ``estimate_tokens``), and the running sum of the counts before it, so ``load_recent`` reads only the newest
+  turns that fit a token budget: a line costs the same at 20 turns and at 20,000. The counts are the writer's
+  measure (the core's tokenizer at the time); the store only adds them up.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from npcserver.errors import Aborted
@@ -62,6 +64,20 @@ class Turn:
     create_time_ms: int = 0
     #: The name the player spoke under ("" for the persona's default).
     player_name: str = ""
+    #: The turn's size in tokens as the writer counted it (0 on write: the store keeps ``estimate_tokens``). Not part
+    #: of a turn's identity: equal turns may be counted differently by different models.
+    tokens: int = field(default=0, compare=False)
+
+
+def estimate_tokens(player_line: str, npc_line: str, player_name: str) -> int:
+    """A turn's token count when its writer gave none: about three characters a token, plus the speaker labels.
+    Backends compute the same in SQL for rows stored before counts existed."""
+    return (len(player_line) + len(npc_line) + len(player_name)) // 3 + 6
+
+
+def turn_tokens(turn: Turn) -> int:
+    """The token count a store keeps for ``turn``."""
+    return turn.tokens if turn.tokens > 0 else estimate_tokens(turn.player_line, turn.npc_line, turn.player_name)
 
 
 @dataclass(frozen=True)
@@ -71,11 +87,15 @@ class History:
     turns: list[Turn]
     #: Changes on every reset and replace (0 for a conversation never reset or replaced).
     epoch: int
+    #: The index of ``turns[0]``: ``load_recent`` leaves the older turns out (``load_history``: 0).
+    first: int = 0
+    #: The summed token counts of the turns left out (those before ``first``).
+    tokens_before: int = 0
 
     @property
     def after(self) -> int:
-        """The index the next turn gets: the number of turns seen."""
-        return len(self.turns)
+        """The index the next turn gets: the number of turns in the conversation."""
+        return self.first + len(self.turns)
 
 
 class Store(Protocol):
@@ -124,6 +144,14 @@ class Store(Protocol):
 
     def load_history(self, persona_id: str, conversation_id: str) -> History:
         """All turns of a conversation (as ``load_turns``) and its epoch, read in one transaction."""
+        ...
+
+    def load_recent(self, persona_id: str, conversation_id: str, max_tokens: int) -> History:
+        """The newest turns whose token counts add up to at most ``max_tokens`` (possibly none), oldest first, with
+        the epoch, read in one transaction. ``first`` is the index of the first turn returned and ``tokens_before``
+        the summed counts of the turns before it, so ``after`` is the whole conversation's length. Reads only the
+        turns returned, however long the conversation. ValueError for a negative ``max_tokens``.
+        """
         ...
 
     def append_turn(self, persona_id: str, conversation_id: str, turn: Turn, *, after: int, epoch: int) -> int:

@@ -25,7 +25,7 @@ from psycopg.rows import TupleRow
 from psycopg_pool import ConnectionPool
 
 from npcserver.clock import now_ms
-from npcserver.store.base import PUT_MODES, History, PersonaBody, PutMode, Turn, check_position
+from npcserver.store.base import PUT_MODES, History, PersonaBody, PutMode, Turn, check_position, turn_tokens
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +64,29 @@ MIGRATIONS: list[tuple[int, str, list[LiteralString]]] = [
             )""",
         ],
     ),
+    (
+        2,
+        "token counts per turn, for loading only the newest turns that fit",
+        [
+            "ALTER TABLE turns ADD COLUMN tokens integer NOT NULL DEFAULT 0",
+            "ALTER TABLE turns ADD COLUMN tokens_before bigint NOT NULL DEFAULT 0",
+            # Turns stored before counts existed get npcserver.store.base.estimate_tokens's estimate.
+            "UPDATE turns SET tokens = (length(player_line) + length(npc_line) + length(player_name)) / 3 + 6",
+            """UPDATE turns SET tokens_before = s.before FROM (
+                SELECT persona_id, conversation_id, seq,
+                       SUM(tokens) OVER (PARTITION BY persona_id, conversation_id ORDER BY seq) - tokens AS before
+                FROM turns
+            ) AS s
+            WHERE turns.persona_id = s.persona_id AND turns.conversation_id = s.conversation_id
+              AND turns.seq = s.seq""",
+            "CREATE INDEX turns_tokens_before ON turns (persona_id, conversation_id, tokens_before)",
+        ],
+    ),
 ]
 
 #: The migration's pg_advisory_xact_lock key (conversations lock with the two-key form, a separate space).
 _MIGRATION_LOCK = 0x6E7063736572  # "npcser"
-_TURN_COLUMNS = "player_line, npc_line, create_time_ms, player_name"
+_TURN_COLUMNS = "player_line, npc_line, create_time_ms, player_name, tokens"
 
 
 def migrate(conn: Connection[TupleRow]) -> list[int]:
@@ -193,6 +211,32 @@ class PostgresStore:
         turns = [Turn(*r[1:]) for r in rows if r[1] is not None]  # _TURN_COLUMNS are in Turn's field order
         return History(turns, int(rows[0][0]))
 
+    def load_recent(self, persona_id: str, conversation_id: str, max_tokens: int) -> History:
+        if max_tokens < 0:
+            raise ValueError(f"max_tokens must not be negative, got {max_tokens}")
+        with self._pool.connection() as conn:
+            # One statement, so one snapshot. Counts are positive, so the running sum grows with the index: the
+            # first turn that fits has the smallest running sum at or above total - max_tokens (found by the index).
+            rows = conn.execute(
+                "WITH last AS (SELECT seq, tokens_before + tokens AS total FROM turns "
+                "  WHERE persona_id = %(p)s AND conversation_id = %(c)s ORDER BY seq DESC LIMIT 1), "
+                "start AS (SELECT seq FROM turns WHERE persona_id = %(p)s AND conversation_id = %(c)s "
+                "  AND tokens_before >= (SELECT total FROM last) - %(m)s ORDER BY tokens_before LIMIT 1) "
+                "SELECT COALESCE((SELECT epoch FROM conversations WHERE persona_id = %(p)s "
+                "  AND conversation_id = %(c)s), 0), (SELECT seq FROM last), (SELECT total FROM last), "
+                f"  t.seq, t.tokens_before, {', '.join('t.' + c for c in _TURN_COLUMNS.split(', '))} "
+                "FROM (SELECT 1) one LEFT JOIN turns t ON t.persona_id = %(p)s AND t.conversation_id = %(c)s "
+                "  AND t.seq >= (SELECT seq FROM start) ORDER BY t.seq",
+                {"p": persona_id, "c": conversation_id, "m": max_tokens},
+            ).fetchall()
+        epoch, last, total = int(rows[0][0]), rows[0][1], rows[0][2]
+        turns = [Turn(*r[5:]) for r in rows if r[3] is not None]
+        if last is None:
+            return History([], epoch)
+        if not turns:
+            return History([], epoch, first=int(last) + 1, tokens_before=int(total))
+        return History(turns, epoch, first=int(rows[0][3]), tokens_before=int(rows[0][4]))
+
     @staticmethod
     def _lock_conversation(conn: Connection[TupleRow], persona_id: str, conversation_id: str) -> None:
         # Held until the transaction ends. The two-key form is a lock space apart from the migration lock's one key;
@@ -204,18 +248,22 @@ class PostgresStore:
             raise ValueError(f"after is the number of turns seen and must not be negative, got {after}")
         with self._pool.connection() as conn:
             self._lock_conversation(conn, persona_id, conversation_id)
+            # The last turn gives the count (indexes are dense) and the running token sum.
             row = conn.execute(
-                "SELECT (SELECT COUNT(*) FROM turns WHERE persona_id = %s AND conversation_id = %s), "
+                "SELECT COALESCE((SELECT seq + 1 FROM turns WHERE persona_id = %s AND conversation_id = %s "
+                "ORDER BY seq DESC LIMIT 1), 0), "
+                "COALESCE((SELECT tokens_before + tokens FROM turns WHERE persona_id = %s AND conversation_id = %s "
+                "ORDER BY seq DESC LIMIT 1), 0), "
                 "COALESCE((SELECT epoch FROM conversations WHERE persona_id = %s AND conversation_id = %s), 0)",
-                (persona_id, conversation_id, persona_id, conversation_id),
+                (persona_id, conversation_id) * 3,
             ).fetchone()
             assert row is not None  # a SELECT without FROM returns one row
             check_position(
-                persona_id, conversation_id, count=int(row[0]), current_epoch=int(row[1]), after=after, epoch=epoch
+                persona_id, conversation_id, count=int(row[0]), current_epoch=int(row[2]), after=after, epoch=epoch
             )
             conn.execute(
-                f"INSERT INTO turns (persona_id, conversation_id, seq, {_TURN_COLUMNS}) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                f"INSERT INTO turns (persona_id, conversation_id, seq, {_TURN_COLUMNS}, tokens_before) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
                 (
                     persona_id,
                     conversation_id,
@@ -224,6 +272,8 @@ class PostgresStore:
                     turn.npc_line,
                     turn.create_time_ms or now_ms(),
                     turn.player_name,
+                    turn_tokens(turn),
+                    int(row[1]),
                 ),
             )
         return after
@@ -254,21 +304,28 @@ class PostgresStore:
                 "DELETE FROM turns WHERE persona_id = %s AND conversation_id = %s", (persona_id, conversation_id)
             )
             self._new_epoch(conn, persona_id, conversation_id)
+            rows = []
+            before = 0
+            for i, t in enumerate(turns):
+                tokens = turn_tokens(t)
+                rows.append(
+                    (
+                        persona_id,
+                        conversation_id,
+                        i,
+                        t.player_line,
+                        t.npc_line,
+                        t.create_time_ms or now_ms(),
+                        t.player_name,
+                        tokens,
+                        before,
+                    )
+                )
+                before += tokens
             with conn.cursor() as cur:
                 cur.executemany(
-                    f"INSERT INTO turns (persona_id, conversation_id, seq, {_TURN_COLUMNS}) "
-                    "VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                    [
-                        (
-                            persona_id,
-                            conversation_id,
-                            i,
-                            t.player_line,
-                            t.npc_line,
-                            t.create_time_ms or now_ms(),
-                            t.player_name,
-                        )
-                        for i, t in enumerate(turns)
-                    ],
+                    f"INSERT INTO turns (persona_id, conversation_id, seq, {_TURN_COLUMNS}, tokens_before) "
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                    rows,
                 )
         return len(turns)

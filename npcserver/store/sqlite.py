@@ -16,9 +16,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from npcserver.clock import now_ms
-from npcserver.store.base import PUT_MODES, History, PersonaBody, PutMode, Turn, check_position
+from npcserver.store.base import PUT_MODES, History, PersonaBody, PutMode, Turn, check_position, turn_tokens
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -35,6 +35,8 @@ CREATE TABLE IF NOT EXISTS turns (
     npc_line        TEXT NOT NULL,
     player_name     TEXT NOT NULL DEFAULT '',
     create_time_ms  INTEGER NOT NULL,
+    tokens          INTEGER NOT NULL DEFAULT 0,  -- version 3 (see _V3)
+    tokens_before   INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (persona_id, conversation_id, seq)
 );
 -- Version 2: the epoch of each conversation ever reset or replaced (absent: epoch 0). The last epoch handed out is
@@ -46,6 +48,26 @@ CREATE TABLE IF NOT EXISTS conversations (
     PRIMARY KEY (persona_id, conversation_id)
 );
 """
+
+# Version 3: each turn's token count and the running sum of the counts before it, so a load finds the newest turns
+# that fit a budget by index. Older files get the columns, with counts estimated from the text as
+# npcserver.store.base.estimate_tokens does.
+_V3 = """
+ALTER TABLE turns ADD COLUMN tokens INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE turns ADD COLUMN tokens_before INTEGER NOT NULL DEFAULT 0;
+UPDATE turns SET tokens = (length(player_line) + length(npc_line) + length(player_name)) / 3 + 6;
+UPDATE turns SET tokens_before = s.before FROM (
+    SELECT persona_id, conversation_id, seq,
+           SUM(tokens) OVER (PARTITION BY persona_id, conversation_id ORDER BY seq) - tokens AS before
+    FROM turns
+) AS s
+WHERE turns.persona_id = s.persona_id AND turns.conversation_id = s.conversation_id AND turns.seq = s.seq;
+"""
+_INDEXES = "CREATE INDEX IF NOT EXISTS turns_tokens_before ON turns (persona_id, conversation_id, tokens_before);"
+_INSERT_TURN = (
+    "INSERT INTO turns (persona_id, conversation_id, seq, player_line, npc_line, player_name, create_time_ms, "
+    "tokens, tokens_before) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 
 
 class SqliteStore:
@@ -60,6 +82,12 @@ class SqliteStore:
         self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across app crashes, fast commits
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(_SCHEMA)
+        with self._tx() as db:  # checked under the write lock: two processes opening an old file migrate once
+            if "tokens" not in {r[1] for r in db.execute("PRAGMA table_info(turns)")}:
+                for statement in _V3.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+        self._db.executescript(_INDEXES)
         # Every version's tables are created IF NOT EXISTS above, so upgrading is recording the new version.
         self._db.execute(
             "INSERT INTO meta VALUES ('schema_version', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
@@ -133,14 +161,39 @@ class SqliteStore:
         with self._tx() as db:
             return History(self._turns(db, persona_id, conversation_id), self._epoch(db, persona_id, conversation_id))
 
+    def load_recent(self, persona_id: str, conversation_id: str, max_tokens: int) -> History:
+        if max_tokens < 0:
+            raise ValueError(f"max_tokens must not be negative, got {max_tokens}")
+        with self._tx() as db:
+            epoch = self._epoch(db, persona_id, conversation_id)
+            last = db.execute(
+                "SELECT seq, tokens_before + tokens FROM turns WHERE persona_id = ? AND conversation_id = ? "
+                "ORDER BY seq DESC LIMIT 1",
+                (persona_id, conversation_id),
+            ).fetchone()
+            if last is None:
+                return History([], epoch)
+            count, total = int(last[0]) + 1, int(last[1])
+            # Counts are positive, so the running sum grows with the index: the first turn that fits is the one
+            # with the smallest running sum at or above total - max_tokens (found by the index).
+            start = db.execute(
+                "SELECT seq, tokens_before FROM turns WHERE persona_id = ? AND conversation_id = ? "
+                "AND tokens_before >= ? ORDER BY tokens_before LIMIT 1",
+                (persona_id, conversation_id, total - max_tokens),
+            ).fetchone()
+            if start is None or int(start[0]) >= count:
+                return History([], epoch, first=count, tokens_before=total)
+            turns = self._turns(db, persona_id, conversation_id, int(start[0]))
+            return History(turns, epoch, first=int(start[0]), tokens_before=int(start[1]))
+
     @staticmethod
-    def _turns(db: sqlite3.Connection, persona_id: str, conversation_id: str) -> list[Turn]:
+    def _turns(db: sqlite3.Connection, persona_id: str, conversation_id: str, first: int = 0) -> list[Turn]:
         rows = db.execute(
-            "SELECT player_line, npc_line, create_time_ms, player_name FROM turns "
-            "WHERE persona_id = ? AND conversation_id = ? ORDER BY seq",
-            (persona_id, conversation_id),
+            "SELECT player_line, npc_line, create_time_ms, player_name, tokens FROM turns "
+            "WHERE persona_id = ? AND conversation_id = ? AND seq >= ? ORDER BY seq",
+            (persona_id, conversation_id, first),
         ).fetchall()
-        return [Turn(player_line=r[0], npc_line=r[1], create_time_ms=r[2], player_name=r[3]) for r in rows]
+        return [Turn(player_line=r[0], npc_line=r[1], create_time_ms=r[2], player_name=r[3], tokens=r[4]) for r in rows]
 
     @staticmethod
     def _epoch(db: sqlite3.Connection, persona_id: str, conversation_id: str) -> int:
@@ -165,14 +218,16 @@ class SqliteStore:
         if after < 0:
             raise ValueError(f"after is the number of turns seen and must not be negative, got {after}")
         with self._tx() as db:
-            (seq,) = db.execute(
-                "SELECT COALESCE(MAX(seq) + 1, 0) FROM turns WHERE persona_id = ? AND conversation_id = ?",
+            last = db.execute(
+                "SELECT seq + 1, tokens_before + tokens FROM turns WHERE persona_id = ? AND conversation_id = ? "
+                "ORDER BY seq DESC LIMIT 1",
                 (persona_id, conversation_id),
             ).fetchone()
+            seq, before = (0, 0) if last is None else (int(last[0]), int(last[1]))
             current = self._epoch(db, persona_id, conversation_id)
             check_position(persona_id, conversation_id, count=seq, current_epoch=current, after=after, epoch=epoch)
             db.execute(
-                "INSERT INTO turns VALUES (?, ?, ?, ?, ?, ?, ?)",
+                _INSERT_TURN,
                 (
                     persona_id,
                     conversation_id,
@@ -181,6 +236,8 @@ class SqliteStore:
                     turn.npc_line,
                     turn.player_name,
                     turn.create_time_ms or now_ms(),
+                    turn_tokens(turn),
+                    before,
                 ),
             )
         return int(seq)
@@ -197,9 +254,11 @@ class SqliteStore:
         with self._tx() as db:
             db.execute("DELETE FROM turns WHERE persona_id = ? AND conversation_id = ?", (persona_id, conversation_id))
             self._new_epoch(db, persona_id, conversation_id)
-            db.executemany(
-                "INSERT INTO turns VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [
+            rows = []
+            before = 0
+            for i, t in enumerate(turns):
+                tokens = turn_tokens(t)
+                rows.append(
                     (
                         persona_id,
                         conversation_id,
@@ -208,8 +267,10 @@ class SqliteStore:
                         t.npc_line,
                         t.player_name,
                         t.create_time_ms or now_ms(),
+                        tokens,
+                        before,
                     )
-                    for i, t in enumerate(turns)
-                ],
-            )
+                )
+                before += tokens
+            db.executemany(_INSERT_TURN, rows)
         return len(turns)

@@ -13,6 +13,7 @@ from typing import TypeVar
 import psycopg
 import pytest
 
+from npcserver.store.base import Turn, estimate_tokens
 from npcserver.store.postgres import MIGRATIONS, PostgresStore, migrate
 from tests.store.postgres_cluster import PostgresCluster
 
@@ -108,3 +109,33 @@ def test_scratch_databases_sort_text_by_locale(postgres_cluster: PostgresCluster
     with psycopg.connect(postgres_cluster.url(database)) as conn:
         row = conn.execute("SELECT 'B' < 'a', 'B' < 'a' COLLATE \"C\"").fetchone()
     assert row == (False, True)
+
+
+def test_version_2_counts_the_tokens_of_turns_stored_before(postgres_cluster: PostgresCluster, database: str) -> None:
+    url = postgres_cluster.url(database)
+    with psycopg.connect(url) as conn, conn.transaction():  # a database at version 1, with turns
+        conn.execute(
+            "CREATE TABLE npcserver_schema (version integer PRIMARY KEY, description text NOT NULL, "
+            "applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        version, description, statements = MIGRATIONS[0]
+        for statement in statements:
+            conn.execute(statement)
+        conn.execute("INSERT INTO npcserver_schema (version, description) VALUES (%s, %s)", (version, description))
+        conn.execute("""INSERT INTO personas VALUES ('greta', '{"id": "greta"}', 1)""")
+        conn.execute(
+            "INSERT INTO turns VALUES ('greta', 'p1', 0, 'Hello there, innkeeper!', 'Evening.', '', 1), "
+            "('greta', 'p1', 1, 'A room?', 'Two silver.', 'Ada', 2), ('greta', 'p2', 0, 'Other', 'one', '', 3)"
+        )
+    store = PostgresStore(url)
+    try:
+        turns = store.load_turns("greta", "p1")
+        want = [estimate_tokens(t.player_line, t.npc_line, t.player_name) for t in turns]
+        assert [t.tokens for t in turns] == want
+        recent = store.load_recent("greta", "p1", want[1])
+        assert ([t.player_line for t in recent.turns], recent.first, recent.tokens_before) == (["A room?"], 1, want[0])
+        assert store.append_turn("greta", "p1", Turn("more", "yes", tokens=3), after=2, epoch=0) == 2
+        assert store.load_recent("greta", "p1", 3).tokens_before == sum(want)
+        assert store.load_recent("greta", "p2", 100).first == 0
+    finally:
+        store.close()

@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 
 from npcserver.errors import Aborted
-from npcserver.store.base import Turn
+from npcserver.store.base import Turn, estimate_tokens
 from npcserver.store.sqlite import SCHEMA_VERSION, SqliteStore
 
 
@@ -120,3 +120,43 @@ def test_a_version_1_file_is_upgraded_and_keeps_its_turns(tmp_path: Path) -> Non
         raw.close()
     finally:
         store.close()
+
+
+def test_a_version_2_file_gets_token_counts(tmp_path: Path) -> None:
+    path = tmp_path / "npcserver.db"
+    raw = sqlite3.connect(path)  # what version 2 wrote: turns without token counts
+    raw.executescript(
+        """
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        INSERT INTO meta VALUES ('schema_version', '2');
+        CREATE TABLE personas (id TEXT PRIMARY KEY, body TEXT NOT NULL, updated_ms INTEGER NOT NULL);
+        INSERT INTO personas VALUES ('greta', '{"id": "greta"}', 1);
+        CREATE TABLE turns (persona_id TEXT NOT NULL, conversation_id TEXT NOT NULL, seq INTEGER NOT NULL,
+            player_line TEXT NOT NULL, npc_line TEXT NOT NULL, player_name TEXT NOT NULL DEFAULT '',
+            create_time_ms INTEGER NOT NULL, PRIMARY KEY (persona_id, conversation_id, seq));
+        INSERT INTO turns VALUES ('greta', 'p1', 0, 'Hello there, innkeeper!', 'Evening.', '', 1);
+        INSERT INTO turns VALUES ('greta', 'p1', 1, 'A room?', 'Two silver.', 'Ada', 2);
+        INSERT INTO turns VALUES ('greta', 'p2', 0, 'Other', 'conversation', '', 3);
+        """
+    )
+    raw.close()
+    store = SqliteStore(path)
+    try:
+        want = [estimate_tokens(t.player_line, t.npc_line, t.player_name) for t in store.load_turns("greta", "p1")]
+        assert [t.tokens for t in store.load_turns("greta", "p1")] == want
+        recent = store.load_recent("greta", "p1", want[1])
+        assert (lines(recent.turns), recent.first, recent.tokens_before) == ([("A room?", "Two silver.")], 1, want[0])
+        assert store.append_turn("greta", "p1", Turn("more", "yes", tokens=3), after=2, epoch=0) == 2
+        assert store.load_recent("greta", "p1", 3).tokens_before == sum(want)
+        assert store.load_recent("greta", "p2", 100).first == 0
+    finally:
+        store.close()
+    again = SqliteStore(path)  # opening a migrated file again changes nothing
+    try:
+        assert len(again.load_turns("greta", "p1")) == 3
+    finally:
+        again.close()
+
+
+def lines(turns: list[Turn]) -> list[tuple[str, str]]:
+    return [(t.player_line, t.npc_line) for t in turns]

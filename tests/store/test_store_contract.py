@@ -24,7 +24,7 @@ import pytest
 
 from npcserver.clock import now_ms
 from npcserver.errors import Aborted
-from npcserver.store.base import PersonaBody, Store, Turn
+from npcserver.store.base import History, PersonaBody, Store, Turn, estimate_tokens
 from npcserver.store.postgres import PostgresStore
 from npcserver.store.sqlite import SqliteStore
 from tests.store.postgres_cluster import PostgresCluster
@@ -556,3 +556,61 @@ def test_readers_never_see_a_reset_half_done(store: Store) -> None:
         assert store.reset("greta", "p1") == 7
 
     assert watch_while(store, write, 60) <= {tuple(lines(turns)), ()}
+
+
+# --- the newest turns that fit -------------------------------------------------------------------------------------
+
+
+def test_load_recent_returns_the_newest_turns_that_fit(store: Store) -> None:
+    with_persona(store)
+    assert store.load_recent("greta", "p1", 100) == History([], 0)
+    sizes = [5, 7, 3, 9, 4]
+    turns = [Turn(f"line {i}", f"reply {i}", 1_000 + i, tokens=n) for i, n in enumerate(sizes)]
+    for t in turns:
+        append(store, "greta", "p1", t)
+    # Suffix sums: 28 from turn 0, 23 from 1, 16 from 2, 13 from 3, 4 from 4.
+    cases = [(100, 0), (28, 0), (27, 1), (23, 1), (22, 2), (16, 2), (15, 3), (13, 3), (12, 4), (4, 4), (3, 5), (0, 5)]
+    for budget, first in cases:
+        recent = store.load_recent("greta", "p1", budget)
+        assert recent.turns == turns[first:], budget
+        assert [t.tokens for t in recent.turns] == sizes[first:]
+        assert (recent.first, recent.tokens_before, recent.after, recent.epoch) == (first, sum(sizes[:first]), 5, 0)
+    # What load_recent saw is what an append states, as with load_history.
+    recent = store.load_recent("greta", "p1", 10)
+    assert store.append_turn("greta", "p1", Turn("six", "6", tokens=2), after=recent.after, epoch=recent.epoch) == 5
+    with pytest.raises(Aborted):
+        store.append_turn("greta", "p1", Turn("stale", "x"), after=recent.after, epoch=recent.epoch)
+    assert lines(store.load_recent("greta", "p1", 6).turns) == [("line 4", "reply 4"), ("six", "6")]
+    with pytest.raises(ValueError, match="max_tokens"):
+        store.load_recent("greta", "p1", -1)
+
+
+def test_a_turn_without_a_count_gets_an_estimate(store: Store) -> None:
+    with_persona(store)
+    turn = Turn("How much for the room?", "Two silver a night.", player_name="Ada")
+    append(store, "greta", "p1", turn)
+    store.replace_turns("greta", "p2", [turn])
+    want = estimate_tokens(turn.player_line, turn.npc_line, turn.player_name)
+    assert want > 0
+    assert [t.tokens for t in store.load_turns("greta", "p1")] == [want]
+    assert [t.tokens for t in store.load_recent("greta", "p2", want).turns] == [want]
+    assert store.load_recent("greta", "p2", want - 1).turns == []
+
+
+def test_load_recent_follows_replace_and_reset(store: Store) -> None:
+    with_persona(store)
+    for i in range(4):
+        append(store, "greta", "p1", Turn(f"old {i}", "x", tokens=50))
+    store.replace_turns("greta", "p1", [Turn(f"new {i}", "y", tokens=10) for i in range(3000)])
+    recent = store.load_recent("greta", "p1", 95)
+    assert [t.player_line for t in recent.turns] == [f"new {i}" for i in range(2991, 3000)]
+    assert (recent.first, recent.tokens_before, recent.after) == (2991, 29910, 3000)
+    assert recent.epoch == store.load_history("greta", "p1").epoch > 0
+    append(store, "greta", "p1", Turn("after import", "z", tokens=5))
+    assert store.load_recent("greta", "p1", 15).turns[-1].player_line == "after import"
+    assert store.load_recent("greta", "p1", 15).first == 2999
+    store.reset("greta", "p1")
+    empty = store.load_recent("greta", "p1", 1000)
+    assert (empty.turns, empty.after) == ([], 0) and empty.epoch > recent.epoch
+    assert append(store, "greta", "p1", Turn("again", "from zero", tokens=4)) == 0
+    assert store.load_recent("greta", "p1", 4).tokens_before == 0
