@@ -119,9 +119,9 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as exc:  # pydantic's ValidationError lists every bad setting
             print(f"npcserver: invalid settings:\n{exc}", file=sys.stderr)
             return 2
-        logging.basicConfig(
-            level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-        )
+        from npcserver.logs import configure_logging
+
+        configure_logging(settings.log_level, settings.log_format)
         if "api_key" in vars(args):
             logging.getLogger("npcserver").warning(
                 "--api-key is visible to every user of this machine in the process list; "

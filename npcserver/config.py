@@ -139,7 +139,29 @@ class Settings(BaseSettings):
     default_preset: str = Field("dialogue", description="Preset used when neither request nor persona names one.")
     default_max_tokens: int = Field(256, ge=0, description="Reply length cap when nothing else sets max_tokens.")
     max_message_chars: int = Field(8000, ge=1, description="Longest accepted message or player line, in characters.")
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Log level. At DEBUG the request log also carries the player's text."
+    )
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="Log lines as plain text or one JSON object each (with a line per request: its id, door, method, "
+        "persona, conversation, status, tokens and timings).",
+    )
+
+    # --- operations ----------------------------------------------------------------------------------------------
+    rate_limit_requests_per_minute: int = Field(
+        0,
+        ge=0,
+        description="Requests per minute each caller (API key, player, or client address) may make; more get "
+        "RESOURCE_EXHAUSTED / 429 with a retry hint (0: no limit).",
+    )
+    rate_limit_tokens_per_minute: int = Field(
+        0, ge=0, description="Tokens per minute each caller's replies may generate; more as above (0: no limit)."
+    )
+    metrics_enabled: bool = Field(True, description="Serve Prometheus metrics at GET /metrics on the HTTP door.")
+    metrics_public: bool = Field(
+        False, description="Serve /metrics without a key when keys are configured (a scraper that cannot send one)."
+    )
 
     @field_validator("cors_origins", mode="before")
     @classmethod

@@ -17,6 +17,7 @@ from npcserver.core.presets import PresetBook
 from npcserver.core.watch import PersonaFiles
 from npcserver.engine.base import Engine
 from npcserver.grpc.server import GrpcDoor
+from npcserver.service.ops import Ops
 from npcserver.store.base import Store
 from npcserver.store.sqlite import SqliteStore
 
@@ -126,12 +127,14 @@ class NpcServer:
             else:
                 log.warning("personas folder %s does not exist; no persona files loaded", s.personas_dir)
         self._watch_task = asyncio.create_task(self._files.run(self._stop_watching))
-        self.grpc = GrpcDoor(self.core, s)
+        # One Ops for both doors: a caller's rate limit and the metrics are the same whichever door it uses.
+        ops = Ops.from_settings(s, self.core)
+        self.grpc = GrpcDoor(self.core, s, ops)
         await self.grpc.start()
         if s.http_enabled:
             from npcserver.http import HttpDoor
 
-            self.http = HttpDoor(self.core, s)
+            self.http = HttpDoor(self.core, s, ops=ops)
             await self.http.start(s.http_host, s.http_port)
         self._load_task = asyncio.create_task(self._load_model(engine))
 

@@ -21,6 +21,7 @@ from npcserver.errors import NpcError
 from npcserver.grpc.decoding import DecodeErrorsAreInvalidArgument
 from npcserver.grpc.servicers import add_services, status_of
 from npcserver.service import Gate
+from npcserver.service.ops import Ops
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ class GrpcDoor:
     """Owns the grpc.aio server. Health is NOT_SERVING until ``set_serving`` (the model is loaded), and again while
     the core's watchdog says the event loop or the engine is stuck."""
 
-    def __init__(self, core: NpcCore, settings: Settings) -> None:
+    def __init__(self, core: NpcCore, settings: Settings, ops: Ops | None = None) -> None:
         gate = Gate.from_settings(settings)
         self.server = grpc.aio.server(
             interceptors=[_ReflectionNeedsCredential(gate), DecodeErrorsAreInvalidArgument()],
@@ -69,7 +70,7 @@ class GrpcDoor:
                 ("grpc.so_reuseport", 0),
             ],
         )
-        self.services = add_services(self.server, core, settings, gate)
+        self.services = add_services(self.server, core, settings, gate, ops=ops)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection([*self.services, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server)

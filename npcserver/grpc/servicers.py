@@ -7,6 +7,7 @@ errors to gRPC status codes; every operation, rule and check (roles and scopes t
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -19,9 +20,11 @@ from npcserver.api.v1 import npcserver_pb2 as pb
 from npcserver.api.v1 import npcserver_pb2_grpc as pb_grpc
 from npcserver.config import Settings
 from npcserver.core.app import NpcCore
-from npcserver.errors import Internal, NpcError
+from npcserver.errors import Internal, NpcError, RateLimited
 from npcserver.grpc import convert
 from npcserver.service import Completion, Gate, NpcService, TextDelta
+from npcserver.service.limits import retry_after_header
+from npcserver.service.ops import Ops, RequestRecord
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +54,21 @@ class _Base:
         self.service.admit(_metadata(context, "authorization"))
 
 
-async def _abort(context: Context, exc: BaseException, method: str) -> None:
+async def _abort(context: Context, exc: BaseException, method: str, record: RequestRecord) -> None:
     if not isinstance(exc, NpcError):
         log.exception("%s failed", method, exc_info=exc)
         exc = Internal("internal server error; the server log has the details")
-    await context.abort(status_of(exc), exc.message)
+    code = status_of(exc)
+    record.status = code.name
+    # A rate-limited caller learns when to come back, as HTTP's Retry-After says it (whole seconds).
+    trailing = (("retry-after", retry_after_header(exc)),) if isinstance(exc, RateLimited) else ()
+    await context.abort(code, exc.message, trailing_metadata=trailing)
+
+
+def _scope(self: _Base, fn: Callable[..., Any], context: Context) -> contextlib.AbstractContextManager[RequestRecord]:
+    """The request scope of one call: counted, timed and logged as door "grpc" (a gRPC-Web call joins the scope the
+    HTTP door opened for it)."""
+    return self.service.ops.request("grpc", fn.__name__, str(context.peer() or ""))
 
 
 def unary(fn: Callable[[Any, Req, Context], Awaitable[Resp]]) -> Callable[[Any, Req, Context], Awaitable[Resp]]:
@@ -63,12 +76,15 @@ def unary(fn: Callable[[Any, Req, Context], Awaitable[Resp]]) -> Callable[[Any, 
 
     @functools.wraps(fn)
     async def handler(self: _Base, request: Req, context: Context) -> Resp:
-        try:
-            self._admit(context)
-            return await fn(self, request, context)
-        except Exception as exc:
-            await _abort(context, exc, fn.__qualname__)
-            raise AssertionError("unreachable: abort raises") from exc
+        with _scope(self, fn, context) as record:
+            try:
+                self._admit(context)
+                response = await fn(self, request, context)
+                record.status = "OK"
+                return response
+            except Exception as exc:
+                await _abort(context, exc, fn.__qualname__, record)
+                raise AssertionError("unreachable: abort raises") from exc
 
     return handler
 
@@ -80,13 +96,15 @@ def streaming(
 
     @functools.wraps(fn)
     async def handler(self: _Base, request: Req, context: Context) -> AsyncIterator[Resp]:
-        try:
-            self._admit(context)
-            async with aclosing(fn(self, request, context)) as items:  # type: ignore[type-var]
-                async for item in items:
-                    yield item
-        except Exception as exc:
-            await _abort(context, exc, fn.__qualname__)
+        with _scope(self, fn, context) as record:
+            try:
+                self._admit(context)
+                async with aclosing(fn(self, request, context)) as items:  # type: ignore[type-var]
+                    async for item in items:
+                        yield item
+                record.status = "OK"
+            except Exception as exc:
+                await _abort(context, exc, fn.__qualname__, record)
 
     return handler
 
@@ -196,12 +214,15 @@ class ModelServicer(_Base, pb_grpc.ModelServiceServicer):
 SERVICE_NAMES = [s.full_name for s in pb.DESCRIPTOR.services_by_name.values()]
 
 
-def add_services(server: Any, core: NpcCore, settings: Settings, gate: Gate | None = None) -> list[str]:
+def add_services(
+    server: Any, core: NpcCore, settings: Settings, gate: Gate | None = None, ops: Ops | None = None
+) -> list[str]:
     """Registers every API servicer on ``server`` (a grpc.aio server, or the gRPC-Web bridge's collector).
 
-    ``gate`` admits callers (default: the one ``settings`` describe); a door passes its own to share it.
+    ``gate`` admits callers (default: the one ``settings`` describe); a door passes its own to share it. ``ops``:
+    the server's rate limits, metrics and request log (default: the door's own).
     """
-    service = NpcService(core, gate if gate is not None else Gate.from_settings(settings))
+    service = NpcService(core, gate if gate is not None else Gate.from_settings(settings), ops)
     pb_grpc.add_ChatServiceServicer_to_server(ChatServicer(service), server)
     pb_grpc.add_ConversationServiceServicer_to_server(ConversationServicer(service), server)
     pb_grpc.add_PersonaServiceServicer_to_server(PersonaServicer(service), server)

@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from npcserver.config import Settings
@@ -25,9 +26,13 @@ from npcserver.http.bodies import limit_body
 from npcserver.http.calls import CallTracker
 from npcserver.http.errors import error_body, error_response
 from npcserver.http.grpcweb import GrpcWebBridge, MethodRegistry, is_grpc_web
+from npcserver.http.observe import RequestScopes
 from npcserver.http.ollama import OllamaRoutes
 from npcserver.http.rest import RestRoutes
 from npcserver.service import Gate, NpcService
+from npcserver.service.access import Role
+from npcserver.service.metrics import Metrics
+from npcserver.service.ops import Ops
 
 log = logging.getLogger(__name__)
 
@@ -35,23 +40,27 @@ log = logging.getLogger(__name__)
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 _MAX_BODY_BYTES = MAX_MESSAGE_BYTES * 4 // 3 + 64
 #: Response headers a browser script may read; gRPC-Web clients need the trailers-only status.
-EXPOSED_HEADERS = ("grpc-status", "grpc-message", "grpc-encoding", "grpc-accept-encoding")
+EXPOSED_HEADERS = ("grpc-status", "grpc-message", "grpc-encoding", "grpc-accept-encoding", "retry-after")
 
 
 class HttpApp:
     """The ASGI app. ``tracker`` lets HttpDoor stop gracefully; ``registry`` lists the gRPC-Web methods."""
 
-    def __init__(self, core: NpcCore, settings: Settings) -> None:
+    def __init__(self, core: NpcCore, settings: Settings, ops: Ops | None = None) -> None:
         self.core = core
         self.settings = settings
+        #: Rate limits, metrics and the request log (the server passes the one it shares with the gRPC door).
+        self.ops = ops if ops is not None else Ops.from_settings(settings, core)
         self.tracker = CallTracker()
         self.registry = MethodRegistry()
         # One gate for gRPC-Web and REST, so a key's first (scrypt) check is remembered for both.
         self.gate = Gate.from_settings(settings)
-        self.services = add_services(self.registry, core, settings, self.gate)
+        self.services = add_services(self.registry, core, settings, self.gate, ops=self.ops)
         self.bridge = GrpcWebBridge(self.registry, self.tracker, _MAX_BODY_BYTES)
-        self.service = NpcService(core, self.gate)
+        self.service = NpcService(core, self.gate, self.ops)
         routes = RestRoutes(self.service, self.tracker).routes(self._authorize)
+        if settings.metrics_enabled:
+            routes.append(Route("/metrics", self._metrics, methods=["GET"]))
         routes += OllamaRoutes(self.service, self.tracker).routes()
         self.rest = Starlette(
             routes=routes,
@@ -59,7 +68,7 @@ class HttpApp:
         )
         # REST bodies are read whole: refuse one over the limit before reading it (gRPC-Web frames have their own).
         self._rest = limit_body(self.rest)
-        inner: ASGIApp = self._dispatch
+        inner: ASGIApp = RequestScopes(self._dispatch, self.ops, routes)
         if settings.cors_origins:
             inner = CORSMiddleware(
                 inner,
@@ -77,6 +86,16 @@ class HttpApp:
         except NpcError as exc:
             return error_response(exc)
         return None
+
+    async def _metrics(self, request: Request) -> Response:
+        """Prometheus metrics: for designers and admins when the server has credentials, unless metrics_public."""
+        if not self.settings.metrics_public:
+            try:
+                # The gate, not admit: a scraper's requests count against no rate limit and appear in no log.
+                self.gate.authenticate(request.headers.get("authorization")).require(Role.DESIGNER, "reading /metrics")
+            except NpcError as exc:
+                return error_response(exc)
+        return Response(self.ops.metrics.exposition(), media_type=Metrics.CONTENT_TYPE)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -108,9 +127,9 @@ class HttpApp:
         await self._rest(scope, receive, send)
 
 
-def create_http_app(core: NpcCore, settings: Settings) -> HttpApp:
+def create_http_app(core: NpcCore, settings: Settings, ops: Ops | None = None) -> HttpApp:
     """The HTTP door's ASGI app over ``core``: gRPC-Web for every registered RPC, OpenAI REST, NPC routes."""
-    return HttpApp(core, settings)
+    return HttpApp(core, settings, ops)
 
 
 def _header(scope: Scope, name: bytes) -> str:

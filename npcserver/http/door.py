@@ -16,6 +16,7 @@ from npcserver.config import Settings
 from npcserver.core.app import NpcCore
 from npcserver.http.app import create_http_app
 from npcserver.http.calls import CallTracker
+from npcserver.service.ops import Ops
 
 log = logging.getLogger(__name__)
 
@@ -39,12 +40,14 @@ class TrackedApp(Protocol):
 class HttpDoor:
     """Owns the uvicorn server of the HTTP door. ``start`` returns the bound port (port 0 picks a free one)."""
 
-    def __init__(self, core: NpcCore | None, settings: Settings, *, app: TrackedApp | None = None) -> None:
+    def __init__(
+        self, core: NpcCore | None, settings: Settings, *, app: TrackedApp | None = None, ops: Ops | None = None
+    ) -> None:
         self.settings = settings
         if app is None:
             if core is None:
                 raise ValueError("HttpDoor needs a core, or an app to serve")
-            app = create_http_app(core, settings)
+            app = create_http_app(core, settings, ops)
         self.app: TrackedApp = app
         self.port = 0
         self._server: _EmbeddedServer | None = None

@@ -31,6 +31,7 @@ from npcserver.core.types import (
 from npcserver.errors import NotFound, NotReady
 from npcserver.service.access import Caller, Role, admitted_caller, current_caller, set_current_caller
 from npcserver.service.auth import Gate
+from npcserver.service.ops import Ops, note
 from npcserver.service.streams import final_of
 
 
@@ -51,9 +52,11 @@ class Health:
 class NpcService:
     """The door-facing operations over one NpcCore. Stateless apart from the core, so every door may hold its own."""
 
-    def __init__(self, core: NpcCore, gate: Gate | None = None) -> None:
+    def __init__(self, core: NpcCore, gate: Gate | None = None, ops: Ops | None = None) -> None:
         self.core = core
         self.gate = gate if gate is not None else Gate()
+        #: Rate limits, metrics and the request log: one Ops for the whole server, shared by every door's service.
+        self.ops = ops if ops is not None else Ops()
 
     # --- admission -----------------------------------------------------------------------------------------------
 
@@ -63,6 +66,7 @@ class NpcService:
         the Caller becomes the current call's, whose role and scope each operation below checks."""
         caller = self.gate.authenticate(authorization)
         set_current_caller(caller)
+        self.ops.admit(authorization, None if caller.via == "open" else f"{caller.via}:{caller.name}")
         return caller
 
     @property
@@ -235,13 +239,16 @@ class NpcService:
     # --- conversations -------------------------------------------------------------------------------------------
 
     async def get_conversation(self, persona_id: str, conversation_id: str) -> Conversation:
+        note(persona=persona_id, conversation=conversation_id)
         self.caller.require_conversation(persona_id, conversation_id, "reading a conversation")
         return await self.core.get_conversation(persona_id, conversation_id)
 
     async def reset_conversation(self, persona_id: str, conversation_id: str) -> int:
+        note(persona=persona_id, conversation=conversation_id)
         self._require(Role.ADMIN, "resetting a conversation")
         return await self.core.reset_conversation(persona_id, conversation_id)
 
     async def import_conversation(self, conversation: Conversation) -> int:
+        note(persona=conversation.persona_id, conversation=conversation.conversation_id)
         self._require(Role.ADMIN, "importing a conversation")
         return await self.core.import_conversation(conversation)

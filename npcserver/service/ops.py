@@ -23,7 +23,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from npcserver.core.types import Completion
+from npcserver.core.types import Completion, StreamEvent
 from npcserver.errors import RateLimited
 from npcserver.service.limits import RateLimiter, caller_key
 from npcserver.service.metrics import Metrics
@@ -240,6 +240,13 @@ class GenerationWatch:
             self._ops.metrics.itl.labels(self._model).observe(now - self._last)
         self._last = now
         self._pieces += 1
+
+    def observe(self, event: StreamEvent) -> None:
+        """One event of the generation's stream, as it passes to the door."""
+        if isinstance(event, Completion):
+            self.finished(event)
+        else:
+            self.delta()
 
     def finished(self, final: Completion) -> None:
         self._final = final
