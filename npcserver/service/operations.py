@@ -173,6 +173,7 @@ class NpcService:
         ``keep_alive_s``: how long the model stays loaded after this request (see ``ModelResidency``). Free text
         outside any persona: the designer's playground, not a player's.
         """
+        note(id=request.id, text=request.messages[-1].content if request.messages else "")
         self._require(Role.DESIGNER, "a chat completion (text outside any persona)")
         async for event in self._generate(lambda: self.core.stream_chat(request), keep_alive_s):
             yield event
@@ -185,6 +186,7 @@ class NpcService:
         self, request: TalkRequest, *, keep_alive_s: float | None = None
     ) -> AsyncIterator[StreamEvent]:
         """A Talk turn as TextDelta events, then one Completion; the turn is stored only when the reply completes."""
+        note(id=request.id, persona=request.persona_id, conversation=request.conversation_id, text=request.text)
         self.caller.require_conversation(request.persona_id, request.conversation_id, "Talk")
         async for event in self._generate(lambda: self.core.stream_talk(request), keep_alive_s):
             yield event
@@ -195,11 +197,16 @@ class NpcService:
         """Holds the model (loading it again after a keep_alive unload) and times the request for its final."""
         started = time.perf_counter()
         self.require_model()
-        async with self.core.residency.hold(keep_alive_s) as load_ms, aclosing(start()) as events:  # type: ignore[type-var]
+        async with (
+            self.ops.watch_generation() as watch,  # refuses a caller over its token rate limit
+            self.core.residency.hold(keep_alive_s) as load_ms,
+            aclosing(start()) as events,  # type: ignore[type-var]
+        ):
             async for event in events:
                 if isinstance(event, Completion):
                     total_ms = (time.perf_counter() - started) * 1000.0
                     event = replace(event, total_ms=total_ms, model_load_ms=load_ms)
+                watch.observe(event)
                 yield event
 
     # --- personas ------------------------------------------------------------------------------------------------
