@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Protocol
 
 import pytest
+import trustme
 
 from npcserver.client import mint_player_token
 
@@ -183,11 +184,23 @@ def test_csharp_suite(live_server: LiveServer, server_factory: Callable[..., Liv
     """Compiles with mcs 7.2 and runs every NUnit test (end to end against live_server); all must pass."""
     api_key = "unity-test-key-" + secrets.token_hex(8)
     token_secret = secrets.token_urlsafe(48)
-    keyed = server_factory(NPCSERVER_API_KEY=api_key, NPCSERVER_PLAYER_TOKEN_SECRET=token_secret)
+    # The keyed server also speaks TLS, with a certificate from a throwaway CA; the C# tests pin that certificate.
+    # RSA: mono's TLS stack cannot read an EC public key ("unknown OID 1.2.840.10045.2.1").
+    ca = trustme.CA(key_type=trustme.KeyType.RSA)
+    cert = ca.issue_cert("127.0.0.1", "localhost", key_type=trustme.KeyType.RSA)
+    cert.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+    (tmp_path / "cert.pem").write_bytes(b"".join(blob.bytes() for blob in cert.cert_chain_pems))
+    keyed = server_factory(
+        NPCSERVER_API_KEY=api_key,
+        NPCSERVER_PLAYER_TOKEN_SECRET=token_secret,
+        NPCSERVER_TLS_CERT_FILE=str(tmp_path / "cert.pem"),
+        NPCSERVER_TLS_KEY_FILE=str(tmp_path / "key.pem"),
+    )
     env = dict(os.environ)
     env["NPCSERVER_HTTP_URL"] = live_server.http_url
     env["NPCSERVER_KEYED_HTTP_URL"] = keyed.http_url
     env["NPCSERVER_KEYED_API_KEY"] = api_key
+    env["NPCSERVER_KEYED_CERT_PEM"] = str(tmp_path / "cert.pem")
     env["NPCSERVER_KEYED_PLAYER_TOKEN"] = mint_player_token(token_secret, "unity-player", "unity-player:", ttl=900)
     env["UNITY_TEST_BUILD"] = str(tmp_path)
     env["PYTHON"] = sys.executable

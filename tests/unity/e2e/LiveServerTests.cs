@@ -4,7 +4,11 @@
 using System;
 using System.Collections.Generic;
 using System.Diagnostics;
+using System.IO;
 using System.Linq;
+using System.Net;
+using System.Net.Security;
+using System.Security.Cryptography.X509Certificates;
 using System.Threading;
 using System.Threading.Tasks;
 using NpcServer.Api.V1;
@@ -225,12 +229,35 @@ namespace NpcServer.Dialogue.E2E
 
 namespace NpcServer.Dialogue.E2E
 {
-    // Against a second server started with NPCSERVER_API_KEY and a player token secret (pytest's server_factory): the
-    // client's API key (or a player token) is sent as "authorization: Bearer", and a missing or wrong key fails with
-    // UNAUTHENTICATED and the server's hint.
+    // Against a second server started with NPCSERVER_API_KEY, a player token secret and TLS (pytest's server_factory):
+    // the client's API key (or a player token) is sent as "authorization: Bearer" over HTTPS, and a missing or wrong
+    // key fails with UNAUTHENTICATED and the server's hint.
     [TestFixture]
     public class ApiKeyTests
     {
+        // The server's certificate comes from a throwaway CA (trustme) that the system does not trust. Pin that one
+        // certificate, as a game with its own server may, so mono's HttpWebRequest transport is tested over real TLS:
+        // the host name is still checked. (Mono's X509Chain cannot build trustme's chain, so the CA is not used.)
+        [TestFixtureSetUp]
+        public void PinTheServerCertificate()
+        {
+            StringAssert.StartsWith("https://", Env("NPCSERVER_KEYED_HTTP_URL"));
+            string pem = File.ReadAllText(Env("NPCSERVER_KEYED_CERT_PEM"));
+            int begin = pem.IndexOf("-----BEGIN CERTIFICATE-----", StringComparison.Ordinal) + 27;
+            int end = pem.IndexOf("-----END CERTIFICATE-----", begin, StringComparison.Ordinal);
+            var pinned = new X509Certificate2(Convert.FromBase64String(pem.Substring(begin, end - begin).Trim()));
+            ServicePointManager.ServerCertificateValidationCallback = (sender, certificate, chain, errors) =>
+                errors == SslPolicyErrors.None
+                || (errors == SslPolicyErrors.RemoteCertificateChainErrors
+                    && new X509Certificate2(certificate).Thumbprint == pinned.Thumbprint);
+        }
+
+        [TestFixtureTearDown]
+        public void ForgetTheTestCa()
+        {
+            ServicePointManager.ServerCertificateValidationCallback = null;
+        }
+
         static string Env(string name)
         {
             string value = Environment.GetEnvironmentVariable(name);
