@@ -75,9 +75,9 @@ def test_metrics_and_the_json_request_log(server_factory: Any) -> None:
         chunk_ids, models = set(), set()
         body = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4, "stream": True}
         with http.stream("POST", "/v1/chat/completions", json=body) as sse:
-            for line in sse.iter_lines():
-                if line.startswith("data: {"):
-                    chunk = json.loads(line[6:])
+            for sse_line in sse.iter_lines():
+                if sse_line.startswith("data: {"):
+                    chunk = json.loads(sse_line[6:])
                     chunk_ids.add(chunk["id"])
                     models.add(chunk["model"])
         scrape = http.get("/metrics")
