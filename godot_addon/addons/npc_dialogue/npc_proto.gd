@@ -18,6 +18,9 @@ enum FinishReason {
 	FINISH_REASON_STOP = 1,
 	## max_tokens or the end of the context window was reached.
 	FINISH_REASON_LENGTH = 2,
+	## The reply called an action that awaits its result (OpenAI's "tool_calls"): send the result
+	## with the next Talk.
+	FINISH_REASON_ACTION = 3,
 }
 
 
@@ -51,7 +54,7 @@ class TalkRequest:
 	## The game's id for this conversation (a player id, a save slot). 1 to 128 printable
 	## characters.
 	var conversation_id: String = ""
-	## What the player says. Must not be empty.
+	## What the player says. Must not be empty, except with action_results (then it must be empty).
 	var text: String = ""
 	## A preset name from ListPresets.
 	var preset: String = "":
@@ -97,6 +100,14 @@ class TalkRequest:
 	## wins over the deprecated flat field of the same name; the persona's own stop sequences always
 	## apply as well.
 	var sampling: SamplingOptions = null
+	## Actions for this turn only (what the player can do right now), added to the persona's. Names
+	## must not repeat.
+	var actions: Array[Action] = []
+	## Which actions the NPC may or must call in this reply. Unset means auto.
+	var action_choice: ActionChoice = null
+	## The results of the calls the previous reply awaited (it ended with FINISH_REASON_ACTION), one
+	## per call; text must then be empty. The NPC speaks about them.
+	var action_results: Array[ActionResult] = []
 
 	## Encodes this message in the protobuf binary wire format.
 	func to_bytes() -> PackedByteArray:
@@ -123,6 +134,12 @@ class TalkRequest:
 			w.put_string(10, player_name)
 		if sampling != null:
 			w.put_bytes(11, sampling.to_bytes())
+		for item in actions:
+			w.put_bytes(12, item.to_bytes())
+		if action_choice != null:
+			w.put_bytes(13, action_choice.to_bytes())
+		for item in action_results:
+			w.put_bytes(14, item.to_bytes())
 		return w.data
 
 	## Decodes protobuf binary wire bytes. Returns null when they are malformed.
@@ -159,6 +176,12 @@ class TalkRequest:
 					m.player_name = r.read_string()
 				90:
 					m.sampling = SamplingOptions.read_from(r, r.read_length_end())
+				98:
+					m.actions.append(Action.read_from(r, r.read_length_end()))
+				106:
+					m.action_choice = ActionChoice.read_from(r, r.read_length_end())
+				114:
+					m.action_results.append(ActionResult.read_from(r, r.read_length_end()))
 				_:
 					r.skip(tag)
 		r.expect_end(end)
@@ -186,6 +209,16 @@ class TalkRequest:
 		d["player_name"] = player_name
 		if sampling != null:
 			d["sampling"] = sampling.to_dict()
+		var actions_list: Array = []
+		for item in actions:
+			actions_list.append(item.to_dict())
+		d["actions"] = actions_list
+		if action_choice != null:
+			d["action_choice"] = action_choice.to_dict()
+		var action_results_list: Array = []
+		for item in action_results:
+			action_results_list.append(item.to_dict())
+		d["action_results"] = action_results_list
 		return d
 
 	## Builds the message from a Dictionary shaped like [method to_dict]'s (missing keys keep their
@@ -214,6 +247,14 @@ class TalkRequest:
 			m.player_name = str(d["player_name"])
 		if d.get("sampling") is Dictionary:
 			m.sampling = SamplingOptions.from_dict(d["sampling"])
+		for item: Variant in d.get("actions", []):
+			if item is Dictionary:
+				m.actions.append(Action.from_dict(item))
+		if d.get("action_choice") is Dictionary:
+			m.action_choice = ActionChoice.from_dict(d["action_choice"])
+		for item: Variant in d.get("action_results", []):
+			if item is Dictionary:
+				m.action_results.append(ActionResult.from_dict(item))
 		return m
 
 
@@ -507,6 +548,210 @@ class SamplingOptions:
 		return m
 
 
+## Something an NPC can do in the game (a tool, in OpenAI's words): hand over an item, open a gate.
+class Action:
+	## The action's name: a letter or '_', then letters, digits or '_'; at most 64 characters.
+	## Unique in a request.
+	var name: String = ""
+	## What the action does and when to use it, shown to the model.
+	var description: String = ""
+	## A JSON Schema (JSON text) for the arguments, an object schema. Enums keep a small model from
+	## inventing values. Empty means no arguments ({}).
+	var parameters_schema: String = ""
+	## When true, a reply that calls this action ends with FINISH_REASON_ACTION and the game sends
+	## the result back with the next Talk (action_results, no text); when false the game runs it and
+	## nothing comes back (fire-and-forget).
+	var await_result: bool = false
+
+	## Encodes this message in the protobuf binary wire format.
+	func to_bytes() -> PackedByteArray:
+		var w := NpcWire.Writer.new()
+		if not name.is_empty():
+			w.put_string(1, name)
+		if not description.is_empty():
+			w.put_string(2, description)
+		if not parameters_schema.is_empty():
+			w.put_string(3, parameters_schema)
+		if await_result:
+			w.put_bool(4, await_result)
+		return w.data
+
+	## Decodes protobuf binary wire bytes. Returns null when they are malformed.
+	static func from_bytes(data: PackedByteArray) -> Action:
+		var r := NpcWire.Reader.new(data)
+		var m := read_from(r, data.size())
+		return null if r.failed else m
+
+	## Decodes the message that spans the reader's bytes up to [param end] (used for nesting).
+	static func read_from(r: NpcWire.Reader, end: int) -> Action:
+		var m := Action.new()
+		while r.pos < end and not r.failed:
+			var tag := r.read_varint()
+			match tag:
+				10:
+					m.name = r.read_string()
+				18:
+					m.description = r.read_string()
+				26:
+					m.parameters_schema = r.read_string()
+				32:
+					m.await_result = r.read_bool()
+				_:
+					r.skip(tag)
+		r.expect_end(end)
+		return m
+
+	## The fields as a Dictionary keyed by proto field name; unset messages and optionals are left
+	## out, nested messages are Dictionaries.
+	func to_dict() -> Dictionary:
+		var d := {}
+		d["name"] = name
+		d["description"] = description
+		d["parameters_schema"] = parameters_schema
+		d["await_result"] = await_result
+		return d
+
+	## Builds the message from a Dictionary shaped like [method to_dict]'s (missing keys keep their
+	## defaults; numbers may be floats, as after a JSON round trip).
+	static func from_dict(d: Dictionary) -> Action:
+		var m := Action.new()
+		if d.has("name"):
+			m.name = str(d["name"])
+		if d.has("description"):
+			m.description = str(d["description"])
+		if d.has("parameters_schema"):
+			m.parameters_schema = str(d["parameters_schema"])
+		if d.has("await_result"):
+			m.await_result = bool(d["await_result"])
+		return m
+
+
+## Which actions the model may or must call in a reply (OpenAI's tool_choice).
+class ActionChoice:
+	## The modes.
+	enum Mode {
+		## Same as MODE_AUTO.
+		MODE_UNSPECIFIED = 0,
+		## The model talks, calls an action, or both.
+		MODE_AUTO = 1,
+		## The model only talks, even when actions are declared.
+		MODE_NONE = 2,
+		## The model must call one of the declared actions.
+		MODE_REQUIRED = 3,
+		## The model must call the action named in name.
+		MODE_NAMED = 4,
+	}
+
+	## The mode. (an NpcProto.Mode value)
+	var mode: int = 0
+	## MODE_NAMED only: the declared action to call.
+	var name: String = ""
+
+	## Encodes this message in the protobuf binary wire format.
+	func to_bytes() -> PackedByteArray:
+		var w := NpcWire.Writer.new()
+		if mode != 0:
+			w.put_varint(1, mode)
+		if not name.is_empty():
+			w.put_string(2, name)
+		return w.data
+
+	## Decodes protobuf binary wire bytes. Returns null when they are malformed.
+	static func from_bytes(data: PackedByteArray) -> ActionChoice:
+		var r := NpcWire.Reader.new(data)
+		var m := read_from(r, data.size())
+		return null if r.failed else m
+
+	## Decodes the message that spans the reader's bytes up to [param end] (used for nesting).
+	static func read_from(r: NpcWire.Reader, end: int) -> ActionChoice:
+		var m := ActionChoice.new()
+		while r.pos < end and not r.failed:
+			var tag := r.read_varint()
+			match tag:
+				8:
+					m.mode = r.read_int32()
+				18:
+					m.name = r.read_string()
+				_:
+					r.skip(tag)
+		r.expect_end(end)
+		return m
+
+	## The fields as a Dictionary keyed by proto field name; unset messages and optionals are left
+	## out, nested messages are Dictionaries.
+	func to_dict() -> Dictionary:
+		var d := {}
+		d["mode"] = mode
+		d["name"] = name
+		return d
+
+	## Builds the message from a Dictionary shaped like [method to_dict]'s (missing keys keep their
+	## defaults; numbers may be floats, as after a JSON round trip).
+	static func from_dict(d: Dictionary) -> ActionChoice:
+		var m := ActionChoice.new()
+		if d.has("mode"):
+			m.mode = int(d["mode"])
+		if d.has("name"):
+			m.name = str(d["name"])
+		return m
+
+
+## The game's result for an action call that awaited one.
+class ActionResult:
+	## The id of the call (ActionCall.id).
+	var call_id: String = ""
+	## What happened, as text the NPC reads ("the gate is open", or JSON).
+	var content: String = ""
+
+	## Encodes this message in the protobuf binary wire format.
+	func to_bytes() -> PackedByteArray:
+		var w := NpcWire.Writer.new()
+		if not call_id.is_empty():
+			w.put_string(1, call_id)
+		if not content.is_empty():
+			w.put_string(2, content)
+		return w.data
+
+	## Decodes protobuf binary wire bytes. Returns null when they are malformed.
+	static func from_bytes(data: PackedByteArray) -> ActionResult:
+		var r := NpcWire.Reader.new(data)
+		var m := read_from(r, data.size())
+		return null if r.failed else m
+
+	## Decodes the message that spans the reader's bytes up to [param end] (used for nesting).
+	static func read_from(r: NpcWire.Reader, end: int) -> ActionResult:
+		var m := ActionResult.new()
+		while r.pos < end and not r.failed:
+			var tag := r.read_varint()
+			match tag:
+				10:
+					m.call_id = r.read_string()
+				18:
+					m.content = r.read_string()
+				_:
+					r.skip(tag)
+		r.expect_end(end)
+		return m
+
+	## The fields as a Dictionary keyed by proto field name; unset messages and optionals are left
+	## out, nested messages are Dictionaries.
+	func to_dict() -> Dictionary:
+		var d := {}
+		d["call_id"] = call_id
+		d["content"] = content
+		return d
+
+	## Builds the message from a Dictionary shaped like [method to_dict]'s (missing keys keep their
+	## defaults; numbers may be floats, as after a JSON round trip).
+	static func from_dict(d: Dictionary) -> ActionResult:
+		var m := ActionResult.new()
+		if d.has("call_id"):
+			m.call_id = str(d["call_id"])
+		if d.has("content"):
+			m.content = str(d["content"])
+		return m
+
+
 ## One message of a Talk stream: deltas, then exactly one final message.
 class TalkResponse:
 	## Newly sampled text of the NPC's reply.
@@ -515,12 +760,21 @@ class TalkResponse:
 			delta = value
 			if value != null:
 				final = null
+				action_call = null
 	## The end of the reply: whole text, finish reason, usage, timings, and structured output.
 	var final: CompletionFinal = null:
 		set(value):
 			final = value
 			if value != null:
 				delta = null
+				action_call = null
+	## A validated call to an action, in the order the model produced it (after the text before it).
+	var action_call: ActionCall = null:
+		set(value):
+			action_call = value
+			if value != null:
+				delta = null
+				final = null
 	## The request id ("talk-..."), the same on every message of the stream.
 	var id: String = ""
 	## The model that generates the reply.
@@ -534,6 +788,8 @@ class TalkResponse:
 			return "delta"
 		if final != null:
 			return "final"
+		if action_call != null:
+			return "action_call"
 		return ""
 
 	## Encodes this message in the protobuf binary wire format.
@@ -549,6 +805,8 @@ class TalkResponse:
 			w.put_string(4, model)
 		if created != 0:
 			w.put_varint(5, created)
+		if action_call != null:
+			w.put_bytes(6, action_call.to_bytes())
 		return w.data
 
 	## Decodes protobuf binary wire bytes. Returns null when they are malformed.
@@ -573,6 +831,8 @@ class TalkResponse:
 					m.model = r.read_string()
 				40:
 					m.created = r.read_varint()
+				50:
+					m.action_call = ActionCall.read_from(r, r.read_length_end())
 				_:
 					r.skip(tag)
 		r.expect_end(end)
@@ -586,6 +846,8 @@ class TalkResponse:
 			d["delta"] = delta.to_dict()
 		if final != null:
 			d["final"] = final.to_dict()
+		if action_call != null:
+			d["action_call"] = action_call.to_dict()
 		d["id"] = id
 		d["model"] = model
 		d["created"] = created
@@ -599,6 +861,8 @@ class TalkResponse:
 			m.delta = ContentDelta.from_dict(d["delta"])
 		if d.get("final") is Dictionary:
 			m.final = CompletionFinal.from_dict(d["final"])
+		if d.get("action_call") is Dictionary:
+			m.action_call = ActionCall.from_dict(d["action_call"])
 		if d.has("id"):
 			m.id = str(d["id"])
 		if d.has("model"):
@@ -670,6 +934,9 @@ class CompletionFinal:
 	## How many of the oldest conversation turns were left out of the prompt to fit the context
 	## window.
 	var truncated_turns: int = 0
+	## The action calls of the reply, in order: the same as the action_call events (and
+	## message.tool_calls).
+	var action_calls: Array[ActionCall] = []
 
 	## Encodes this message in the protobuf binary wire format.
 	func to_bytes() -> PackedByteArray:
@@ -686,6 +953,8 @@ class CompletionFinal:
 			w.put_bytes(5, structured.to_bytes())
 		if truncated_turns != 0:
 			w.put_varint(6, truncated_turns)
+		for item in action_calls:
+			w.put_bytes(7, item.to_bytes())
 		return w.data
 
 	## Decodes protobuf binary wire bytes. Returns null when they are malformed.
@@ -712,6 +981,8 @@ class CompletionFinal:
 					m.structured = StructuredOutput.read_from(r, r.read_length_end())
 				48:
 					m.truncated_turns = r.read_int32()
+				58:
+					m.action_calls.append(ActionCall.read_from(r, r.read_length_end()))
 				_:
 					r.skip(tag)
 		r.expect_end(end)
@@ -731,6 +1002,10 @@ class CompletionFinal:
 		if structured != null:
 			d["structured"] = structured.to_dict()
 		d["truncated_turns"] = truncated_turns
+		var action_calls_list: Array = []
+		for item in action_calls:
+			action_calls_list.append(item.to_dict())
+		d["action_calls"] = action_calls_list
 		return d
 
 	## Builds the message from a Dictionary shaped like [method to_dict]'s (missing keys keep their
@@ -749,6 +1024,9 @@ class CompletionFinal:
 			m.structured = StructuredOutput.from_dict(d["structured"])
 		if d.has("truncated_turns"):
 			m.truncated_turns = int(d["truncated_turns"])
+		for item: Variant in d.get("action_calls", []):
+			if item is Dictionary:
+				m.action_calls.append(ActionCall.from_dict(item))
 		return m
 
 
@@ -760,6 +1038,11 @@ class ChatMessage:
 	var content: String = ""
 	## Optional speaker name (for example the player's or the NPC's name).
 	var name: String = ""
+	## Assistant messages: the actions (tools) the reply called, in the order the model produced
+	## them.
+	var tool_calls: Array[ActionCall] = []
+	## Tool messages: the id of the call whose result this message carries.
+	var tool_call_id: String = ""
 
 	## Encodes this message in the protobuf binary wire format.
 	func to_bytes() -> PackedByteArray:
@@ -770,6 +1053,10 @@ class ChatMessage:
 			w.put_string(2, content)
 		if not name.is_empty():
 			w.put_string(3, name)
+		for item in tool_calls:
+			w.put_bytes(4, item.to_bytes())
+		if not tool_call_id.is_empty():
+			w.put_string(5, tool_call_id)
 		return w.data
 
 	## Decodes protobuf binary wire bytes. Returns null when they are malformed.
@@ -790,6 +1077,10 @@ class ChatMessage:
 					m.content = r.read_string()
 				26:
 					m.name = r.read_string()
+				34:
+					m.tool_calls.append(ActionCall.read_from(r, r.read_length_end()))
+				42:
+					m.tool_call_id = r.read_string()
 				_:
 					r.skip(tag)
 		r.expect_end(end)
@@ -802,6 +1093,11 @@ class ChatMessage:
 		d["role"] = role
 		d["content"] = content
 		d["name"] = name
+		var tool_calls_list: Array = []
+		for item in tool_calls:
+			tool_calls_list.append(item.to_dict())
+		d["tool_calls"] = tool_calls_list
+		d["tool_call_id"] = tool_call_id
 		return d
 
 	## Builds the message from a Dictionary shaped like [method to_dict]'s (missing keys keep their
@@ -814,6 +1110,86 @@ class ChatMessage:
 			m.content = str(d["content"])
 		if d.has("name"):
 			m.name = str(d["name"])
+		for item: Variant in d.get("tool_calls", []):
+			if item is Dictionary:
+				m.tool_calls.append(ActionCall.from_dict(item))
+		if d.has("tool_call_id"):
+			m.tool_call_id = str(d["tool_call_id"])
+		return m
+
+
+## A call the model made to a declared action. Its arguments have been validated against the
+## action's schema.
+class ActionCall:
+	## The call's id ("call_..."), unique in the conversation; an action result names it.
+	var id: String = ""
+	## The action's name.
+	var name: String = ""
+	## The arguments, a JSON object as text, valid against the action's parameters_schema.
+	var arguments: String = ""
+	## The call's position among the reply's calls, from 0 (OpenAI's streamed tool_calls index).
+	var index: int = 0
+
+	## Encodes this message in the protobuf binary wire format.
+	func to_bytes() -> PackedByteArray:
+		var w := NpcWire.Writer.new()
+		if not id.is_empty():
+			w.put_string(1, id)
+		if not name.is_empty():
+			w.put_string(2, name)
+		if not arguments.is_empty():
+			w.put_string(3, arguments)
+		if index != 0:
+			w.put_varint(4, index)
+		return w.data
+
+	## Decodes protobuf binary wire bytes. Returns null when they are malformed.
+	static func from_bytes(data: PackedByteArray) -> ActionCall:
+		var r := NpcWire.Reader.new(data)
+		var m := read_from(r, data.size())
+		return null if r.failed else m
+
+	## Decodes the message that spans the reader's bytes up to [param end] (used for nesting).
+	static func read_from(r: NpcWire.Reader, end: int) -> ActionCall:
+		var m := ActionCall.new()
+		while r.pos < end and not r.failed:
+			var tag := r.read_varint()
+			match tag:
+				10:
+					m.id = r.read_string()
+				18:
+					m.name = r.read_string()
+				26:
+					m.arguments = r.read_string()
+				32:
+					m.index = r.read_int32()
+				_:
+					r.skip(tag)
+		r.expect_end(end)
+		return m
+
+	## The fields as a Dictionary keyed by proto field name; unset messages and optionals are left
+	## out, nested messages are Dictionaries.
+	func to_dict() -> Dictionary:
+		var d := {}
+		d["id"] = id
+		d["name"] = name
+		d["arguments"] = arguments
+		d["index"] = index
+		return d
+
+	## Builds the message from a Dictionary shaped like [method to_dict]'s (missing keys keep their
+	## defaults; numbers may be floats, as after a JSON round trip).
+	static func from_dict(d: Dictionary) -> ActionCall:
+		var m := ActionCall.new()
+		if d.has("id"):
+			m.id = str(d["id"])
+		if d.has("name"):
+			m.name = str(d["name"])
+		if d.has("arguments"):
+			m.arguments = str(d["arguments"])
+		if d.has("index"):
+			m.index = int(d["index"])
 		return m
 
 
@@ -1261,6 +1637,10 @@ class Turn:
 	var create_time_ms: int = 0
 	## The player's name on this turn.
 	var player_name: String = ""
+	## The actions the NPC called in its reply.
+	var action_calls: Array[ActionCall] = []
+	## The action results the game sent instead of a player line (player_line is then empty).
+	var action_results: Array[ActionResult] = []
 
 	## Encodes this message in the protobuf binary wire format.
 	func to_bytes() -> PackedByteArray:
@@ -1273,6 +1653,10 @@ class Turn:
 			w.put_varint(3, create_time_ms)
 		if not player_name.is_empty():
 			w.put_string(4, player_name)
+		for item in action_calls:
+			w.put_bytes(5, item.to_bytes())
+		for item in action_results:
+			w.put_bytes(6, item.to_bytes())
 		return w.data
 
 	## Decodes protobuf binary wire bytes. Returns null when they are malformed.
@@ -1295,6 +1679,10 @@ class Turn:
 					m.create_time_ms = r.read_varint()
 				34:
 					m.player_name = r.read_string()
+				42:
+					m.action_calls.append(ActionCall.read_from(r, r.read_length_end()))
+				50:
+					m.action_results.append(ActionResult.read_from(r, r.read_length_end()))
 				_:
 					r.skip(tag)
 		r.expect_end(end)
@@ -1308,6 +1696,14 @@ class Turn:
 		d["npc_line"] = npc_line
 		d["create_time_ms"] = create_time_ms
 		d["player_name"] = player_name
+		var action_calls_list: Array = []
+		for item in action_calls:
+			action_calls_list.append(item.to_dict())
+		d["action_calls"] = action_calls_list
+		var action_results_list: Array = []
+		for item in action_results:
+			action_results_list.append(item.to_dict())
+		d["action_results"] = action_results_list
 		return d
 
 	## Builds the message from a Dictionary shaped like [method to_dict]'s (missing keys keep their
@@ -1322,6 +1718,12 @@ class Turn:
 			m.create_time_ms = int(d["create_time_ms"])
 		if d.has("player_name"):
 			m.player_name = str(d["player_name"])
+		for item: Variant in d.get("action_calls", []):
+			if item is Dictionary:
+				m.action_calls.append(ActionCall.from_dict(item))
+		for item: Variant in d.get("action_results", []):
+			if item is Dictionary:
+				m.action_results.append(ActionResult.from_dict(item))
 		return m
 
 

@@ -12,19 +12,77 @@ class FinishReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FINISH_REASON_UNSPECIFIED: _ClassVar[FinishReason]
     FINISH_REASON_STOP: _ClassVar[FinishReason]
     FINISH_REASON_LENGTH: _ClassVar[FinishReason]
+    FINISH_REASON_ACTION: _ClassVar[FinishReason]
 FINISH_REASON_UNSPECIFIED: FinishReason
 FINISH_REASON_STOP: FinishReason
 FINISH_REASON_LENGTH: FinishReason
+FINISH_REASON_ACTION: FinishReason
 
 class ChatMessage(_message.Message):
-    __slots__ = ("role", "content", "name")
+    __slots__ = ("role", "content", "name", "tool_calls", "tool_call_id")
     ROLE_FIELD_NUMBER: _ClassVar[int]
     CONTENT_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
+    TOOL_CALLS_FIELD_NUMBER: _ClassVar[int]
+    TOOL_CALL_ID_FIELD_NUMBER: _ClassVar[int]
     role: str
     content: str
     name: str
-    def __init__(self, role: _Optional[str] = ..., content: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+    tool_calls: _containers.RepeatedCompositeFieldContainer[ActionCall]
+    tool_call_id: str
+    def __init__(self, role: _Optional[str] = ..., content: _Optional[str] = ..., name: _Optional[str] = ..., tool_calls: _Optional[_Iterable[_Union[ActionCall, _Mapping]]] = ..., tool_call_id: _Optional[str] = ...) -> None: ...
+
+class Action(_message.Message):
+    __slots__ = ("name", "description", "parameters_schema", "await_result")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERS_SCHEMA_FIELD_NUMBER: _ClassVar[int]
+    AWAIT_RESULT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    description: str
+    parameters_schema: str
+    await_result: bool
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., parameters_schema: _Optional[str] = ..., await_result: _Optional[bool] = ...) -> None: ...
+
+class ActionChoice(_message.Message):
+    __slots__ = ("mode", "name")
+    class Mode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        MODE_UNSPECIFIED: _ClassVar[ActionChoice.Mode]
+        MODE_AUTO: _ClassVar[ActionChoice.Mode]
+        MODE_NONE: _ClassVar[ActionChoice.Mode]
+        MODE_REQUIRED: _ClassVar[ActionChoice.Mode]
+        MODE_NAMED: _ClassVar[ActionChoice.Mode]
+    MODE_UNSPECIFIED: ActionChoice.Mode
+    MODE_AUTO: ActionChoice.Mode
+    MODE_NONE: ActionChoice.Mode
+    MODE_REQUIRED: ActionChoice.Mode
+    MODE_NAMED: ActionChoice.Mode
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    mode: ActionChoice.Mode
+    name: str
+    def __init__(self, mode: _Optional[_Union[ActionChoice.Mode, str]] = ..., name: _Optional[str] = ...) -> None: ...
+
+class ActionCall(_message.Message):
+    __slots__ = ("id", "name", "arguments", "index")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ARGUMENTS_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    name: str
+    arguments: str
+    index: int
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., arguments: _Optional[str] = ..., index: _Optional[int] = ...) -> None: ...
+
+class ActionResult(_message.Message):
+    __slots__ = ("call_id", "content")
+    CALL_ID_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_FIELD_NUMBER: _ClassVar[int]
+    call_id: str
+    content: str
+    def __init__(self, call_id: _Optional[str] = ..., content: _Optional[str] = ...) -> None: ...
 
 class ResponseFormat(_message.Message):
     __slots__ = ("type", "json_schema")
@@ -125,23 +183,25 @@ class ContentDelta(_message.Message):
     def __init__(self, content: _Optional[str] = ...) -> None: ...
 
 class CompletionFinal(_message.Message):
-    __slots__ = ("message", "finish_reason", "usage", "timings", "structured", "truncated_turns")
+    __slots__ = ("message", "finish_reason", "usage", "timings", "structured", "truncated_turns", "action_calls")
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
     STRUCTURED_FIELD_NUMBER: _ClassVar[int]
     TRUNCATED_TURNS_FIELD_NUMBER: _ClassVar[int]
+    ACTION_CALLS_FIELD_NUMBER: _ClassVar[int]
     message: ChatMessage
     finish_reason: FinishReason
     usage: Usage
     timings: Timings
     structured: StructuredOutput
     truncated_turns: int
-    def __init__(self, message: _Optional[_Union[ChatMessage, _Mapping]] = ..., finish_reason: _Optional[_Union[FinishReason, str]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., structured: _Optional[_Union[StructuredOutput, _Mapping]] = ..., truncated_turns: _Optional[int] = ...) -> None: ...
+    action_calls: _containers.RepeatedCompositeFieldContainer[ActionCall]
+    def __init__(self, message: _Optional[_Union[ChatMessage, _Mapping]] = ..., finish_reason: _Optional[_Union[FinishReason, str]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., structured: _Optional[_Union[StructuredOutput, _Mapping]] = ..., truncated_turns: _Optional[int] = ..., action_calls: _Optional[_Iterable[_Union[ActionCall, _Mapping]]] = ...) -> None: ...
 
 class CreateChatCompletionRequest(_message.Message):
-    __slots__ = ("model", "messages", "temperature", "top_p", "max_tokens", "stop", "seed", "preset", "response_format", "continue_final_message", "chat_template", "top_k", "min_p", "repeat_penalty", "sampling")
+    __slots__ = ("model", "messages", "temperature", "top_p", "max_tokens", "stop", "seed", "preset", "response_format", "continue_final_message", "chat_template", "top_k", "min_p", "repeat_penalty", "sampling", "tools", "tool_choice", "parallel_tool_calls")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
     TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
@@ -157,6 +217,9 @@ class CreateChatCompletionRequest(_message.Message):
     MIN_P_FIELD_NUMBER: _ClassVar[int]
     REPEAT_PENALTY_FIELD_NUMBER: _ClassVar[int]
     SAMPLING_FIELD_NUMBER: _ClassVar[int]
+    TOOLS_FIELD_NUMBER: _ClassVar[int]
+    TOOL_CHOICE_FIELD_NUMBER: _ClassVar[int]
+    PARALLEL_TOOL_CALLS_FIELD_NUMBER: _ClassVar[int]
     model: str
     messages: _containers.RepeatedCompositeFieldContainer[ChatMessage]
     temperature: float
@@ -172,7 +235,10 @@ class CreateChatCompletionRequest(_message.Message):
     min_p: float
     repeat_penalty: float
     sampling: SamplingOptions
-    def __init__(self, model: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., max_tokens: _Optional[int] = ..., stop: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ..., preset: _Optional[str] = ..., response_format: _Optional[_Union[ResponseFormat, _Mapping]] = ..., continue_final_message: _Optional[bool] = ..., chat_template: _Optional[str] = ..., top_k: _Optional[int] = ..., min_p: _Optional[float] = ..., repeat_penalty: _Optional[float] = ..., sampling: _Optional[_Union[SamplingOptions, _Mapping]] = ...) -> None: ...
+    tools: _containers.RepeatedCompositeFieldContainer[Action]
+    tool_choice: ActionChoice
+    parallel_tool_calls: bool
+    def __init__(self, model: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., max_tokens: _Optional[int] = ..., stop: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ..., preset: _Optional[str] = ..., response_format: _Optional[_Union[ResponseFormat, _Mapping]] = ..., continue_final_message: _Optional[bool] = ..., chat_template: _Optional[str] = ..., top_k: _Optional[int] = ..., min_p: _Optional[float] = ..., repeat_penalty: _Optional[float] = ..., sampling: _Optional[_Union[SamplingOptions, _Mapping]] = ..., tools: _Optional[_Iterable[_Union[Action, _Mapping]]] = ..., tool_choice: _Optional[_Union[ActionChoice, _Mapping]] = ..., parallel_tool_calls: _Optional[bool] = ...) -> None: ...
 
 class CreateChatCompletionResponse(_message.Message):
     __slots__ = ("id", "object", "created", "model", "choices", "usage", "timings")
@@ -205,7 +271,7 @@ class Choice(_message.Message):
     def __init__(self, index: _Optional[int] = ..., message: _Optional[_Union[ChatMessage, _Mapping]] = ..., finish_reason: _Optional[_Union[FinishReason, str]] = ..., structured: _Optional[_Union[StructuredOutput, _Mapping]] = ...) -> None: ...
 
 class StreamChatCompletionRequest(_message.Message):
-    __slots__ = ("model", "messages", "temperature", "top_p", "max_tokens", "stop", "seed", "preset", "response_format", "continue_final_message", "chat_template", "top_k", "min_p", "repeat_penalty", "sampling")
+    __slots__ = ("model", "messages", "temperature", "top_p", "max_tokens", "stop", "seed", "preset", "response_format", "continue_final_message", "chat_template", "top_k", "min_p", "repeat_penalty", "sampling", "tools", "tool_choice", "parallel_tool_calls")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
     TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
@@ -221,6 +287,9 @@ class StreamChatCompletionRequest(_message.Message):
     MIN_P_FIELD_NUMBER: _ClassVar[int]
     REPEAT_PENALTY_FIELD_NUMBER: _ClassVar[int]
     SAMPLING_FIELD_NUMBER: _ClassVar[int]
+    TOOLS_FIELD_NUMBER: _ClassVar[int]
+    TOOL_CHOICE_FIELD_NUMBER: _ClassVar[int]
+    PARALLEL_TOOL_CALLS_FIELD_NUMBER: _ClassVar[int]
     model: str
     messages: _containers.RepeatedCompositeFieldContainer[ChatMessage]
     temperature: float
@@ -236,21 +305,26 @@ class StreamChatCompletionRequest(_message.Message):
     min_p: float
     repeat_penalty: float
     sampling: SamplingOptions
-    def __init__(self, model: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., max_tokens: _Optional[int] = ..., stop: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ..., preset: _Optional[str] = ..., response_format: _Optional[_Union[ResponseFormat, _Mapping]] = ..., continue_final_message: _Optional[bool] = ..., chat_template: _Optional[str] = ..., top_k: _Optional[int] = ..., min_p: _Optional[float] = ..., repeat_penalty: _Optional[float] = ..., sampling: _Optional[_Union[SamplingOptions, _Mapping]] = ...) -> None: ...
+    tools: _containers.RepeatedCompositeFieldContainer[Action]
+    tool_choice: ActionChoice
+    parallel_tool_calls: bool
+    def __init__(self, model: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., max_tokens: _Optional[int] = ..., stop: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ..., preset: _Optional[str] = ..., response_format: _Optional[_Union[ResponseFormat, _Mapping]] = ..., continue_final_message: _Optional[bool] = ..., chat_template: _Optional[str] = ..., top_k: _Optional[int] = ..., min_p: _Optional[float] = ..., repeat_penalty: _Optional[float] = ..., sampling: _Optional[_Union[SamplingOptions, _Mapping]] = ..., tools: _Optional[_Iterable[_Union[Action, _Mapping]]] = ..., tool_choice: _Optional[_Union[ActionChoice, _Mapping]] = ..., parallel_tool_calls: _Optional[bool] = ...) -> None: ...
 
 class StreamChatCompletionResponse(_message.Message):
-    __slots__ = ("id", "model", "created", "delta", "final")
+    __slots__ = ("id", "model", "created", "delta", "final", "action_call")
     ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     CREATED_FIELD_NUMBER: _ClassVar[int]
     DELTA_FIELD_NUMBER: _ClassVar[int]
     FINAL_FIELD_NUMBER: _ClassVar[int]
+    ACTION_CALL_FIELD_NUMBER: _ClassVar[int]
     id: str
     model: str
     created: int
     delta: ContentDelta
     final: CompletionFinal
-    def __init__(self, id: _Optional[str] = ..., model: _Optional[str] = ..., created: _Optional[int] = ..., delta: _Optional[_Union[ContentDelta, _Mapping]] = ..., final: _Optional[_Union[CompletionFinal, _Mapping]] = ...) -> None: ...
+    action_call: ActionCall
+    def __init__(self, id: _Optional[str] = ..., model: _Optional[str] = ..., created: _Optional[int] = ..., delta: _Optional[_Union[ContentDelta, _Mapping]] = ..., final: _Optional[_Union[CompletionFinal, _Mapping]] = ..., action_call: _Optional[_Union[ActionCall, _Mapping]] = ...) -> None: ...
 
 class ExampleExchange(_message.Message):
     __slots__ = ("player_line", "npc_line")
@@ -261,7 +335,7 @@ class ExampleExchange(_message.Message):
     def __init__(self, player_line: _Optional[str] = ..., npc_line: _Optional[str] = ...) -> None: ...
 
 class Persona(_message.Message):
-    __slots__ = ("id", "display_name", "system_prompt", "example_dialogue", "default_preset", "response_schema", "max_tokens", "stop", "player_name", "description", "source", "load_error", "opening_lines", "post_history_instructions")
+    __slots__ = ("id", "display_name", "system_prompt", "example_dialogue", "default_preset", "response_schema", "max_tokens", "stop", "player_name", "description", "source", "load_error", "opening_lines", "post_history_instructions", "actions")
     ID_FIELD_NUMBER: _ClassVar[int]
     DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
     SYSTEM_PROMPT_FIELD_NUMBER: _ClassVar[int]
@@ -276,6 +350,7 @@ class Persona(_message.Message):
     LOAD_ERROR_FIELD_NUMBER: _ClassVar[int]
     OPENING_LINES_FIELD_NUMBER: _ClassVar[int]
     POST_HISTORY_INSTRUCTIONS_FIELD_NUMBER: _ClassVar[int]
+    ACTIONS_FIELD_NUMBER: _ClassVar[int]
     id: str
     display_name: str
     system_prompt: str
@@ -290,7 +365,8 @@ class Persona(_message.Message):
     load_error: str
     opening_lines: _containers.RepeatedScalarFieldContainer[str]
     post_history_instructions: str
-    def __init__(self, id: _Optional[str] = ..., display_name: _Optional[str] = ..., system_prompt: _Optional[str] = ..., example_dialogue: _Optional[_Iterable[_Union[ExampleExchange, _Mapping]]] = ..., default_preset: _Optional[str] = ..., response_schema: _Optional[str] = ..., max_tokens: _Optional[int] = ..., stop: _Optional[_Iterable[str]] = ..., player_name: _Optional[str] = ..., description: _Optional[str] = ..., source: _Optional[str] = ..., load_error: _Optional[str] = ..., opening_lines: _Optional[_Iterable[str]] = ..., post_history_instructions: _Optional[str] = ...) -> None: ...
+    actions: _containers.RepeatedCompositeFieldContainer[Action]
+    def __init__(self, id: _Optional[str] = ..., display_name: _Optional[str] = ..., system_prompt: _Optional[str] = ..., example_dialogue: _Optional[_Iterable[_Union[ExampleExchange, _Mapping]]] = ..., default_preset: _Optional[str] = ..., response_schema: _Optional[str] = ..., max_tokens: _Optional[int] = ..., stop: _Optional[_Iterable[str]] = ..., player_name: _Optional[str] = ..., description: _Optional[str] = ..., source: _Optional[str] = ..., load_error: _Optional[str] = ..., opening_lines: _Optional[_Iterable[str]] = ..., post_history_instructions: _Optional[str] = ..., actions: _Optional[_Iterable[_Union[Action, _Mapping]]] = ...) -> None: ...
 
 class CreatePersonaRequest(_message.Message):
     __slots__ = ("persona",)
@@ -391,7 +467,7 @@ class ExportCharacterCardResponse(_message.Message):
     def __init__(self, card: _Optional[bytes] = ..., media_type: _Optional[str] = ...) -> None: ...
 
 class TalkRequest(_message.Message):
-    __slots__ = ("persona_id", "conversation_id", "text", "preset", "temperature", "top_p", "max_tokens", "seed", "response_format", "player_name", "sampling")
+    __slots__ = ("persona_id", "conversation_id", "text", "preset", "temperature", "top_p", "max_tokens", "seed", "response_format", "player_name", "sampling", "actions", "action_choice", "action_results")
     PERSONA_ID_FIELD_NUMBER: _ClassVar[int]
     CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
@@ -403,6 +479,9 @@ class TalkRequest(_message.Message):
     RESPONSE_FORMAT_FIELD_NUMBER: _ClassVar[int]
     PLAYER_NAME_FIELD_NUMBER: _ClassVar[int]
     SAMPLING_FIELD_NUMBER: _ClassVar[int]
+    ACTIONS_FIELD_NUMBER: _ClassVar[int]
+    ACTION_CHOICE_FIELD_NUMBER: _ClassVar[int]
+    ACTION_RESULTS_FIELD_NUMBER: _ClassVar[int]
     persona_id: str
     conversation_id: str
     text: str
@@ -414,33 +493,42 @@ class TalkRequest(_message.Message):
     response_format: ResponseFormat
     player_name: str
     sampling: SamplingOptions
-    def __init__(self, persona_id: _Optional[str] = ..., conversation_id: _Optional[str] = ..., text: _Optional[str] = ..., preset: _Optional[str] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., max_tokens: _Optional[int] = ..., seed: _Optional[int] = ..., response_format: _Optional[_Union[ResponseFormat, _Mapping]] = ..., player_name: _Optional[str] = ..., sampling: _Optional[_Union[SamplingOptions, _Mapping]] = ...) -> None: ...
+    actions: _containers.RepeatedCompositeFieldContainer[Action]
+    action_choice: ActionChoice
+    action_results: _containers.RepeatedCompositeFieldContainer[ActionResult]
+    def __init__(self, persona_id: _Optional[str] = ..., conversation_id: _Optional[str] = ..., text: _Optional[str] = ..., preset: _Optional[str] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., max_tokens: _Optional[int] = ..., seed: _Optional[int] = ..., response_format: _Optional[_Union[ResponseFormat, _Mapping]] = ..., player_name: _Optional[str] = ..., sampling: _Optional[_Union[SamplingOptions, _Mapping]] = ..., actions: _Optional[_Iterable[_Union[Action, _Mapping]]] = ..., action_choice: _Optional[_Union[ActionChoice, _Mapping]] = ..., action_results: _Optional[_Iterable[_Union[ActionResult, _Mapping]]] = ...) -> None: ...
 
 class TalkResponse(_message.Message):
-    __slots__ = ("delta", "final", "id", "model", "created")
+    __slots__ = ("delta", "final", "action_call", "id", "model", "created")
     DELTA_FIELD_NUMBER: _ClassVar[int]
     FINAL_FIELD_NUMBER: _ClassVar[int]
+    ACTION_CALL_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     CREATED_FIELD_NUMBER: _ClassVar[int]
     delta: ContentDelta
     final: CompletionFinal
+    action_call: ActionCall
     id: str
     model: str
     created: int
-    def __init__(self, delta: _Optional[_Union[ContentDelta, _Mapping]] = ..., final: _Optional[_Union[CompletionFinal, _Mapping]] = ..., id: _Optional[str] = ..., model: _Optional[str] = ..., created: _Optional[int] = ...) -> None: ...
+    def __init__(self, delta: _Optional[_Union[ContentDelta, _Mapping]] = ..., final: _Optional[_Union[CompletionFinal, _Mapping]] = ..., action_call: _Optional[_Union[ActionCall, _Mapping]] = ..., id: _Optional[str] = ..., model: _Optional[str] = ..., created: _Optional[int] = ...) -> None: ...
 
 class Turn(_message.Message):
-    __slots__ = ("player_line", "npc_line", "create_time_ms", "player_name")
+    __slots__ = ("player_line", "npc_line", "create_time_ms", "player_name", "action_calls", "action_results")
     PLAYER_LINE_FIELD_NUMBER: _ClassVar[int]
     NPC_LINE_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_MS_FIELD_NUMBER: _ClassVar[int]
     PLAYER_NAME_FIELD_NUMBER: _ClassVar[int]
+    ACTION_CALLS_FIELD_NUMBER: _ClassVar[int]
+    ACTION_RESULTS_FIELD_NUMBER: _ClassVar[int]
     player_line: str
     npc_line: str
     create_time_ms: int
     player_name: str
-    def __init__(self, player_line: _Optional[str] = ..., npc_line: _Optional[str] = ..., create_time_ms: _Optional[int] = ..., player_name: _Optional[str] = ...) -> None: ...
+    action_calls: _containers.RepeatedCompositeFieldContainer[ActionCall]
+    action_results: _containers.RepeatedCompositeFieldContainer[ActionResult]
+    def __init__(self, player_line: _Optional[str] = ..., npc_line: _Optional[str] = ..., create_time_ms: _Optional[int] = ..., player_name: _Optional[str] = ..., action_calls: _Optional[_Iterable[_Union[ActionCall, _Mapping]]] = ..., action_results: _Optional[_Iterable[_Union[ActionResult, _Mapping]]] = ...) -> None: ...
 
 class Conversation(_message.Message):
     __slots__ = ("persona_id", "conversation_id", "turns")

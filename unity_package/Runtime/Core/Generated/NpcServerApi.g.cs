@@ -127,6 +127,10 @@ namespace NpcServer.Api.V1
         /// max_tokens or the end of the context window was reached.
         /// </summary>
         Length = 2,
+        /// <summary>
+        /// The reply called an action that awaits its result (OpenAI's "tool_calls"): send the result with the next Talk.
+        /// </summary>
+        Action = 3,
     }
 
     /// <summary>
@@ -149,12 +153,24 @@ namespace NpcServer.Api.V1
         /// </summary>
         public string Name { get; set; } = "";
 
+        /// <summary>
+        /// Assistant messages: the actions (tools) the reply called, in the order the model produced them.
+        /// </summary>
+        public List<ActionCall> ToolCalls { get; private set; } = new List<ActionCall>();
+
+        /// <summary>
+        /// Tool messages: the id of the call whose result this message carries.
+        /// </summary>
+        public string ToolCallId { get; set; } = "";
+
         /// <summary>Writes every set field in field-number order.</summary>
         public void WriteTo(ProtoWriter writer)
         {
             if (Role.Length != 0) { writer.WriteTag(1, WireType.LengthDelimited); writer.WriteString(Role); }
             if (Content.Length != 0) { writer.WriteTag(2, WireType.LengthDelimited); writer.WriteString(Content); }
             if (Name.Length != 0) { writer.WriteTag(3, WireType.LengthDelimited); writer.WriteString(Name); }
+            foreach (var item in ToolCalls) { writer.WriteTag(4, WireType.LengthDelimited); writer.WriteMessage(item); }
+            if (ToolCallId.Length != 0) { writer.WriteTag(5, WireType.LengthDelimited); writer.WriteString(ToolCallId); }
         }
 
         /// <summary>Reads fields until the reader ends; unknown fields are skipped.</summary>
@@ -178,6 +194,18 @@ namespace NpcServer.Api.V1
                         if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
                         Name = reader.ReadString();
                         break;
+                    case 4:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        {
+                            var item = new ActionCall();
+                            reader.ReadMessage(item);
+                            ToolCalls.Add(item);
+                        }
+                        break;
+                    case 5:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        ToolCallId = reader.ReadString();
+                        break;
                     default:
                         reader.SkipField(wire);
                         break;
@@ -190,6 +218,291 @@ namespace NpcServer.Api.V1
 
         /// <summary>Parses protobuf bytes.</summary>
         public static ChatMessage ParseFrom(byte[] data) { return ProtoReader.Parse<ChatMessage>(data); }
+    }
+
+    /// <summary>
+    /// Something an NPC can do in the game (a tool, in OpenAI's words): hand over an item, open a gate.
+    /// </summary>
+    public sealed partial class Action : IProtoMessage
+    {
+        /// <summary>
+        /// The action's name: a letter or '_', then letters, digits or '_'; at most 64 characters. Unique in a request.
+        /// </summary>
+        public string Name { get; set; } = "";
+
+        /// <summary>
+        /// What the action does and when to use it, shown to the model.
+        /// </summary>
+        public string Description { get; set; } = "";
+
+        /// <summary>
+        /// A JSON Schema (JSON text) for the arguments, an object schema. Enums keep a small model from inventing values.
+        /// Empty means no arguments ({}).
+        /// </summary>
+        public string ParametersSchema { get; set; } = "";
+
+        /// <summary>
+        /// When true, a reply that calls this action ends with FINISH_REASON_ACTION and the game sends the result back with
+        /// the next Talk (action_results, no text); when false the game runs it and nothing comes back (fire-and-forget).
+        /// </summary>
+        public bool AwaitResult { get; set; } = false;
+
+        /// <summary>Writes every set field in field-number order.</summary>
+        public void WriteTo(ProtoWriter writer)
+        {
+            if (Name.Length != 0) { writer.WriteTag(1, WireType.LengthDelimited); writer.WriteString(Name); }
+            if (Description.Length != 0) { writer.WriteTag(2, WireType.LengthDelimited); writer.WriteString(Description); }
+            if (ParametersSchema.Length != 0) { writer.WriteTag(3, WireType.LengthDelimited); writer.WriteString(ParametersSchema); }
+            if (AwaitResult) { writer.WriteTag(4, WireType.Varint); writer.WriteBool(AwaitResult); }
+        }
+
+        /// <summary>Reads fields until the reader ends; unknown fields are skipped.</summary>
+        public void MergeFrom(ProtoReader reader)
+        {
+            int number;
+            WireType wire;
+            while (reader.ReadTag(out number, out wire))
+            {
+                switch (number)
+                {
+                    case 1:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        Name = reader.ReadString();
+                        break;
+                    case 2:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        Description = reader.ReadString();
+                        break;
+                    case 3:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        ParametersSchema = reader.ReadString();
+                        break;
+                    case 4:
+                        if (wire != WireType.Varint) { reader.SkipField(wire); break; }
+                        AwaitResult = reader.ReadBool();
+                        break;
+                    default:
+                        reader.SkipField(wire);
+                        break;
+                }
+            }
+        }
+
+        /// <summary>Serializes this message to protobuf bytes.</summary>
+        public byte[] ToByteArray() { return ProtoWriter.Serialize(this); }
+
+        /// <summary>Parses protobuf bytes.</summary>
+        public static Action ParseFrom(byte[] data) { return ProtoReader.Parse<Action>(data); }
+    }
+
+    /// <summary>
+    /// Which actions the model may or must call in a reply (OpenAI's tool_choice).
+    /// </summary>
+    public sealed partial class ActionChoice : IProtoMessage
+    {
+        /// <summary>Types nested in this message.</summary>
+        public static partial class Types
+        {
+            /// <summary>
+            /// The modes.
+            /// </summary>
+            public enum Mode
+            {
+                /// <summary>
+                /// Same as MODE_AUTO.
+                /// </summary>
+                Unspecified = 0,
+                /// <summary>
+                /// The model talks, calls an action, or both.
+                /// </summary>
+                Auto = 1,
+                /// <summary>
+                /// The model only talks, even when actions are declared.
+                /// </summary>
+                None = 2,
+                /// <summary>
+                /// The model must call one of the declared actions.
+                /// </summary>
+                Required = 3,
+                /// <summary>
+                /// The model must call the action named in name.
+                /// </summary>
+                Named = 4,
+            }
+        }
+
+        /// <summary>
+        /// The mode.
+        /// </summary>
+        public ActionChoice.Types.Mode Mode { get; set; }
+
+        /// <summary>
+        /// MODE_NAMED only: the declared action to call.
+        /// </summary>
+        public string Name { get; set; } = "";
+
+        /// <summary>Writes every set field in field-number order.</summary>
+        public void WriteTo(ProtoWriter writer)
+        {
+            if ((int)Mode != 0) { writer.WriteTag(1, WireType.Varint); writer.WriteInt32((int)Mode); }
+            if (Name.Length != 0) { writer.WriteTag(2, WireType.LengthDelimited); writer.WriteString(Name); }
+        }
+
+        /// <summary>Reads fields until the reader ends; unknown fields are skipped.</summary>
+        public void MergeFrom(ProtoReader reader)
+        {
+            int number;
+            WireType wire;
+            while (reader.ReadTag(out number, out wire))
+            {
+                switch (number)
+                {
+                    case 1:
+                        if (wire != WireType.Varint) { reader.SkipField(wire); break; }
+                        Mode = (ActionChoice.Types.Mode)reader.ReadInt32();
+                        break;
+                    case 2:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        Name = reader.ReadString();
+                        break;
+                    default:
+                        reader.SkipField(wire);
+                        break;
+                }
+            }
+        }
+
+        /// <summary>Serializes this message to protobuf bytes.</summary>
+        public byte[] ToByteArray() { return ProtoWriter.Serialize(this); }
+
+        /// <summary>Parses protobuf bytes.</summary>
+        public static ActionChoice ParseFrom(byte[] data) { return ProtoReader.Parse<ActionChoice>(data); }
+    }
+
+    /// <summary>
+    /// A call the model made to a declared action. Its arguments have been validated against the action's schema.
+    /// </summary>
+    public sealed partial class ActionCall : IProtoMessage
+    {
+        /// <summary>
+        /// The call's id ("call_..."), unique in the conversation; an action result names it.
+        /// </summary>
+        public string Id { get; set; } = "";
+
+        /// <summary>
+        /// The action's name.
+        /// </summary>
+        public string Name { get; set; } = "";
+
+        /// <summary>
+        /// The arguments, a JSON object as text, valid against the action's parameters_schema.
+        /// </summary>
+        public string Arguments { get; set; } = "";
+
+        /// <summary>
+        /// The call's position among the reply's calls, from 0 (OpenAI's streamed tool_calls index).
+        /// </summary>
+        public int Index { get; set; }
+
+        /// <summary>Writes every set field in field-number order.</summary>
+        public void WriteTo(ProtoWriter writer)
+        {
+            if (Id.Length != 0) { writer.WriteTag(1, WireType.LengthDelimited); writer.WriteString(Id); }
+            if (Name.Length != 0) { writer.WriteTag(2, WireType.LengthDelimited); writer.WriteString(Name); }
+            if (Arguments.Length != 0) { writer.WriteTag(3, WireType.LengthDelimited); writer.WriteString(Arguments); }
+            if (Index != 0) { writer.WriteTag(4, WireType.Varint); writer.WriteInt32(Index); }
+        }
+
+        /// <summary>Reads fields until the reader ends; unknown fields are skipped.</summary>
+        public void MergeFrom(ProtoReader reader)
+        {
+            int number;
+            WireType wire;
+            while (reader.ReadTag(out number, out wire))
+            {
+                switch (number)
+                {
+                    case 1:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        Id = reader.ReadString();
+                        break;
+                    case 2:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        Name = reader.ReadString();
+                        break;
+                    case 3:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        Arguments = reader.ReadString();
+                        break;
+                    case 4:
+                        if (wire != WireType.Varint) { reader.SkipField(wire); break; }
+                        Index = reader.ReadInt32();
+                        break;
+                    default:
+                        reader.SkipField(wire);
+                        break;
+                }
+            }
+        }
+
+        /// <summary>Serializes this message to protobuf bytes.</summary>
+        public byte[] ToByteArray() { return ProtoWriter.Serialize(this); }
+
+        /// <summary>Parses protobuf bytes.</summary>
+        public static ActionCall ParseFrom(byte[] data) { return ProtoReader.Parse<ActionCall>(data); }
+    }
+
+    /// <summary>
+    /// The game's result for an action call that awaited one.
+    /// </summary>
+    public sealed partial class ActionResult : IProtoMessage
+    {
+        /// <summary>
+        /// The id of the call (ActionCall.id).
+        /// </summary>
+        public string CallId { get; set; } = "";
+
+        /// <summary>
+        /// What happened, as text the NPC reads ("the gate is open", or JSON).
+        /// </summary>
+        public string Content { get; set; } = "";
+
+        /// <summary>Writes every set field in field-number order.</summary>
+        public void WriteTo(ProtoWriter writer)
+        {
+            if (CallId.Length != 0) { writer.WriteTag(1, WireType.LengthDelimited); writer.WriteString(CallId); }
+            if (Content.Length != 0) { writer.WriteTag(2, WireType.LengthDelimited); writer.WriteString(Content); }
+        }
+
+        /// <summary>Reads fields until the reader ends; unknown fields are skipped.</summary>
+        public void MergeFrom(ProtoReader reader)
+        {
+            int number;
+            WireType wire;
+            while (reader.ReadTag(out number, out wire))
+            {
+                switch (number)
+                {
+                    case 1:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        CallId = reader.ReadString();
+                        break;
+                    case 2:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        Content = reader.ReadString();
+                        break;
+                    default:
+                        reader.SkipField(wire);
+                        break;
+                }
+            }
+        }
+
+        /// <summary>Serializes this message to protobuf bytes.</summary>
+        public byte[] ToByteArray() { return ProtoWriter.Serialize(this); }
+
+        /// <summary>Parses protobuf bytes.</summary>
+        public static ActionResult ParseFrom(byte[] data) { return ProtoReader.Parse<ActionResult>(data); }
     }
 
     /// <summary>
@@ -804,6 +1117,11 @@ namespace NpcServer.Api.V1
         /// </summary>
         public int TruncatedTurns { get; set; }
 
+        /// <summary>
+        /// The action calls of the reply, in order: the same as the action_call events (and message.tool_calls).
+        /// </summary>
+        public List<ActionCall> ActionCalls { get; private set; } = new List<ActionCall>();
+
         /// <summary>Writes every set field in field-number order.</summary>
         public void WriteTo(ProtoWriter writer)
         {
@@ -813,6 +1131,7 @@ namespace NpcServer.Api.V1
             if (Timings != null) { writer.WriteTag(4, WireType.LengthDelimited); writer.WriteMessage(Timings); }
             if (Structured != null) { writer.WriteTag(5, WireType.LengthDelimited); writer.WriteMessage(Structured); }
             if (TruncatedTurns != 0) { writer.WriteTag(6, WireType.Varint); writer.WriteInt32(TruncatedTurns); }
+            foreach (var item in ActionCalls) { writer.WriteTag(7, WireType.LengthDelimited); writer.WriteMessage(item); }
         }
 
         /// <summary>Reads fields until the reader ends; unknown fields are skipped.</summary>
@@ -863,6 +1182,14 @@ namespace NpcServer.Api.V1
                     case 6:
                         if (wire != WireType.Varint) { reader.SkipField(wire); break; }
                         TruncatedTurns = reader.ReadInt32();
+                        break;
+                    case 7:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        {
+                            var item = new ActionCall();
+                            reader.ReadMessage(item);
+                            ActionCalls.Add(item);
+                        }
                         break;
                     default:
                         reader.SkipField(wire);
@@ -973,6 +1300,23 @@ namespace NpcServer.Api.V1
         /// <remarks>Null when unset.</remarks>
         public SamplingOptions Sampling { get; set; }
 
+        /// <summary>
+        /// Actions (tools) the model may call; a call ends the reply with FINISH_REASON_ACTION.
+        /// </summary>
+        public List<Action> Tools { get; private set; } = new List<Action>();
+
+        /// <summary>
+        /// Which tools the model may or must call. Unset means auto (none when there are no tools).
+        /// </summary>
+        /// <remarks>Null when unset.</remarks>
+        public ActionChoice ToolChoice { get; set; }
+
+        /// <summary>
+        /// Must be unset or false: a reply makes at most one call, and true is INVALID_ARGUMENT saying so.
+        /// </summary>
+        /// <remarks>Null when unset: the server then applies its default.</remarks>
+        public bool? ParallelToolCalls { get; set; }
+
         /// <summary>Writes every set field in field-number order.</summary>
         public void WriteTo(ProtoWriter writer)
         {
@@ -991,6 +1335,9 @@ namespace NpcServer.Api.V1
             if (MinP.HasValue) { writer.WriteTag(13, WireType.Fixed32); writer.WriteFloat(MinP.Value); }
             if (RepeatPenalty.HasValue) { writer.WriteTag(14, WireType.Fixed32); writer.WriteFloat(RepeatPenalty.Value); }
             if (Sampling != null) { writer.WriteTag(15, WireType.LengthDelimited); writer.WriteMessage(Sampling); }
+            foreach (var item in Tools) { writer.WriteTag(16, WireType.LengthDelimited); writer.WriteMessage(item); }
+            if (ToolChoice != null) { writer.WriteTag(17, WireType.LengthDelimited); writer.WriteMessage(ToolChoice); }
+            if (ParallelToolCalls.HasValue) { writer.WriteTag(18, WireType.Varint); writer.WriteBool(ParallelToolCalls.Value); }
         }
 
         /// <summary>Reads fields until the reader ends; unknown fields are skipped.</summary>
@@ -1073,6 +1420,26 @@ namespace NpcServer.Api.V1
                             reader.ReadMessage(item);
                             Sampling = item;
                         }
+                        break;
+                    case 16:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        {
+                            var item = new Action();
+                            reader.ReadMessage(item);
+                            Tools.Add(item);
+                        }
+                        break;
+                    case 17:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        {
+                            var item = ToolChoice ?? new ActionChoice();
+                            reader.ReadMessage(item);
+                            ToolChoice = item;
+                        }
+                        break;
+                    case 18:
+                        if (wire != WireType.Varint) { reader.SkipField(wire); break; }
+                        ParallelToolCalls = reader.ReadBool();
                         break;
                     default:
                         reader.SkipField(wire);
@@ -1382,6 +1749,23 @@ namespace NpcServer.Api.V1
         /// <remarks>Null when unset.</remarks>
         public SamplingOptions Sampling { get; set; }
 
+        /// <summary>
+        /// Actions (tools) the model may call; a call ends the reply with FINISH_REASON_ACTION.
+        /// </summary>
+        public List<Action> Tools { get; private set; } = new List<Action>();
+
+        /// <summary>
+        /// Which tools the model may or must call. Unset means auto (none when there are no tools).
+        /// </summary>
+        /// <remarks>Null when unset.</remarks>
+        public ActionChoice ToolChoice { get; set; }
+
+        /// <summary>
+        /// Must be unset or false: a reply makes at most one call, and true is INVALID_ARGUMENT saying so.
+        /// </summary>
+        /// <remarks>Null when unset: the server then applies its default.</remarks>
+        public bool? ParallelToolCalls { get; set; }
+
         /// <summary>Writes every set field in field-number order.</summary>
         public void WriteTo(ProtoWriter writer)
         {
@@ -1400,6 +1784,9 @@ namespace NpcServer.Api.V1
             if (MinP.HasValue) { writer.WriteTag(13, WireType.Fixed32); writer.WriteFloat(MinP.Value); }
             if (RepeatPenalty.HasValue) { writer.WriteTag(14, WireType.Fixed32); writer.WriteFloat(RepeatPenalty.Value); }
             if (Sampling != null) { writer.WriteTag(15, WireType.LengthDelimited); writer.WriteMessage(Sampling); }
+            foreach (var item in Tools) { writer.WriteTag(16, WireType.LengthDelimited); writer.WriteMessage(item); }
+            if (ToolChoice != null) { writer.WriteTag(17, WireType.LengthDelimited); writer.WriteMessage(ToolChoice); }
+            if (ParallelToolCalls.HasValue) { writer.WriteTag(18, WireType.Varint); writer.WriteBool(ParallelToolCalls.Value); }
         }
 
         /// <summary>Reads fields until the reader ends; unknown fields are skipped.</summary>
@@ -1483,6 +1870,26 @@ namespace NpcServer.Api.V1
                             Sampling = item;
                         }
                         break;
+                    case 16:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        {
+                            var item = new Action();
+                            reader.ReadMessage(item);
+                            Tools.Add(item);
+                        }
+                        break;
+                    case 17:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        {
+                            var item = ToolChoice ?? new ActionChoice();
+                            reader.ReadMessage(item);
+                            ToolChoice = item;
+                        }
+                        break;
+                    case 18:
+                        if (wire != WireType.Varint) { reader.SkipField(wire); break; }
+                        ParallelToolCalls = reader.ReadBool();
+                        break;
                     default:
                         reader.SkipField(wire);
                         break;
@@ -1526,6 +1933,8 @@ namespace NpcServer.Api.V1
             Delta = 4,
             /// <summary>Final is set.</summary>
             Final = 5,
+            /// <summary>ActionCall is set.</summary>
+            ActionCall = 6,
         }
 
         object _event;
@@ -1555,6 +1964,15 @@ namespace NpcServer.Api.V1
             set { _event = value; _eventCase = value == null ? EventOneofCase.None : EventOneofCase.Final; }
         }
 
+        /// <summary>
+        /// A validated call to a tool, in the order the model produced it (after the text before it).
+        /// </summary>
+        public ActionCall ActionCall
+        {
+            get { return _eventCase == EventOneofCase.ActionCall ? (ActionCall)_event : null; }
+            set { _event = value; _eventCase = value == null ? EventOneofCase.None : EventOneofCase.ActionCall; }
+        }
+
         /// <summary>Writes every set field in field-number order.</summary>
         public void WriteTo(ProtoWriter writer)
         {
@@ -1563,6 +1981,7 @@ namespace NpcServer.Api.V1
             if (Created != 0L) { writer.WriteTag(3, WireType.Varint); writer.WriteInt64(Created); }
             if (Delta != null) { writer.WriteTag(4, WireType.LengthDelimited); writer.WriteMessage(Delta); }
             if (Final != null) { writer.WriteTag(5, WireType.LengthDelimited); writer.WriteMessage(Final); }
+            if (ActionCall != null) { writer.WriteTag(6, WireType.LengthDelimited); writer.WriteMessage(ActionCall); }
         }
 
         /// <summary>Reads fields until the reader ends; unknown fields are skipped.</summary>
@@ -1600,6 +2019,14 @@ namespace NpcServer.Api.V1
                             var item = Final ?? new CompletionFinal();
                             reader.ReadMessage(item);
                             Final = item;
+                        }
+                        break;
+                    case 6:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        {
+                            var item = ActionCall ?? new ActionCall();
+                            reader.ReadMessage(item);
+                            ActionCall = item;
                         }
                         break;
                     default:
@@ -1747,6 +2174,11 @@ namespace NpcServer.Api.V1
         /// </summary>
         public string PostHistoryInstructions { get; set; } = "";
 
+        /// <summary>
+        /// Actions the NPC can take in every conversation (a Talk may add more for its turn).
+        /// </summary>
+        public List<Action> Actions { get; private set; } = new List<Action>();
+
         /// <summary>Writes every set field in field-number order.</summary>
         public void WriteTo(ProtoWriter writer)
         {
@@ -1764,6 +2196,7 @@ namespace NpcServer.Api.V1
             if (LoadError.Length != 0) { writer.WriteTag(12, WireType.LengthDelimited); writer.WriteString(LoadError); }
             foreach (var item in OpeningLines) { writer.WriteTag(13, WireType.LengthDelimited); writer.WriteString(item); }
             if (PostHistoryInstructions.Length != 0) { writer.WriteTag(14, WireType.LengthDelimited); writer.WriteString(PostHistoryInstructions); }
+            foreach (var item in Actions) { writer.WriteTag(15, WireType.LengthDelimited); writer.WriteMessage(item); }
         }
 
         /// <summary>Reads fields until the reader ends; unknown fields are skipped.</summary>
@@ -1834,6 +2267,14 @@ namespace NpcServer.Api.V1
                     case 14:
                         if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
                         PostHistoryInstructions = reader.ReadString();
+                        break;
+                    case 15:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        {
+                            var item = new Action();
+                            reader.ReadMessage(item);
+                            Actions.Add(item);
+                        }
                         break;
                     default:
                         reader.SkipField(wire);
@@ -2573,7 +3014,7 @@ namespace NpcServer.Api.V1
         public string ConversationId { get; set; } = "";
 
         /// <summary>
-        /// What the player says. Must not be empty.
+        /// What the player says. Must not be empty, except with action_results (then it must be empty).
         /// </summary>
         public string Text { get; set; } = "";
 
@@ -2626,6 +3067,23 @@ namespace NpcServer.Api.V1
         /// <remarks>Null when unset.</remarks>
         public SamplingOptions Sampling { get; set; }
 
+        /// <summary>
+        /// Actions for this turn only (what the player can do right now), added to the persona's. Names must not repeat.
+        /// </summary>
+        public List<Action> Actions { get; private set; } = new List<Action>();
+
+        /// <summary>
+        /// Which actions the NPC may or must call in this reply. Unset means auto.
+        /// </summary>
+        /// <remarks>Null when unset.</remarks>
+        public ActionChoice ActionChoice { get; set; }
+
+        /// <summary>
+        /// The results of the calls the previous reply awaited (it ended with FINISH_REASON_ACTION), one per call; text
+        /// must then be empty. The NPC speaks about them.
+        /// </summary>
+        public List<ActionResult> ActionResults { get; private set; } = new List<ActionResult>();
+
         /// <summary>Writes every set field in field-number order.</summary>
         public void WriteTo(ProtoWriter writer)
         {
@@ -2640,6 +3098,9 @@ namespace NpcServer.Api.V1
             if (ResponseFormat != null) { writer.WriteTag(9, WireType.LengthDelimited); writer.WriteMessage(ResponseFormat); }
             if (PlayerName.Length != 0) { writer.WriteTag(10, WireType.LengthDelimited); writer.WriteString(PlayerName); }
             if (Sampling != null) { writer.WriteTag(11, WireType.LengthDelimited); writer.WriteMessage(Sampling); }
+            foreach (var item in Actions) { writer.WriteTag(12, WireType.LengthDelimited); writer.WriteMessage(item); }
+            if (ActionChoice != null) { writer.WriteTag(13, WireType.LengthDelimited); writer.WriteMessage(ActionChoice); }
+            foreach (var item in ActionResults) { writer.WriteTag(14, WireType.LengthDelimited); writer.WriteMessage(item); }
         }
 
         /// <summary>Reads fields until the reader ends; unknown fields are skipped.</summary>
@@ -2703,6 +3164,30 @@ namespace NpcServer.Api.V1
                             Sampling = item;
                         }
                         break;
+                    case 12:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        {
+                            var item = new Action();
+                            reader.ReadMessage(item);
+                            Actions.Add(item);
+                        }
+                        break;
+                    case 13:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        {
+                            var item = ActionChoice ?? new ActionChoice();
+                            reader.ReadMessage(item);
+                            ActionChoice = item;
+                        }
+                        break;
+                    case 14:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        {
+                            var item = new ActionResult();
+                            reader.ReadMessage(item);
+                            ActionResults.Add(item);
+                        }
+                        break;
                     default:
                         reader.SkipField(wire);
                         break;
@@ -2746,6 +3231,8 @@ namespace NpcServer.Api.V1
             Delta = 1,
             /// <summary>Final is set.</summary>
             Final = 2,
+            /// <summary>ActionCall is set.</summary>
+            ActionCall = 6,
         }
 
         object _event;
@@ -2775,6 +3262,15 @@ namespace NpcServer.Api.V1
             set { _event = value; _eventCase = value == null ? EventOneofCase.None : EventOneofCase.Final; }
         }
 
+        /// <summary>
+        /// A validated call to an action, in the order the model produced it (after the text before it).
+        /// </summary>
+        public ActionCall ActionCall
+        {
+            get { return _eventCase == EventOneofCase.ActionCall ? (ActionCall)_event : null; }
+            set { _event = value; _eventCase = value == null ? EventOneofCase.None : EventOneofCase.ActionCall; }
+        }
+
         /// <summary>Writes every set field in field-number order.</summary>
         public void WriteTo(ProtoWriter writer)
         {
@@ -2783,6 +3279,7 @@ namespace NpcServer.Api.V1
             if (Id.Length != 0) { writer.WriteTag(3, WireType.LengthDelimited); writer.WriteString(Id); }
             if (Model.Length != 0) { writer.WriteTag(4, WireType.LengthDelimited); writer.WriteString(Model); }
             if (Created != 0L) { writer.WriteTag(5, WireType.Varint); writer.WriteInt64(Created); }
+            if (ActionCall != null) { writer.WriteTag(6, WireType.LengthDelimited); writer.WriteMessage(ActionCall); }
         }
 
         /// <summary>Reads fields until the reader ends; unknown fields are skipped.</summary>
@@ -2821,6 +3318,14 @@ namespace NpcServer.Api.V1
                     case 5:
                         if (wire != WireType.Varint) { reader.SkipField(wire); break; }
                         Created = reader.ReadInt64();
+                        break;
+                    case 6:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        {
+                            var item = ActionCall ?? new ActionCall();
+                            reader.ReadMessage(item);
+                            ActionCall = item;
+                        }
                         break;
                     default:
                         reader.SkipField(wire);
@@ -2861,6 +3366,16 @@ namespace NpcServer.Api.V1
         /// </summary>
         public string PlayerName { get; set; } = "";
 
+        /// <summary>
+        /// The actions the NPC called in its reply.
+        /// </summary>
+        public List<ActionCall> ActionCalls { get; private set; } = new List<ActionCall>();
+
+        /// <summary>
+        /// The action results the game sent instead of a player line (player_line is then empty).
+        /// </summary>
+        public List<ActionResult> ActionResults { get; private set; } = new List<ActionResult>();
+
         /// <summary>Writes every set field in field-number order.</summary>
         public void WriteTo(ProtoWriter writer)
         {
@@ -2868,6 +3383,8 @@ namespace NpcServer.Api.V1
             if (NpcLine.Length != 0) { writer.WriteTag(2, WireType.LengthDelimited); writer.WriteString(NpcLine); }
             if (CreateTimeMs != 0L) { writer.WriteTag(3, WireType.Varint); writer.WriteInt64(CreateTimeMs); }
             if (PlayerName.Length != 0) { writer.WriteTag(4, WireType.LengthDelimited); writer.WriteString(PlayerName); }
+            foreach (var item in ActionCalls) { writer.WriteTag(5, WireType.LengthDelimited); writer.WriteMessage(item); }
+            foreach (var item in ActionResults) { writer.WriteTag(6, WireType.LengthDelimited); writer.WriteMessage(item); }
         }
 
         /// <summary>Reads fields until the reader ends; unknown fields are skipped.</summary>
@@ -2894,6 +3411,22 @@ namespace NpcServer.Api.V1
                     case 4:
                         if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
                         PlayerName = reader.ReadString();
+                        break;
+                    case 5:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        {
+                            var item = new ActionCall();
+                            reader.ReadMessage(item);
+                            ActionCalls.Add(item);
+                        }
+                        break;
+                    case 6:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        {
+                            var item = new ActionResult();
+                            reader.ReadMessage(item);
+                            ActionResults.Add(item);
+                        }
                         break;
                     default:
                         reader.SkipField(wire);
