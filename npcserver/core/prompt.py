@@ -9,6 +9,12 @@ Two renderings:
   message, the persona is folded into the first user message so it always reaches the model.
 
 Budget: the persona and examples always stay; the oldest turns are left out first, and the count is reported.
+
+Overflow (a Talk's stored history): left to itself, dropping the oldest turn each time one more arrives would change
+the prompt right after the persona on every line, and the engine would read the whole window again each time. So a
+conversation that outgrows its room (``history_room``) leaves it in big steps instead (``overflow_start``): the kept
+history starts at a turn boundary that moves by half the room at once, and the following lines only extend the
+cached prefix until the room fills again. The turns left out before that start are where a summary of them goes.
 Transcript prompts are tokenized segment by segment (persona, then each turn), so a conversation's tokens only ever
 grow at the end between turns and an engine can reuse their KV cache.
 
@@ -82,6 +88,34 @@ class _Rendered:
         return "".join(t for t, _ in self.pieces)
 
 
+#: Tokens a Talk's history leaves for the player's new line. A longer line still fits: the prompt then drops one
+#: more old turn for that line only.
+LINE_ALLOWANCE = 64
+
+
+def overflow_start(counts: Sequence[int], tokens_before: int, room: int) -> int:
+    """Where a Talk's kept history starts: an index into the newest turns, whose token counts are ``counts``, when
+    the turns before them add up to ``tokens_before`` and the history may take ``room`` tokens.
+
+    While the whole conversation fits, everything stays (0). Beyond that, the history starts at the first turn at or
+    after the k-th multiple of half the room, with k as small as makes the rest fit: k only moves when another half
+    room has been said, so the start, and with it the cached prefix, stays the same for many lines, and after each
+    move about half the room is left for the lines to come. The counts must be the stored ones (``Turn.tokens``),
+    the same on every line, so every replica and every restart picks the same start.
+    """
+    total = tokens_before + sum(counts)
+    if total <= room:
+        return 0
+    step = max(room // 2, 1)
+    cut = -(-(total - room) // step) * step  # the smallest multiple of step at or above total - room
+    reached = tokens_before
+    for i, n in enumerate(counts):
+        if reached >= cut:
+            return i
+        reached += n
+    return len(counts)
+
+
 class PromptBuilder:
     """Renders prompts for one loaded model."""
 
@@ -142,6 +176,30 @@ class PromptBuilder:
         # One line per speaker: a text reply ends at the end of its line. JSON may span lines; its grammar ends it.
         stop = (f"\n{player}:", f"\n{npc}:") if structured else ("\n",)
         return self._fit_segments(prefix, turn_texts, tail, budget, stop)
+
+    def history_room(self, persona: Persona, max_tokens: int) -> int:
+        """Tokens a Talk's history may take with this persona: the window less the reply's reserve, the persona's
+        fixed text, and ``LINE_ALLOWANCE`` for the player's new line. The same on every line, so the overflow
+        steps of ``overflow_start`` stay put from one line to the next."""
+        fixed = persona.system_prompt.strip() + "\n\n" + persona.post_history_instructions.strip()
+        fixed += "".join(f"{e.player_line}\n{e.npc_line}\n" for e in persona.example_dialogue)
+        used = len(self._tokenize(fixed, self.add_bos, False))
+        allowance = min(LINE_ALLOWANCE, self.context_size // 8)
+        room = self.context_size - reply_reserve(max_tokens, self.context_size) - used - allowance
+        return max(room, 0)
+
+    def turn_tokens(self, persona: Persona, turn: Turn) -> int:
+        """A turn's size in this model's tokens as a Talk prompt shows it: what the store keeps as ``Turn.tokens``."""
+        if self.chat_template:
+            # The two messages' text plus the markup around them (a few tokens a message in the common templates).
+            return (
+                len(self._tokenize(turn.player_line, False, False))
+                + len(self._tokenize(turn.npc_line, False, False))
+                + 10
+            )
+        player = _line(turn.player_name) or _line(persona.player_name) or DEFAULT_PLAYER
+        text = f"{player}: {_line(turn.player_line)}\n{_line(persona.display_name)}: {_line(turn.npc_line)}\n"
+        return len(self._tokenize(text, False, False))
 
     def _persona_messages(self, persona: Persona) -> list[Message]:
         messages = [Message("system", persona.system_prompt.strip())]

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from npcserver.core.personas import load_persona_files
-from npcserver.core.prompt import PromptBuilder, reply_reserve
+from npcserver.core.prompt import PromptBuilder, overflow_start, reply_reserve
 from npcserver.core.types import Message, Persona, Turn
 from npcserver.errors import InvalidArgument
 
@@ -264,3 +265,75 @@ def test_continue_final_message_with_an_empty_assistant_message_opens_the_turn(v
     msgs = [Message("user", "Name a fruit."), Message("assistant", "")]
     built = b.chat(msgs, max_tokens=16, continue_final=True, chat_template=None)
     assert built.text.endswith("<|im_start|>assistant\n")
+
+
+# --- overflow: big steps, so following lines extend the cached prompt ------------------------------------------
+
+
+def test_overflow_start_keeps_everything_that_fits_then_moves_by_half_the_room() -> None:
+    assert overflow_start([10] * 10, 0, 100) == 0  # 100 tokens fit in 100
+    assert overflow_start([10] * 11, 0, 100) == 5  # 110: the start jumps half the room (50 tokens) at once
+    # The start stays put while the next lines arrive, until another half room has been said.
+    assert [overflow_start([10] * n, 0, 100) for n in range(11, 16)] == [5] * 5
+    assert overflow_start([10] * 16, 0, 100) == 10
+    # The same start whether the store handed over every turn or only the newest that fit.
+    assert overflow_start([10] * 9, 70, 100) == 3  # turns 7..15 loaded: turn 10 of the whole is index 3
+    assert overflow_start([200], 0, 100) == 1  # a turn larger than the room: nothing stays
+    assert overflow_start([], 0, 0) == 0
+
+
+def recent(counts: list[int], room: int) -> int:
+    """What ``Store.load_recent`` returns first: the oldest index whose turns, to the newest, fit ``room``."""
+    first, used = len(counts), 0
+    while first > 0 and used + counts[first - 1] <= room:
+        first -= 1
+        used += counts[first]
+    return first
+
+
+def common(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+@pytest.mark.parametrize("stepped", [True, False], ids=["overflow_start", "one_turn_at_a_time"])
+def test_after_overflow_following_lines_keep_the_same_prefix(vocab: Any, stepped: bool) -> None:
+    greta = PERSONAS["tavern_keeper"]
+    b = builder(vocab, ctx=1024)
+    stored: list[Turn] = []
+    prompts: list[list[int]] = []
+    rereads = []
+    for i in range(120):
+        line = f"Question number {i}: what news from the road?"
+        room = b.history_room(greta, 48)
+        counts = [t.tokens for t in stored]
+        first = recent(counts, room) if stepped else 0
+        start = overflow_start(counts[first:], sum(counts[:first]), room) if stepped else 0
+        built = b.talk(greta, stored[first + start :], line, player_name="", max_tokens=48, structured=False)
+        truncated = first + start + built.truncated_turns
+        # truncated_turns is exactly the turns the prompt leaves out, oldest first.
+        kept = len(stored) - truncated
+        assert all(f"number {j}:" not in built.text for j in range(truncated))
+        assert all(f"number {j}:" in built.text for j in range(truncated, truncated + kept))
+        if prompts:
+            previous = prompts[-1]
+            # The previous prompt, but for its last line (the player's line and the NPC's name), is a prefix of this
+            # one: the engine reads only the new turn. Otherwise it reads the window again.
+            if common(previous, built.tokens) < len(previous) - 24:
+                rereads.append(i)
+        prompts.append(built.tokens)
+        turn = Turn(line, f"Answer {i}: the road is quiet, the ale is cold, and rooms are two silver.")
+        stored.append(Turn(turn.player_line, turn.npc_line, tokens=b.turn_tokens(greta, turn)))
+    assert len(stored) - truncated < 60  # the history overflowed the window many times over
+    if stepped:
+        # Each overflow re-reads once, then the lines that fill half the room extend the cached prompt.
+        per_step = (b.history_room(greta, 48) // 2) // max(t.tokens for t in stored)
+        assert per_step >= 5
+        gaps = [y - x for x, y in itertools.pairwise(rereads)]
+        assert len(rereads) >= 5 and min(gaps) >= per_step, (rereads, per_step)
+    else:
+        assert len(rereads) > 60  # what this replaces: every line after the first overflow reads the window again
