@@ -17,8 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from npcserver.clock import now_ms
-from npcserver.core import actions as acts
-from npcserver.core import bounded, cards, limits, thinking
+from npcserver.core import bounded, cards, limits
 from npcserver.core import personas as rules
 from npcserver.core.inputs import check_seed, check_strings
 from npcserver.core.presets import PresetBook, check_sampling
@@ -31,17 +30,14 @@ from npcserver.core.structured import (
     compile_format_async,
     compile_persona_schema,
 )
-from npcserver.core.templates import TemplateOptions
 from npcserver.core.types import (
     ROLES,
-    ActionCall,
     ChatRequest,
     Completion,
     Conversation,
     ModelCard,
     Persona,
     Preset,
-    ReasoningDelta,
     ResponseFormat,
     SamplingOverrides,
     StreamEvent,
@@ -49,7 +45,7 @@ from npcserver.core.types import (
     Turn,
 )
 from npcserver.core.watchdog import Watchdog
-from npcserver.engine.base import Engine, Finished, FinishReason, GenerationRequest, SamplingParams, TextDelta
+from npcserver.engine.base import Engine, Finished, GenerationRequest, SamplingParams, TextDelta
 from npcserver.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -66,9 +62,6 @@ log = logging.getLogger(__name__)
 
 
 MAX_STOP = 16
-#: Reference documents one chat completion may carry (each is also held to max_message_chars).
-MAX_DOCUMENTS = 32
-CONTENT_FORMATS = ("auto", "string", "openai")
 MAX_PAGE = 1000
 DEFAULT_PAGE = 100
 
@@ -165,14 +158,8 @@ class NpcCore:
         self._check_messages(request)
         self._check_overrides(request.overrides)
         compiled = await compile_format_async(request.response_format)
-        plan, request = await acts.prepare_chat(request, compiled)
         params = self.presets.resolve(
             request.overrides, request.preset, None, default_max_tokens=self.default_max_tokens
-        )
-        options = TemplateOptions(
-            enable_thinking=request.enable_thinking,
-            add_generation_prompt=request.add_generation_prompt,
-            content_format=request.chat_template_content_format,
         )
         prompt = await asyncio.to_thread(
             self.prompts.chat,
@@ -180,13 +167,8 @@ class NpcCore:
             max_tokens=params.max_tokens,
             continue_final=request.continue_final_message,
             chat_template=request.chat_template,
-            options=options,
-            documents=request.documents,
         )
-        template = request.chat_template or info.chat_template
-        async for event in self._generate(
-            request.id, request.created, prompt, params, compiled, session=None, template=template, plan=plan
-        ):
+        async for event in self._generate(request.id, request.created, prompt, params, compiled, session=None):
             yield event
 
     # --- Talk ----------------------------------------------------------------------------------------------------
@@ -196,7 +178,7 @@ class NpcCore:
         check_strings(request)
         rules.check_persona_id(request.persona_id)
         rules.check_conversation_id(request.conversation_id)
-        if not request.text.strip() and not request.action_results:
+        if not request.text.strip():
             raise InvalidArgument("text must not be empty: it is what the player says", param="text")
         self._check_chars(request.text, "text")
         rules.check_name(request.player_name, field="player_name")
@@ -211,8 +193,6 @@ class NpcCore:
         params = self.presets.resolve(
             request.overrides, request.preset, persona, default_max_tokens=self.default_max_tokens
         )
-        # The persona the NPC speaks as describes its actions; per-turn ones follow the history.
-        plan, persona = await acts.prepare_talk(request, persona, compiled)
         key = (request.persona_id, request.conversation_id)
         lock = self._lock(key)
         async with self._queued(lock):
@@ -221,32 +201,20 @@ class NpcCore:
             room = await asyncio.to_thread(self.prompts.history_room, persona, params.max_tokens)
             history = await asyncio.to_thread(self.store.load_recent, *key, room)
             start = overflow_start([t.tokens for t in history.turns], history.tokens_before, room)
-            line, shown = acts.prepare_turns(request, history.turns, start)
             player_name = request.player_name or persona.player_name
-            enable_thinking = request.enable_thinking
-            if enable_thinking is None:
-                enable_thinking = persona.enable_thinking
             prompt = await asyncio.to_thread(
                 self.prompts.talk,
                 persona,
-                shown,
-                line,
+                history.turns[start:],
+                request.text,
                 player_name=player_name,
                 max_tokens=params.max_tokens,
                 structured=compiled.grammar is not None,
-                options=TemplateOptions(enable_thinking=enable_thinking),
             )
             prompt = replace(prompt, truncated_turns=history.first + start + prompt.truncated_turns)
             final: Completion | None = None
             async for event in self._generate(
-                request.id,
-                request.created,
-                prompt,
-                params,
-                compiled,
-                session="/".join(key),
-                template=self.engine.info.chat_template,
-                plan=plan,
+                request.id, request.created, prompt, params, compiled, session="/".join(key)
             ):
                 if isinstance(event, Completion):
                     final = event
@@ -256,9 +224,8 @@ class NpcCore:
                 raise Internal("the engine ended without a final result")
             # A structured reply that failed validation is not stored: it would teach the NPC broken JSON. Nor is an
             # empty reply: a turn with no NPC line teaches nothing (the final says stored = false).
-            # A reply whose action call failed is not stored either (its final's structured says why).
-            if (final.structured is None or final.structured.valid) and (final.text.strip() or final.action_calls):
-                turn = acts.stored_turn(request, final, now_ms())
+            if (final.structured is None or final.structured.valid) and final.text.strip():
+                turn = Turn(request.text, final.text, now_ms(), request.player_name)
                 turn = replace(turn, tokens=await asyncio.to_thread(self.prompts.turn_tokens, persona, turn))
                 async with self._persona_write(request.persona_id):
                     if self._deletions.get(request.persona_id, 0) != deletions:
@@ -286,24 +253,14 @@ class NpcCore:
         compiled: CompiledFormat,
         *,
         session: str | None,
-        template: str | None = None,
-        plan: acts.ActionPlan | None = None,
     ) -> AsyncIterator[StreamEvent]:
         info = self.engine.info
-        # A thinking model's reasoning is split off the reply as it streams (core.thinking): it never reaches the
-        # reply's text, its structured-output check, or a stored turn.
-        markers = thinking.markers_for(template)
-        splitter = thinking.ReasoningSplitter(markers, inside=thinking.opens_inside(prompt.text, markers))
-        reasoning: list[str] = []
         stop = tuple(dict.fromkeys((*params.stop, *prompt.stop)))
         params = replace(params, stop=stop[: MAX_STOP + 4])
         grammar = compiled.grammar
         if grammar is not None and prompt.strip_leading_space:
             # After "Name:" the model's natural next token is a space; let it write one before the JSON.
             grammar = allow_leading_space(grammar)
-        if plan is not None:
-            grammar = plan.grammar
-        cut = acts.CallCutter()
         request = GenerationRequest(
             prompt=prompt.tokens,
             params=params,
@@ -320,27 +277,13 @@ class NpcCore:
         async with aclosing(self.engine.generate(request)) as events:  # type: ignore[type-var]
             async for event in events:
                 if isinstance(event, TextDelta):
-                    split = splitter.feed(event.text)
-                elif isinstance(event, Finished):
-                    split = splitter.finish()
-                else:
-                    continue
-                for is_reasoning, text in split:
-                    if is_reasoning:
-                        reasoning.append(text)
-                        yield ReasoningDelta(text)
-                        continue
+                    text = event.text
                     if leading:
                         # The reply follows "Name:", so the first token carries the space after the colon.
                         text = text.lstrip()
                         if not text:
                             continue
                         leading = False
-                    if plan is not None:
-                        # The call streams as its own event once it is complete and valid, never as text.
-                        text = cut.feed(text)
-                        if not text:
-                            continue
                     if trim:
                         text = held + text
                         body = text.rstrip()
@@ -350,30 +293,19 @@ class NpcCore:
                             continue
                     pieces.append(text)
                     yield TextDelta(text)
-                if isinstance(event, Finished):
+                elif isinstance(event, Finished):
                     text = "".join(pieces)
                     structured = await check_output_async(text, compiled, event.stats.finish_reason)
-                    finish: FinishReason = event.stats.finish_reason
-                    calls: tuple[ActionCall, ...] = ()
-                    if plan is not None:
-                        call, structured = await acts.finish_reply(cut, plan, finish, text)
-                        if call is not None:
-                            calls = (call,)
-                            yield call
-                            if call.await_result:
-                                finish = "action"
                     yield Completion(
                         id=request_id,
                         model=info.id,
                         created=created,
                         text=text,
-                        finish_reason=finish,
+                        finish_reason=event.stats.finish_reason,
                         stats=event.stats,
                         load_ms=info.load_ms,
                         structured=structured,
                         truncated_turns=prompt.truncated_turns,
-                        action_calls=calls,
-                        reasoning="".join(reasoning).strip(),
                     )
                     return
 
@@ -401,22 +333,6 @@ class NpcCore:
                 "continue_final_message needs the last message to be the assistant's (the text to continue)",
                 param="continue_final_message",
             )
-        if request.chat_template_content_format not in CONTENT_FORMATS:
-            raise InvalidArgument(
-                f"chat_template_content_format {request.chat_template_content_format!r} is unknown; use one of: "
-                f"{', '.join(CONTENT_FORMATS)}",
-                param="chat_template_content_format",
-            )
-        if len(request.documents) > MAX_DOCUMENTS:
-            raise InvalidArgument(
-                f"documents has {len(request.documents)} entries; at most {MAX_DOCUMENTS} are allowed",
-                param="documents",
-            )
-        for i, d in enumerate(request.documents):
-            if not d.text.strip():
-                raise InvalidArgument(f"documents[{i}].text must not be empty", param="documents")
-            self._check_chars(d.text, f"documents[{i}].text")
-            self._check_chars(d.title, f"documents[{i}].title")
 
     def _check_overrides(self, o: SamplingOverrides) -> None:
         check_sampling(
@@ -437,7 +353,6 @@ class NpcCore:
 
     async def _check_persona(self, persona: Persona) -> None:
         rules.check_persona(persona, max_chars=self.max_message_chars)
-        await acts.check_persona_actions(persona)
         if persona.default_preset:
             self.presets.get(persona.default_preset, param="default_preset")
         if persona.response_schema is not None:
