@@ -10,6 +10,7 @@ import json
 from typing import Any
 
 from npcserver.api.v1 import npcserver_pb2 as pb
+from npcserver.core import limits
 from npcserver.core.types import (
     ChatRequest,
     Completion,
@@ -231,6 +232,12 @@ def conversation_to_pb(c: Conversation) -> pb.Conversation:
 
 
 def conversation_from_pb(msg: pb.Conversation) -> Conversation:
+    if len(msg.turns) > limits.MAX_IMPORT_TURNS:
+        # Refused before a Turn is built: a 16 MiB message can hold millions of empty turns.
+        raise InvalidArgument(
+            f"conversation.turns has {len(msg.turns)} turns; the limit is {limits.MAX_IMPORT_TURNS} (MAX_IMPORT_TURNS)",
+            param="turns",
+        )
     return Conversation(
         persona_id=msg.persona_id,
         conversation_id=msg.conversation_id,
