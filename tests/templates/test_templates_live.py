@@ -54,6 +54,7 @@ class Served:
     def complete(self, messages: list[pb.ChatMessage], **kw: Any) -> pb.CreateChatCompletionResponse:
         kw.setdefault("preset", "factual")
         kw.setdefault("seed", 7)
+        kw.setdefault("temperature", 0.0)  # greedy: the base model copies the pattern of the turns before
         return self.chat.CreateChatCompletion(
             pb.CreateChatCompletionRequest(messages=messages, **kw), timeout=HANG_GUARD_S
         )
@@ -61,6 +62,7 @@ class Served:
     def talk(self, persona: str, conversation: str, text: str, **kw: Any) -> tuple[str, pb.CompletionFinal]:
         kw.setdefault("preset", "factual")
         kw.setdefault("seed", 7)
+        kw.setdefault("temperature", 0.0)  # greedy: the base model copies the pattern of the turns before
         pieces, final = [], None
         request = pb.TalkRequest(persona_id=persona, conversation_id=conversation, text=text, **kw)
         for msg in self.conv.Talk(request, timeout=HANG_GUARD_S):
@@ -173,7 +175,7 @@ def test_talk_overflows_the_context_and_keeps_the_persona(served: Served) -> Non
     persona = pb.Persona(
         id="brom",
         display_name="Brom",
-        system_prompt="You are Brom, the blacksmith of Lowmere. You answer in a few words.",
+        system_prompt="You are Brom, a blacksmith.",
         example_dialogue=[
             pb.ExampleExchange(player_line="Can you fix my sword?", npc_line="Aye. Two silver."),
             pb.ExampleExchange(player_line="How long will it take?", npc_line="An hour."),
@@ -191,7 +193,8 @@ def test_talk_overflows_the_context_and_keeps_the_persona(served: Served) -> Non
     )
     assert imported.imported_turns == 60
     room = 200 if served.family.model_writes_end else 24
-    text, final = served.talk("brom", cid, "Anything else?", max_tokens=room)
+    # The player keeps the history's pattern, so even a base model answers in kind and closes its turn.
+    text, final = served.talk("brom", cid, "Question 60: " + "tell me about the forge " * 6, max_tokens=room)
     assert 0 < final.truncated_turns < 60
     assert final.usage.prompt_tokens <= CTX - room
     if served.family.model_writes_end:
