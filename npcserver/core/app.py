@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from npcserver.clock import now_ms
+from npcserver.core import actions as acts
 from npcserver.core import bounded, cards, limits
 from npcserver.core import personas as rules
 from npcserver.core.inputs import check_seed, check_strings
@@ -32,6 +33,7 @@ from npcserver.core.structured import (
 )
 from npcserver.core.types import (
     ROLES,
+    ActionCall,
     ChatRequest,
     Completion,
     Conversation,
@@ -45,7 +47,7 @@ from npcserver.core.types import (
     Turn,
 )
 from npcserver.core.watchdog import Watchdog
-from npcserver.engine.base import Engine, Finished, GenerationRequest, SamplingParams, TextDelta
+from npcserver.engine.base import Engine, Finished, FinishReason, GenerationRequest, SamplingParams, TextDelta
 from npcserver.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -158,6 +160,7 @@ class NpcCore:
         self._check_messages(request)
         self._check_overrides(request.overrides)
         compiled = await compile_format_async(request.response_format)
+        plan, request = await acts.prepare_chat(request, compiled)
         params = self.presets.resolve(
             request.overrides, request.preset, None, default_max_tokens=self.default_max_tokens
         )
@@ -168,7 +171,9 @@ class NpcCore:
             continue_final=request.continue_final_message,
             chat_template=request.chat_template,
         )
-        async for event in self._generate(request.id, request.created, prompt, params, compiled, session=None):
+        async for event in self._generate(
+            request.id, request.created, prompt, params, compiled, session=None, plan=plan
+        ):
             yield event
 
     # --- Talk ----------------------------------------------------------------------------------------------------
@@ -178,7 +183,7 @@ class NpcCore:
         check_strings(request)
         rules.check_persona_id(request.persona_id)
         rules.check_conversation_id(request.conversation_id)
-        if not request.text.strip():
+        if not request.text.strip() and not request.action_results:
             raise InvalidArgument("text must not be empty: it is what the player says", param="text")
         self._check_chars(request.text, "text")
         rules.check_name(request.player_name, field="player_name")
@@ -193,6 +198,8 @@ class NpcCore:
         params = self.presets.resolve(
             request.overrides, request.preset, persona, default_max_tokens=self.default_max_tokens
         )
+        # The persona the NPC speaks as describes its actions; per-turn ones follow the history.
+        plan, persona = await acts.prepare_talk(request, persona, compiled)
         key = (request.persona_id, request.conversation_id)
         lock = self._lock(key)
         async with self._queued(lock):
@@ -201,12 +208,13 @@ class NpcCore:
             room = await asyncio.to_thread(self.prompts.history_room, persona, params.max_tokens)
             history = await asyncio.to_thread(self.store.load_recent, *key, room)
             start = overflow_start([t.tokens for t in history.turns], history.tokens_before, room)
+            line, shown = acts.prepare_turns(request, history.turns, start)
             player_name = request.player_name or persona.player_name
             prompt = await asyncio.to_thread(
                 self.prompts.talk,
                 persona,
-                history.turns[start:],
-                request.text,
+                shown,
+                line,
                 player_name=player_name,
                 max_tokens=params.max_tokens,
                 structured=compiled.grammar is not None,
@@ -214,7 +222,7 @@ class NpcCore:
             prompt = replace(prompt, truncated_turns=history.first + start + prompt.truncated_turns)
             final: Completion | None = None
             async for event in self._generate(
-                request.id, request.created, prompt, params, compiled, session="/".join(key)
+                request.id, request.created, prompt, params, compiled, session="/".join(key), plan=plan
             ):
                 if isinstance(event, Completion):
                     final = event
@@ -224,8 +232,9 @@ class NpcCore:
                 raise Internal("the engine ended without a final result")
             # A structured reply that failed validation is not stored: it would teach the NPC broken JSON. Nor is an
             # empty reply: a turn with no NPC line teaches nothing (the final says stored = false).
-            if (final.structured is None or final.structured.valid) and final.text.strip():
-                turn = Turn(request.text, final.text, now_ms(), request.player_name)
+            # A reply whose action call failed is not stored either (its final's structured says why).
+            if (final.structured is None or final.structured.valid) and (final.text.strip() or final.action_calls):
+                turn = acts.stored_turn(request, final, now_ms())
                 turn = replace(turn, tokens=await asyncio.to_thread(self.prompts.turn_tokens, persona, turn))
                 async with self._persona_write(request.persona_id):
                     if self._deletions.get(request.persona_id, 0) != deletions:
@@ -253,6 +262,7 @@ class NpcCore:
         compiled: CompiledFormat,
         *,
         session: str | None,
+        plan: acts.ActionPlan | None = None,
     ) -> AsyncIterator[StreamEvent]:
         info = self.engine.info
         stop = tuple(dict.fromkeys((*params.stop, *prompt.stop)))
@@ -261,6 +271,9 @@ class NpcCore:
         if grammar is not None and prompt.strip_leading_space:
             # After "Name:" the model's natural next token is a space; let it write one before the JSON.
             grammar = allow_leading_space(grammar)
+        if plan is not None:
+            grammar = plan.grammar
+        cut = acts.CallCutter()
         request = GenerationRequest(
             prompt=prompt.tokens,
             params=params,
@@ -284,6 +297,11 @@ class NpcCore:
                         if not text:
                             continue
                         leading = False
+                    if plan is not None:
+                        # The call streams as its own event once it is complete and valid, never as text.
+                        text = cut.feed(text)
+                        if not text:
+                            continue
                     if trim:
                         text = held + text
                         body = text.rstrip()
@@ -296,16 +314,26 @@ class NpcCore:
                 elif isinstance(event, Finished):
                     text = "".join(pieces)
                     structured = await check_output_async(text, compiled, event.stats.finish_reason)
+                    finish: FinishReason = event.stats.finish_reason
+                    calls: tuple[ActionCall, ...] = ()
+                    if plan is not None:
+                        call, structured = await acts.finish_reply(cut, plan, finish, text)
+                        if call is not None:
+                            calls = (call,)
+                            yield call
+                            if call.await_result:
+                                finish = "action"
                     yield Completion(
                         id=request_id,
                         model=info.id,
                         created=created,
                         text=text,
-                        finish_reason=event.stats.finish_reason,
+                        finish_reason=finish,
                         stats=event.stats,
                         load_ms=info.load_ms,
                         structured=structured,
                         truncated_turns=prompt.truncated_turns,
+                        action_calls=calls,
                     )
                     return
 
@@ -353,6 +381,7 @@ class NpcCore:
 
     async def _check_persona(self, persona: Persona) -> None:
         rules.check_persona(persona, max_chars=self.max_message_chars)
+        await acts.check_persona_actions(persona)
         if persona.default_preset:
             self.presets.get(persona.default_preset, param="default_preset")
         if persona.response_schema is not None:

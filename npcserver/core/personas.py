@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from npcserver.core import limits
+from npcserver.core.actions import parse_schema_text
 from npcserver.core.inputs import check_strings
-from npcserver.core.types import ExampleExchange, Persona
+from npcserver.core.types import Action, ExampleExchange, Persona
 from npcserver.errors import InvalidArgument
 
 log = logging.getLogger(__name__)
@@ -202,6 +203,15 @@ def persona_to_dict(p: Persona) -> dict[str, Any]:
         "source": p.source,
         "load_error": p.load_error,
         "card": p.card,
+        "actions": [
+            {
+                "name": a.name,
+                "description": a.description,
+                "parameters": a.parameters,
+                "await_result": a.await_result,
+            }
+            for a in p.actions
+        ],
     }
 
 
@@ -220,6 +230,7 @@ def persona_from_dict(d: dict[str, Any], *, origin: str = "persona") -> Persona:
         "description",
         "opening_lines",
         "post_history_instructions",
+        "actions",
         # Set by the server, never by a file: where the persona comes from, its file's error, its imported card.
         *STORED_ONLY,
     }
@@ -236,6 +247,7 @@ def persona_from_dict(d: dict[str, Any], *, origin: str = "persona") -> Persona:
             ) from exc
     if schema is not None and not isinstance(schema, dict):
         raise InvalidArgument(f"{origin}: response_schema must be a JSON object", param="response_schema")
+    actions = _actions_from(d.get("actions") or [], origin)
     examples = []
     for i, ex in enumerate(d.get("example_dialogue") or []):
         if not isinstance(ex, dict) or not {"player", "npc"} <= set(ex):
@@ -261,9 +273,41 @@ def persona_from_dict(d: dict[str, Any], *, origin: str = "persona") -> Persona:
             source=str(d.get("source") or ""),
             load_error=str(d.get("load_error") or ""),
             card=d.get("card") if isinstance(d.get("card"), dict) else None,
+            actions=actions,
         )
     except KeyError as exc:
         raise InvalidArgument(f"{origin}: missing field {exc.args[0]!r}") from exc
+
+
+def _actions_from(items: Any, origin: str) -> tuple[Action, ...]:
+    """A persona's actions from the stored / TOML form: ``[[actions]]`` tables with name, description, parameters (a
+    table, or JSON text as parameters_schema) and await_result."""
+    if not isinstance(items, list):
+        raise InvalidArgument(f"{origin}: actions must be a list of tables ([[actions]])", param="actions")
+    out = []
+    for i, a in enumerate(items):
+        if not isinstance(a, dict) or not isinstance(a.get("name"), str):
+            raise InvalidArgument(f"{origin}: actions[{i}] needs a name", param="actions")
+        unknown = sorted(set(a) - {"name", "description", "parameters", "parameters_schema", "await_result"})
+        if unknown:
+            raise InvalidArgument(
+                f"{origin}: actions[{i}] has unknown fields {unknown}; use name, description, parameters, await_result",
+                param="actions",
+            )
+        params = a.get("parameters")
+        if params is None and isinstance(a.get("parameters_schema"), str):
+            params = parse_schema_text(a["parameters_schema"], where=f"{origin}: actions[{i}].parameters_schema")
+        if params is not None and not isinstance(params, dict):
+            raise InvalidArgument(f"{origin}: actions[{i}].parameters must be a table (a JSON Schema)", param="actions")
+        out.append(
+            Action(
+                name=a["name"],
+                description=str(a.get("description") or ""),
+                parameters=params,
+                await_result=bool(a.get("await_result", False)),
+            )
+        )
+    return tuple(out)
 
 
 def load_persona_file(path: Path) -> Persona:

@@ -37,6 +37,55 @@ class Message:
     role: str
     content: str
     name: str = ""
+    #: Assistant messages: the actions the reply called.
+    tool_calls: tuple[ActionCall, ...] = ()
+    #: Tool messages: the call whose result ``content`` is.
+    tool_call_id: str = ""
+
+
+@dataclass(frozen=True)
+class Action:
+    """Something an NPC can do in the game (a tool). ``parameters`` is the arguments' JSON Schema (None: none)."""
+
+    name: str
+    description: str = ""
+    parameters: dict[str, Any] | None = None
+    #: The reply that calls it ends with finish reason "action"; the game sends the result with the next Talk.
+    await_result: bool = False
+
+
+ActionMode = Literal["auto", "none", "required", "named"]
+
+
+@dataclass(frozen=True)
+class ActionChoice:
+    """Which actions a reply may or must call (OpenAI's tool_choice). ``name`` is for ``named``."""
+
+    mode: ActionMode = "auto"
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class ActionCall:
+    """A validated call to a declared action; ``arguments`` is JSON object text. Also a stream event."""
+
+    id: str
+    name: str
+    arguments: str
+    #: Its position among the reply's calls.
+    index: int = 0
+    #: The action awaits its result (then the reply's finish reason is "action").
+    await_result: bool = False
+    #: Where in the reply's text the call was made (characters of spoken text before it).
+    at: int = 0
+
+
+@dataclass(frozen=True)
+class ActionResult:
+    """The game's result for a call that awaited one."""
+
+    call_id: str
+    content: str
 
 
 @dataclass(frozen=True)
@@ -73,6 +122,9 @@ class ChatRequest:
     response_format: ResponseFormat | None = None
     continue_final_message: bool = False
     chat_template: str | None = None
+    #: Actions (tools) the model may call, and which it may or must (auto when unset).
+    tools: tuple[Action, ...] = ()
+    tool_choice: ActionChoice | None = None
     #: Set when the request is made, so a door can label every streamed chunk before the reply is done.
     id: str = field(default_factory=lambda: new_id("chatcmpl"))
     created: int = field(default_factory=_now)
@@ -90,6 +142,12 @@ class TalkRequest:
     #: None keeps the persona's response schema; a value overrides it (``text`` turns it off).
     response_format: ResponseFormat | None = None
     player_name: str = ""
+    #: Actions for this turn only (added to the persona's), and which the NPC may or must call.
+    actions: tuple[Action, ...] = ()
+    #: None: auto, except on a turn that sends action_results, where the NPC speaks about them (none).
+    action_choice: ActionChoice | None = None
+    #: Results for the calls the previous reply awaited (``text`` is then empty).
+    action_results: tuple[ActionResult, ...] = ()
     id: str = field(default_factory=lambda: new_id("talk"))
     created: int = field(default_factory=_now)
 
@@ -140,6 +198,8 @@ class Persona:
     load_error: str = ""
     #: The imported character card, kept whole (npcserver.core.cards) so an export returns what was imported.
     card: dict[str, Any] | None = None
+    #: Actions the NPC can take in every conversation.
+    actions: tuple[Action, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -175,6 +235,8 @@ class Completion:
     load_ms: float = 0.0
     structured: StructuredResult | None = None
     truncated_turns: int = 0
+    #: The reply's validated action calls, in order.
+    action_calls: tuple[ActionCall, ...] = ()
     #: For Talk: whether the turn was stored.
     stored: bool = False
     #: Milliseconds from the service accepting the request to this result (set by the service layer).
@@ -192,7 +254,7 @@ class Completion:
 
 
 #: What a streaming core call yields: deltas, then one Completion.
-StreamEvent = TextDelta | Completion
+StreamEvent = TextDelta | ActionCall | Completion
 
 
 @dataclass(frozen=True)

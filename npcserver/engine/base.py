@@ -11,7 +11,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
-FinishReason = Literal["stop", "length"]
+# "action": a reply that called an action awaiting its result (set by the core, never by an engine).
+FinishReason = Literal["stop", "length", "action"]
 
 
 @dataclass(frozen=True)

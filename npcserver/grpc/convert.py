@@ -10,8 +10,14 @@ import json
 from typing import Any
 
 from npcserver.api.v1 import npcserver_pb2 as pb
+from npcserver.core import actions as acts
 from npcserver.core import limits
 from npcserver.core.types import (
+    Action,
+    ActionCall,
+    ActionChoice,
+    ActionMode,
+    ActionResult,
     ChatRequest,
     Completion,
     Conversation,
@@ -29,7 +35,13 @@ from npcserver.core.types import (
 )
 from npcserver.errors import InvalidArgument
 
-_FINISH = {"stop": pb.FINISH_REASON_STOP, "length": pb.FINISH_REASON_LENGTH}
+_FINISH = {"stop": pb.FINISH_REASON_STOP, "length": pb.FINISH_REASON_LENGTH, "action": pb.FINISH_REASON_ACTION}
+_CHOICE_MODES: dict[int, ActionMode] = {
+    pb.ActionChoice.MODE_AUTO: "auto",
+    pb.ActionChoice.MODE_NONE: "none",
+    pb.ActionChoice.MODE_REQUIRED: "required",
+    pb.ActionChoice.MODE_NAMED: "named",
+}
 
 
 #: The sampling options, by name, as both SamplingOptions and the core's SamplingOverrides spell them.
@@ -90,15 +102,86 @@ def response_format_from_pb(msg: pb.ResponseFormat, *, unspecified_is_none: bool
 
 
 def chat_request_from_pb(msg: pb.CreateChatCompletionRequest | pb.StreamChatCompletionRequest) -> ChatRequest:
+    check_parallel(msg)
     return ChatRequest(
-        messages=tuple(Message(m.role, m.content, m.name) for m in msg.messages),
+        messages=tuple(message_from_pb(m) for m in msg.messages),
         model=msg.model,
         overrides=overrides_from_pb(msg),
+        tools=actions_from_pb(msg.tools, "tools"),
+        tool_choice=choice_from_pb(msg.tool_choice, "tool_choice") if msg.HasField("tool_choice") else None,
         preset=_opt(msg, "preset"),
         response_format=response_format_from_pb(msg.response_format, unspecified_is_none=False),
         continue_final_message=msg.continue_final_message,
         chat_template=_opt(msg, "chat_template"),
     )
+
+
+def message_from_pb(m: pb.ChatMessage) -> Message:
+    return Message(
+        m.role,
+        m.content,
+        m.name,
+        tool_calls=tuple(call_from_pb(c) for c in m.tool_calls),
+        tool_call_id=m.tool_call_id,
+    )
+
+
+def check_parallel(msg: pb.CreateChatCompletionRequest | pb.StreamChatCompletionRequest) -> None:
+    """parallel_tool_calls: true is refused, never ignored: a reply makes at most one call."""
+    if msg.HasField("parallel_tool_calls") and msg.parallel_tool_calls:
+        raise InvalidArgument(
+            "parallel_tool_calls: true is not supported: this server makes at most one tool call per reply; set it "
+            "to false or leave it out",
+            param="parallel_tool_calls",
+        )
+
+
+def actions_from_pb(items: Any, param: str) -> tuple[Action, ...]:
+    """Actions (tools) from the wire; their parameters_schema is JSON text."""
+    return tuple(
+        Action(
+            name=a.name,
+            description=a.description,
+            parameters=acts.parse_schema_text(
+                a.parameters_schema, where=f"{param}[{i}].parameters_schema", param=param
+            ),
+            await_result=a.await_result,
+        )
+        for i, a in enumerate(items)
+    )
+
+
+def actions_to_pb(items: tuple[Action, ...]) -> list[pb.Action]:
+    return [
+        pb.Action(
+            name=a.name,
+            description=a.description,
+            parameters_schema=json.dumps(a.parameters, ensure_ascii=False) if a.parameters is not None else "",
+            await_result=a.await_result,
+        )
+        for a in items
+    ]
+
+
+def choice_from_pb(msg: pb.ActionChoice, param: str) -> ActionChoice | None:
+    if msg.mode == pb.ActionChoice.MODE_UNSPECIFIED:
+        if msg.name:
+            return ActionChoice("named", msg.name)
+        return None
+    mode = _CHOICE_MODES.get(msg.mode)
+    if mode is None:
+        raise InvalidArgument(f"{param}.mode {msg.mode} is unknown; use AUTO, NONE, REQUIRED or NAMED", param=param)
+    if mode == "named" and not msg.name:
+        raise InvalidArgument(f"{param}: MODE_NAMED needs the action's name in {param}.name", param=param)
+    return ActionChoice(mode, msg.name)
+
+
+def call_to_pb(c: ActionCall) -> pb.ActionCall:
+    return pb.ActionCall(id=c.id, name=c.name, arguments=c.arguments, index=c.index)
+
+
+def call_from_pb(c: pb.ActionCall) -> ActionCall:
+    return ActionCall(c.id, c.name, c.arguments, index=c.index)
 
 
 def talk_request_from_pb(msg: pb.TalkRequest) -> TalkRequest:
@@ -109,6 +192,9 @@ def talk_request_from_pb(msg: pb.TalkRequest) -> TalkRequest:
         overrides=overrides_from_pb(msg),
         preset=_opt(msg, "preset"),
         response_format=response_format_from_pb(msg.response_format, unspecified_is_none=True),
+        actions=actions_from_pb(msg.actions, "actions"),
+        action_choice=choice_from_pb(msg.action_choice, "action_choice"),
+        action_results=tuple(ActionResult(r.call_id, r.content) for r in msg.action_results),
         player_name=msg.player_name,
     )
 
@@ -144,18 +230,21 @@ def structured_to_pb(s: StructuredResult | None) -> pb.StructuredOutput | None:
 
 
 def final_to_pb(c: Completion) -> pb.CompletionFinal:
-    return pb.CompletionFinal(
+    msg = pb.CompletionFinal(
         message=pb.ChatMessage(role="assistant", content=c.text),
         finish_reason=_FINISH[c.finish_reason],
         usage=usage_to_pb(c),
         timings=timings_to_pb(c),
         structured=structured_to_pb(c.structured),
         truncated_turns=c.truncated_turns,
+        action_calls=[call_to_pb(x) for x in c.action_calls],
     )
+    msg.message.tool_calls.extend(msg.action_calls)
+    return msg
 
 
 def completion_to_pb(c: Completion) -> pb.CreateChatCompletionResponse:
-    return pb.CreateChatCompletionResponse(
+    msg = pb.CreateChatCompletionResponse(
         id=c.id,
         object="chat.completion",
         created=c.created,
@@ -171,6 +260,8 @@ def completion_to_pb(c: Completion) -> pb.CreateChatCompletionResponse:
         usage=usage_to_pb(c),
         timings=timings_to_pb(c),
     )
+    msg.choices[0].message.tool_calls.extend(call_to_pb(x) for x in c.action_calls)
+    return msg
 
 
 def persona_from_pb(msg: pb.Persona) -> Persona:
@@ -188,6 +279,7 @@ def persona_from_pb(msg: pb.Persona) -> Persona:
         description=msg.description,
         opening_lines=tuple(msg.opening_lines),
         post_history_instructions=msg.post_history_instructions,
+        actions=actions_from_pb(msg.actions, "persona.actions"),
         # source and load_error are output only: the server sets them.
     )
 
@@ -212,6 +304,7 @@ def persona_to_pb(p: Persona) -> pb.Persona:
     )
     if p.max_tokens is not None:
         msg.max_tokens = p.max_tokens
+    msg.actions.extend(actions_to_pb(p.actions))
     return msg
 
 
@@ -219,15 +312,34 @@ def conversation_to_pb(c: Conversation) -> pb.Conversation:
     return pb.Conversation(
         persona_id=c.persona_id,
         conversation_id=c.conversation_id,
-        turns=[
-            pb.Turn(
-                player_line=t.player_line,
-                npc_line=t.npc_line,
-                create_time_ms=t.create_time_ms,
-                player_name=t.player_name,
-            )
-            for t in c.turns
-        ],
+        turns=[turn_to_pb(t) for t in c.turns],
+    )
+
+
+def turn_to_pb(t: Turn) -> pb.Turn:
+    """A stored turn with its calls and results apart from its lines (the core keeps them inside the lines)."""
+    player_line, results = acts.decode_player_line(t.player_line)
+    npc_line, calls = acts.decode_npc_line(t.npc_line)
+    return pb.Turn(
+        player_line=player_line,
+        npc_line=npc_line,
+        create_time_ms=t.create_time_ms,
+        player_name=t.player_name,
+        action_calls=[call_to_pb(c) for c in calls],
+        action_results=[pb.ActionResult(call_id=r.call_id, content=r.content) for r in results],
+    )
+
+
+def turn_from_pb(t: pb.Turn) -> Turn:
+    calls = tuple(
+        ActionCall(c.id, c.name, c.arguments, index=i, at=len(t.npc_line)) for i, c in enumerate(t.action_calls)
+    )
+    results = tuple(ActionResult(r.call_id, r.content) for r in t.action_results)
+    return Turn(
+        acts.encode_player_line(t.player_line, results),
+        acts.encode_npc_line(t.npc_line, calls),
+        t.create_time_ms,
+        t.player_name,
     )
 
 
@@ -241,7 +353,7 @@ def conversation_from_pb(msg: pb.Conversation) -> Conversation:
     return Conversation(
         persona_id=msg.persona_id,
         conversation_id=msg.conversation_id,
-        turns=tuple(Turn(t.player_line, t.npc_line, t.create_time_ms, t.player_name) for t in msg.turns),
+        turns=tuple(turn_from_pb(t) for t in msg.turns),
     )
 
 
@@ -276,6 +388,8 @@ def talk_event_to_pb(event: StreamEvent, request: TalkRequest, model: str) -> pb
     msg = pb.TalkResponse(id=request.id, model=model, created=request.created)
     if isinstance(event, Completion):
         msg.final.CopyFrom(final_to_pb(event))
+    elif isinstance(event, ActionCall):
+        msg.action_call.CopyFrom(call_to_pb(event))
     else:
         msg.delta.content = event.text
     return msg

@@ -20,6 +20,7 @@ from npcserver.api.v1 import npcserver_pb2 as pb
 from npcserver.api.v1 import npcserver_pb2_grpc as pb_grpc
 from npcserver.config import Settings
 from npcserver.core.app import NpcCore
+from npcserver.core.types import ActionCall
 from npcserver.errors import Internal, NpcError, RateLimited
 from npcserver.grpc import convert
 from npcserver.service import Completion, Gate, NpcService, TextDelta
@@ -123,6 +124,8 @@ class ChatServicer(_Base, pb_grpc.ChatServiceServicer):
                 msg = pb.StreamChatCompletionResponse(id=chat.id, model=model, created=chat.created)
                 if isinstance(event, TextDelta):
                     msg.delta.content = event.text
+                elif isinstance(event, ActionCall):
+                    msg.action_call.CopyFrom(convert.call_to_pb(event))
                 elif isinstance(event, Completion):
                     msg.final.CopyFrom(convert.final_to_pb(event))
                 yield msg

@@ -11,7 +11,7 @@ Routes (Ollama's JSON, so the official ``ollama`` client and tools that speak Ol
 
 Errors are Ollama's ``{"error": "..."}`` with Ollama's status codes: 400 for a bad request, 404 for an unknown model
 or route, 401 for a missing API key, 503 when busy or loading, 500 for a server fault. Fields Ollama defines that
-this server cannot honour (images, tools, thinking, logprobs, sampling options llama.cpp's sampler here lacks) are a
+this server cannot honour (images, thinking, logprobs, sampling options llama.cpp's sampler here lacks) are a
 400 naming them, never dropped; Ollama's machine-tuning options are accepted and logged as ignored, since the server
 owns its hardware.
 """
@@ -23,6 +23,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable
 from contextlib import aclosing
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,7 +34,16 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
 import npcserver
-from npcserver.core.types import ChatRequest, Completion, Message, ModelCard, ResponseFormat, SamplingOverrides
+from npcserver.core.types import (
+    Action,
+    ActionCall,
+    ChatRequest,
+    Completion,
+    Message,
+    ModelCard,
+    ResponseFormat,
+    SamplingOverrides,
+)
 from npcserver.errors import InvalidArgument, NotFound, NotReady, NpcError, QueueFull
 from npcserver.http.calls import CallTracker, Outcome, run_call
 from npcserver.service import NpcService, TextDelta
@@ -220,13 +230,20 @@ class OllamaMessage(_Body):
                 "text only",
                 param=f"messages[{index}].images",
             )
-        if self.role == "tool" or self.tool_calls or self.tool_name:
-            raise InvalidArgument(
-                f"messages[{index}]: tool calls and tool results are not supported yet; send system, user and "
-                "assistant messages",
-                param=f"messages[{index}]",
-            )
-        return Message(role=self.role, content=self.content or "")
+        calls = []
+        for j, c in enumerate(self.tool_calls or ()):
+            function = c.get("function") if isinstance(c, dict) else None
+            if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+                raise InvalidArgument(
+                    f"messages[{index}].tool_calls[{j}] needs function.name (and function.arguments, an object)",
+                    param=f"messages[{index}].tool_calls",
+                )
+            # Ollama's calls carry no id: one is made from their place, and a tool message answers the latest
+            # call of its tool_name.
+            arguments = function.get("arguments") or {}
+            text = arguments if isinstance(arguments, str) else json.dumps(arguments, ensure_ascii=False)
+            calls.append(ActionCall(str(c.get("id") or f"call_{index}_{j}"), function["name"], text, index=j))
+        return Message(role=self.role, content=self.content or "", tool_calls=tuple(calls))
 
 
 class OllamaChatBody(_Body):
@@ -245,8 +262,6 @@ class OllamaChatBody(_Body):
 
     def check(self) -> None:
         """Refuses, by name, the fields this server cannot honour yet."""
-        if self.tools:
-            raise InvalidArgument("tools are not supported yet; send the request without tools", param="tools")
         if self.think not in (None, False):
             raise InvalidArgument("thinking is not supported yet; leave think unset or false", param="think")
         if self.logprobs:
@@ -265,9 +280,38 @@ class OllamaChatBody(_Body):
             f'format {self.format!r} is not supported: use "json" or a JSON schema object', param="format"
         )
 
+    def tools_to_core(self) -> tuple[Action, ...]:
+        out = []
+        for i, t in enumerate(self.tools or ()):
+            function = t.get("function") if isinstance(t, dict) else None
+            if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+                raise InvalidArgument(
+                    f'tools[{i}] needs {{"type": "function", "function": {{"name": ..., "parameters": {{...}}}}}}',
+                    param="tools",
+                )
+            params = function.get("parameters")
+            if params is not None and not isinstance(params, dict):
+                raise InvalidArgument(f"tools[{i}].function.parameters must be a JSON Schema object", param="tools")
+            out.append(Action(function["name"], str(function.get("description") or ""), params))
+        return tuple(out)
+
+    def messages_to_core(self) -> tuple[Message, ...]:
+        out: list[Message] = []
+        latest: dict[str, str] = {}
+        last = ""
+        for i, m in enumerate(self.messages):
+            msg = m.to_core(i, self.model)
+            for c in msg.tool_calls:
+                latest[c.name] = last = c.id
+            if m.role == "tool":
+                msg = replace(msg, tool_call_id=latest.get(m.tool_name or "", last) if m.tool_name else last)
+            out.append(msg)
+        return tuple(out)
+
     def to_core(self, model_id: str) -> ChatRequest:
         return ChatRequest(
-            messages=tuple(m.to_core(i, self.model) for i, m in enumerate(self.messages)),
+            messages=self.messages_to_core(),
+            tools=self.tools_to_core(),
             model=model_id,
             overrides=overrides_from_options(self.options),
             response_format=self.response_format(),
@@ -323,6 +367,11 @@ def _model_entry(card: ModelCard) -> dict[str, Any]:
         "digest": "",
         "details": _details(card),
     }
+
+
+def tool_calls_json(calls: tuple[ActionCall, ...]) -> list[dict[str, Any]]:
+    """Calls in Ollama's shape: the arguments as an object."""
+    return [{"function": {"index": c.index, "name": c.name, "arguments": json.loads(c.arguments)}} for c in calls]
 
 
 def _stats(c: Completion) -> dict[str, Any]:
@@ -517,7 +566,10 @@ class OllamaRoutes:
 
         if not body.stream:
             final = await self.service.chat(chat, keep_alive_s=keep_alive)
-            return JSONResponse({**line(final.text), "done": True, **_stats(final)})
+            whole = line(final.text)
+            if final.action_calls:
+                whole["message"]["tool_calls"] = tool_calls_json(final.action_calls)
+            return JSONResponse({**whole, "done": True, **_stats(final)})
 
         async def produce(out: _NdjsonWriter) -> None:
             final: Completion | None = None
@@ -525,6 +577,10 @@ class OllamaRoutes:
                 async for event in events:
                     if isinstance(event, TextDelta):
                         await out.line(line(event.text))
+                    elif isinstance(event, ActionCall):
+                        called = line("")
+                        called["message"]["tool_calls"] = tool_calls_json((event,))
+                        await out.line(called)
                     elif isinstance(event, Completion):
                         final = event
             # Written once the stream is closed, so the model's keep_alive has applied when the client reads it.

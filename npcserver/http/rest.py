@@ -45,7 +45,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from npcserver.api.v1 import npcserver_pb2 as pb
-from npcserver.core.types import ModelCard, TalkRequest
+from npcserver.core.types import ActionCall, ModelCard, TalkRequest
 from npcserver.errors import InvalidArgument, NotReady, Unauthenticated
 from npcserver.grpc import convert
 from npcserver.http.bodies import parse_json
@@ -101,11 +101,31 @@ def structured_json(c: Completion) -> dict[str, Any] | None:
     return {"valid": r.valid, "error": r.error, "schema_name": r.schema_name, "value": r.value}
 
 
+def tool_call_json(call: ActionCall, *, index: int | None = None) -> dict[str, Any]:
+    """An action call as OpenAI's tool call (streamed deltas carry their index)."""
+    data: dict[str, Any] = {
+        "id": call.id,
+        "type": "function",
+        "function": {"name": call.name, "arguments": call.arguments},
+    }
+    if index is not None:
+        data = {"index": index, **data}
+    return data
+
+
+def finish_json(c: Completion) -> str:
+    """OpenAI's finish_reason: "tool_calls" whenever the reply called a tool (the client runs it and answers)."""
+    return "tool_calls" if c.action_calls else c.finish_reason
+
+
 def chat_completion_json(c: Completion) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": c.text}
+    if c.action_calls:
+        message["tool_calls"] = [tool_call_json(x) for x in c.action_calls]
     choice: dict[str, Any] = {
         "index": 0,
-        "message": {"role": "assistant", "content": c.text},
-        "finish_reason": c.finish_reason,
+        "message": message,
+        "finish_reason": finish_json(c),
         "logprobs": None,
     }
     if c.structured is not None:
@@ -126,7 +146,7 @@ def chat_completion_json(c: Completion) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def talk_event_json(event: TextDelta | Completion, talk: TalkRequest, model: str) -> dict[str, Any]:
+def talk_event_json(event: TextDelta | ActionCall | Completion, talk: TalkRequest, model: str) -> dict[str, Any]:
     """One Talk event: the TalkResponse's JSON (with the request's id, model and time); a final also says whether
     the turn was stored."""
     data = to_json(convert.talk_event_to_pb(event, talk, model))
@@ -290,8 +310,11 @@ class RestRoutes:
                         first = False
                     if isinstance(event, TextDelta):
                         await sse.event(chunk({"content": event.text}))
+                    elif isinstance(event, ActionCall):
+                        # The whole validated call in one delta, keyed by its index as OpenAI's clients expect.
+                        await sse.event(chunk({"tool_calls": [tool_call_json(event, index=event.index)]}))
                     elif isinstance(event, Completion):
-                        last = chunk({}, event.finish_reason)
+                        last = chunk({}, finish_json(event))
                         last["timings"] = timings_json(event)
                         if event.structured is not None:
                             last["choices"][0]["structured"] = structured_json(event)

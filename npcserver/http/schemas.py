@@ -12,6 +12,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from npcserver.core.types import (
+    Action,
+    ActionCall,
+    ActionChoice,
     ChatRequest,
     Message,
     ResponseFormat,
@@ -33,10 +36,67 @@ class ContentPart(_Body):
     text: str | None = None
 
 
+class FunctionCallBody(_Body):
+    name: str
+    #: The arguments as JSON text, as OpenAI sends them.
+    arguments: str = "{}"
+
+
+class ToolCallBody(_Body):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCallBody
+
+    def to_core(self, index: int) -> ActionCall:
+        return ActionCall(self.id, self.function.name, self.function.arguments, index=index)
+
+
+class FunctionBody(_Body):
+    name: str
+    description: str = ""
+    parameters: dict[str, Any] | None = None
+    #: Accepted for compatibility: arguments always match the schema (grammar while sampling, validation after).
+    strict: bool | None = None
+
+
+class ToolBody(_Body):
+    type: Literal["function"]
+    function: FunctionBody
+
+    def to_core(self) -> Action:
+        f = self.function
+        return Action(name=f.name, description=f.description, parameters=f.parameters)
+
+
+class NamedFunction(_Body):
+    name: str
+
+
+class NamedToolChoice(_Body):
+    type: Literal["function"]
+    function: NamedFunction
+
+
+def tool_choice_to_core(choice: str | NamedToolChoice | None) -> ActionChoice | None:
+    if choice is None:
+        return None
+    if isinstance(choice, NamedToolChoice):
+        return ActionChoice("named", choice.function.name)
+    if choice not in ("none", "auto", "required"):
+        raise InvalidArgument(
+            f'tool_choice {choice!r} is unknown; use "none", "auto", "required" or '
+            '{"type": "function", "function": {"name": ...}}',
+            param="tool_choice",
+        )
+    return ActionChoice(choice)  # type: ignore[arg-type]
+
+
 class ChatMessageBody(_Body):
     role: str
     content: str | list[ContentPart] | None = None
     name: str | None = None
+    tool_calls: list[ToolCallBody] | None = None
+    tool_call_id: str | None = None
 
     def to_core(self, index: int) -> Message:
         if self.content is None:
@@ -53,7 +113,13 @@ class ChatMessageBody(_Body):
                     )
                 parts.append(part.text)
             text = "".join(parts)
-        return Message(role=self.role, content=text, name=self.name or "")
+        return Message(
+            role=self.role,
+            content=text,
+            name=self.name or "",
+            tool_calls=tuple(c.to_core(i) for i, c in enumerate(self.tool_calls or ())),
+            tool_call_id=self.tool_call_id or "",
+        )
 
 
 class JsonSchemaBody(_Body):
@@ -122,8 +188,18 @@ class ChatCompletionBody(_Sampling):
     n: int | None = None
     continue_final_message: bool = False
     chat_template: str | None = None
+    tools: list[ToolBody] | None = None
+    tool_choice: str | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None
 
     def to_core(self) -> ChatRequest:
+        if self.parallel_tool_calls:
+            # Refused, never ignored: a client that relies on several calls per reply must know.
+            raise InvalidArgument(
+                "parallel_tool_calls: true is not supported: this server makes at most one tool call per reply; set "
+                "it to false or leave it out",
+                param="parallel_tool_calls",
+            )
         if self.n not in (None, 1):
             raise InvalidArgument(f"n is {self.n}; this server generates exactly one choice (n=1)", param="n")
         return ChatRequest(
@@ -134,4 +210,6 @@ class ChatCompletionBody(_Sampling):
             response_format=self.response_format.to_core() if self.response_format else None,
             continue_final_message=self.continue_final_message,
             chat_template=self.chat_template,
+            tools=tuple(t.to_core() for t in self.tools or ()),
+            tool_choice=tool_choice_to_core(self.tool_choice),
         )
