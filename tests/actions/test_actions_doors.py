@@ -237,3 +237,24 @@ def test_grpcweb_talk_carries_the_action_call(live_server: Any) -> None:
     assert [c.name for c in calls] == ["give_item"]
     jsonschema.validate(json.loads(calls[0].arguments), GIVE_ITEM)
     assert events[-1].HasField("final") and list(events[-1].final.action_calls) == calls
+
+
+def test_rest_talk_streams_the_action_call_as_in_the_readme(live_server: Any) -> None:
+    conversation = "rest-act-" + uuid.uuid4().hex[:8]
+    url = f"{live_server.http_url}/v1/npcs/tavern_keeper/conversations/{conversation}:talk"
+    body = {
+        "text": "Here are three silver. I will take the room.",
+        "action_choice": {"mode": "MODE_NAMED", "name": "give_item"},
+    }
+    events = []
+    with httpx.stream("POST", url, json=body, timeout=120) as r:
+        assert r.status_code == 200, r.read()
+        for line in r.iter_lines():
+            if line.startswith("data: ") and line != "data: [DONE]":
+                events.append(json.loads(line[len("data: ") :]))
+    calls = [e["action_call"] for e in events if "action_call" in e]
+    assert [c["name"] for c in calls] == ["give_item"]
+    jsonschema.validate(json.loads(calls[0]["arguments"]), GIVE_ITEM)
+    assert events[-1]["final"]["action_calls"] == calls and events[-1]["final"]["stored"] is True
+    stored = httpx.get(f"{live_server.http_url}/v1/npcs/tavern_keeper/conversations/{conversation}", timeout=30).json()
+    assert stored["turns"][0]["action_calls"][0]["id"] == calls[0]["id"]
