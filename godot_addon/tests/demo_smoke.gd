@@ -1,7 +1,8 @@
 extends Node
 ## Plays the demo scene as a player would, through the NpcServer autoload configured by project
 ## settings: waits for the narrator's opening, types a line to Greta, presses Say, and checks that
-## both replies streamed into their labels. Prints "N passed, N failed" and quits.
+## both replies streamed into their labels; then presses Pay and checks that Greta's give_item
+## call put an item in the inventory. Prints "N passed, N failed" and quits.
 
 var _passed := 0
 var _failed := 0
@@ -35,6 +36,21 @@ func _ready() -> void:
 	_check(reply != null and shown.ends_with(reply.text), "the dialogue box shows the reply")
 	_check("You: Good evening." in shown, "the dialogue box shows the player's line")
 	print("DEMO dialogue: ", shown.replace("\n", " | "))
+	(demo.get_node("Layout/Input/Pay") as Button).pressed.emit()
+	await get_tree().process_frame
+	var paid: NpcLine = await _until_finished(greta)
+	_check(paid != null and paid.ok, "Greta answered the payment")
+	_check(paid != null and paid.action_calls.size() == 1, "Greta called an action when paid")
+	var inventory: Array = demo.get("inventory")
+	_check(inventory.size() == 1, "the item reached the inventory: %s" % [inventory])
+	_check(
+		inventory.size() == 1 and inventory[0] in ["room key", "mutton stew", "brown ale"],
+		"the item is one Greta sells"
+	)
+	var shown_inventory: String = (demo.get_node("Layout/Inventory") as Label).text
+	_check(shown_inventory.ends_with(", ".join(inventory)), "the inventory label shows it")
+	print("DEMO inventory: ", shown_inventory)
+	print("DEMO payment: ", box.get_parsed_text().replace("\n", " | "))
 	await get_tree().process_frame
 	print("%d passed, %d failed" % [_passed, _failed])
 	get_tree().quit(0 if _failed == 0 else 1)

@@ -238,3 +238,172 @@ func test_timeout_fails_with_deadline_exceeded() -> void:
 	check("timed out" in line.error_message, "message: " + line.error_message)
 	check(took >= 1.4 and took < 10.0, "gave up after the idle timeout (%.1f s)" % took)
 	check_eq(recorder.named("failed").size(), 1, "failed signal")
+
+
+## The tavern keeper's own give_item (fire-and-forget), forced by a NAMED choice: the call
+## arrives as action_called with arguments from the schema's enum, the handler runs with the same
+## arguments, and the line ends normally with nothing awaited.
+func test_action_named_persona_action_runs_its_handler() -> void:
+	var npc := make_dialogue(TAVERN, "give-item")
+	npc.max_tokens = 60
+	var order: Array[String] = []
+	var handled: Array[Dictionary] = []
+	npc.delta_received.connect(func(_t: String) -> void: order.append("delta"))
+	npc.action_called.connect(
+		func(action_name: String, arguments: Dictionary, call_id: String) -> void:
+			order.append("action %s %s %s" % [action_name, JSON.stringify(arguments), call_id])
+	)
+	npc.handle_action("give_item", func(arguments: Dictionary) -> void: handled.append(arguments))
+	npc.action_choice = NpcDialogue.ActionChoice.NAMED
+	npc.action_choice_name = "give_item"
+	var line: NpcLine = await npc.say("Here are three silver. I'll take the room.")
+	if not check(line.ok, "the line completed: %s" % line.error_message):
+		return
+	if not check_eq(line.action_calls.size(), 1, "one action call"):
+		return
+	var called: Dictionary = line.action_calls[0]
+	check_eq(called["name"], "give_item", "the named action was called")
+	check(
+		called["arguments"].get("item") in ["room key", "mutton stew", "brown ale"],
+		"the item is one of the schema's enum: %s" % called["arguments"]
+	)
+	check(str(called["id"]).begins_with("call_"), "the call has an id: %s" % called["id"])
+	check_eq(handled.size(), 1, "the handler ran once")
+	check(handled.size() == 1 and handled[0] == called["arguments"], "with the arguments")
+	var actions := order.filter(func(e: String) -> bool: return e.begins_with("action "))
+	check_eq(actions.size(), 1, "one action_called signal: %s" % [order])
+	check_eq(
+		line.finish_reason,
+		NpcProto.FinishReason.FINISH_REASON_STOP,
+		"fire-and-forget ends with STOP"
+	)
+	check(not line.awaiting_results, "nothing is awaited")
+	check(line.follow_up == null, "no follow-up line")
+	var history: Array[Dictionary] = await npc.get_history()
+	if check_eq(history.size(), 1, "one stored turn"):
+		var stored: Array = history[0].get("action_calls", [])
+		check_eq(stored.size(), 1, "the stored turn keeps the call")
+		if stored.size() == 1:
+			check_eq(stored[0]["id"], called["id"], "the stored call's id")
+
+
+## An action registered by the game that awaits its result: the line ends with FINISH_REASON_ACTION,
+## the Callable's return value goes back with the next Talk (no player text), and the NPC's
+## follow-up line streams; the server stores the call and the result.
+func test_action_awaited_result_round_trips() -> void:
+	var npc := make_dialogue(TAVERN, "open-gate")
+	npc.max_tokens = 40
+	var gates: Array[String] = []
+	var sent: Array[Dictionary] = []
+	npc.action_results_sent.connect(func(results: Dictionary) -> void: sent.append(results))
+	var registered := npc.register_action(
+		"open_gate",
+		"Opens a gate of the town for the traveler.",
+		func(arguments: Dictionary) -> String:
+			gates.append(arguments["gate"])
+			await get_tree().process_frame  # a coroutine handler is awaited
+			return "The %s gate is open." % arguments["gate"],
+		{"gate": ["north", "south"]},
+		true
+	)
+	check(registered, "open_gate registered")
+	npc.action_choice = NpcDialogue.ActionChoice.NAMED
+	npc.action_choice_name = "open_gate"
+	var line: NpcLine = await npc.say("Open the gate for me, please.")
+	if not check(line.ok, "the line completed: %s" % line.error_message):
+		return
+	check_eq(
+		line.finish_reason,
+		NpcProto.FinishReason.FINISH_REASON_ACTION,
+		"an awaited call ends the line with FINISH_REASON_ACTION"
+	)
+	if not check_eq(line.action_calls.size(), 1, "one call"):
+		return
+	var call_id: String = line.action_calls[0]["id"]
+	check_eq(gates.size(), 1, "the Callable ran once")
+	var gate := gates[0] if gates.size() == 1 else "?"
+	check_eq(sent.size(), 1, "action_results_sent once")
+	check(
+		sent.size() == 1 and sent[0] == {call_id: "The %s gate is open." % gate},
+		"the Callable's result was sent: %s" % [sent]
+	)
+	if not check(line.follow_up != null, "a follow-up line came"):
+		return
+	var follow := line.follow_up
+	check(follow.ok, "the follow-up completed: %s" % follow.error_message)
+	check_eq(follow.player_text, "", "the follow-up carries no player text")
+	check_eq(follow.action_results, {call_id: "The %s gate is open." % gate}, "its results")
+	check(not follow.text.strip_edges().is_empty(), "the NPC spoke about it: %s" % follow.text)
+	check(line.last() == follow or follow.follow_up != null, "last() walks the chain")
+	var history: Array[Dictionary] = await npc.get_history()
+	if check(history.size() >= 2, "two stored turns (%d)" % history.size()):
+		check_eq(history[0]["action_calls"][0]["id"], call_id, "turn 1 keeps the call")
+		check_eq(history[1]["action_results"][0]["call_id"], call_id, "turn 2 keeps the result")
+		check_eq(history[1]["player_line"], "", "turn 2 has no player line")
+
+
+## Without a Callable the game answers itself: the line waits with awaiting_results, and
+## send_action_results streams the follow-up.
+func test_action_result_sent_by_the_game() -> void:
+	var npc := make_dialogue(TAVERN, "manual-result")
+	npc.max_tokens = 30
+	npc.register_action("ring_bell", "Rings the bell over the bar.", Callable(), {}, true)
+	npc.action_choice = NpcDialogue.ActionChoice.NAMED
+	npc.action_choice_name = "ring_bell"
+	var called: Array[String] = []
+	npc.action_called.connect(
+		func(action_name: String, _a: Dictionary, _id: String) -> void: called.append(action_name)
+	)
+	var line: NpcLine = await npc.say("Ring the bell, Greta!")
+	if not check(line.ok, "the line completed: %s" % line.error_message):
+		return
+	if not check_eq(line.action_calls.size(), 1, "one call"):
+		return
+	var call_id: String = line.action_calls[0]["id"]
+	check_eq(called, ["ring_bell"] as Array[String], "action_called once")
+	check_eq(line.action_calls[0]["arguments"], {}, "no arguments")
+	check(line.awaiting_results, "the line awaits its result")
+	check(line.follow_up == null, "no follow-up without a Callable")
+	var follow: NpcLine = await npc.send_action_results({call_id: {"rang": true}})
+	check(follow.ok, "the follow-up completed: %s" % follow.error_message)
+	check_eq(follow.action_results, {call_id: '{"rang":true}'}, "a value is sent as JSON")
+	check(not line.awaiting_results, "no longer awaiting")
+	check(not follow.text.strip_edges().is_empty(), "the NPC spoke about it: %s" % follow.text)
+
+
+## Bad actions are refused with a message naming what to fix: locally for a name that is not an
+## identifier, by the server for a NAMED choice that is not declared (nothing is stored).
+func test_action_bad_input_is_refused() -> void:
+	var npc := make_dialogue(TAVERN, "bad-actions")
+	var recorder := Recorder.new(npc)
+	check(not npc.register_action("open gate", "Opens it."), "a name with a space is refused")
+	check(
+		not npc.register_action("x", "X.", Callable(), {"n": "int"}), "an unknown type is refused"
+	)
+	var failures := recorder.named("failed")
+	if check_eq(failures.size(), 2, "both reported"):
+		check("open gate" in failures[0][2], "the message names the action: %s" % failures[0][2])
+		check("TYPE_*" in failures[1][2], "the message says what a parameter needs")
+	npc.action_choice = NpcDialogue.ActionChoice.NAMED
+	npc.action_choice_name = "fly_away"
+	var line: NpcLine = await npc.say("Hello?")
+	check_eq(line.status_code, NpcGrpcWeb.Status.INVALID_ARGUMENT, "undeclared NAMED choice")
+	check("fly_away" in line.error_message, "the error names it: %s" % line.error_message)
+	var history: Array[Dictionary] = await npc.get_history()
+	check_eq(history.size(), 0, "nothing stored")
+
+
+## The schema register_action builds from argument types.
+func test_action_schema_from_types() -> void:
+	var schema := NpcDialogue.action_schema(
+		{"item": ["key", "ale"], "count": TYPE_INT, "note": {"type": "string", "maxLength": 20}}
+	)
+	check_eq(schema["type"], "object", "an object schema")
+	check_eq(schema["properties"]["item"], {"enum": ["key", "ale"]}, "an Array is an enum")
+	check_eq(schema["properties"]["count"], {"type": "integer"}, "TYPE_INT is integer")
+	check_eq(schema["properties"]["note"]["maxLength"], 20, "a Dictionary is a schema")
+	check_eq(schema["required"], ["item", "count", "note"], "every argument is required")
+	check_eq(schema["additionalProperties"], false, "no other arguments")
+	var full := {"type": "object", "properties": {}}
+	check_eq(NpcDialogue.action_schema(full), full, "a schema passes through")
+	check_eq(NpcDialogue.action_schema({}), {}, "no parameters, no schema")

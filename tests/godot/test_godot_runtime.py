@@ -110,15 +110,20 @@ def unused_port() -> int:
         return int(s.getsockname()[1])
 
 
-#: A persona whose schema forces a reply of about a thousand tokens (a string of at least 4000 characters; about
-#: 20 s on 2 CPU cores), so a cancel always lands mid-stream however slowly the engine's frames run, and a
-#: generation that was not stopped would hold the next line in the server's queue for many seconds.
+#: A persona whose schema forces a reply of about a thousand tokens (four strings of at least 1000 characters, the
+#: server's longest minLength; about 20 s on 2 CPU cores), so a cancel always lands mid-stream however slowly the
+#: engine's frames run, and a generation that was not stopped would hold the next line in the server's queue for
+#: many seconds.
 LONG_PERSONA = pb.Persona(
     id="godot_chronicler",
     display_name="Chronicler",
     system_prompt="The chronicler of Millbrook tells every story at great length.",
     response_schema=json.dumps(
-        {"type": "object", "properties": {"story": {"type": "string", "minLength": 4000}}, "required": ["story"]}
+        {
+            "type": "object",
+            "properties": {"story": {"type": "array", "minItems": 4, "items": {"type": "string", "minLength": 1000}}},
+            "required": ["story"],
+        }
     ),
     max_tokens=1500,
     description="Made by tests/godot for the cancel test.",

@@ -132,6 +132,8 @@ def test_addon_api_is_documented(path: Path) -> None:
         indent = len(line) - len(line.lstrip("\t"))
         if func_indent is not None and indent > func_indent:
             continue
+        if func_indent is not None and indent == func_indent and line.lstrip().startswith(")"):
+            continue  # the end of a signature that spans lines (gdformat's layout): the body follows
         func_indent = indent if re.match(r"^(?:static\s+)?func\b", line.lstrip()) else None
         m = public.match(line.lstrip())
         if not m or m.group(2).startswith("_"):

@@ -15,6 +15,17 @@ extends Node
 ## greta.delta_received.connect(func(piece: String) -> void: box.add_text(piece))
 ## var line: NpcLine = await greta.say("Any rooms free?")
 ## [/codeblock]
+##
+## Actions: the NPC can do things in the game. [method register_action] declares one for every
+## line (name, description, a Callable, argument types or a JSON schema); [method handle_action]
+## attaches a Callable to an action the persona declares. When the NPC calls one,
+## [signal action_called] is emitted and the Callable runs with the arguments; for an action that
+## awaits its result, its return value goes back to the server and the NPC speaks about it.
+## [codeblock]
+## greta.register_action("give_item", "Hand the traveler an item they paid for.",
+##     func(args: Dictionary) -> String: return "the traveler now holds the " + args["item"],
+##     {"item": ["room key", "mutton stew"]}, true)
+## [/codeblock]
 
 ## Emitted when a line is sent, before any reply arrives.
 signal line_started(player_text: String)
@@ -27,6 +38,37 @@ signal line_finished(text: String, data: Dictionary)
 signal failed(code: int, message: String)
 ## Emitted when a line is cancelled before it finished.
 signal line_cancelled
+## Emitted when the NPC calls an action, in the reply's order (between its deltas), before the
+## action's Callable runs. [param arguments] were validated by the server against the schema.
+signal action_called(action_name: String, arguments: Dictionary, call_id: String)
+## Emitted when the results of awaited actions are sent back (call id to content), before the
+## NPC's follow-up line streams.
+signal action_results_sent(results: Dictionary)
+
+## Which actions the NPC may or must call in a line (see [member action_choice]).
+enum ActionChoice {
+	AUTO,  ## Talk, call an action, or both.
+	NONE,  ## Only talk.
+	REQUIRED,  ## Call one of the actions.
+	NAMED,  ## Call the action named in [member action_choice_name].
+}
+
+## Most follow-up lines one [method say] sends results for on its own (a model that keeps calling
+## actions stops there; the last line then has [member NpcLine.awaiting_results]).
+const MAX_FOLLOW_UPS := 4
+const _NO_CLIENT := "no NpcClient: set `client` or enable the plugin (NpcServer autoload)"
+const _JSON_TYPES := {
+	TYPE_STRING: "string",
+	TYPE_INT: "integer",
+	TYPE_FLOAT: "number",
+	TYPE_BOOL: "boolean",
+}
+const _CHOICE_MODES := {
+	ActionChoice.AUTO: NpcProto.ActionChoice.Mode.MODE_AUTO,
+	ActionChoice.NONE: NpcProto.ActionChoice.Mode.MODE_NONE,
+	ActionChoice.REQUIRED: NpcProto.ActionChoice.Mode.MODE_REQUIRED,
+	ActionChoice.NAMED: NpcProto.ActionChoice.Mode.MODE_NAMED,
+}
 
 ## The persona id of this NPC on the server ("tavern_keeper").
 @export var persona_id := ""
@@ -44,12 +86,22 @@ signal line_cancelled
 @export var seed_value := -1
 ## The client to use. Empty: the [code]NpcServer[/code] autoload.
 @export var client: NpcClient
+## Whether the NPC may or must call an action in its next lines (the server enforces it).
+## REQUIRED and NAMED apply to the player's lines; the NPC's follow-up after action results is
+## AUTO.
+@export var action_choice := ActionChoice.AUTO
+## The action to call when [member action_choice] is NAMED.
+@export var action_choice_name := ""
 
 ## The last finished (or failed) line.
 var last_line: NpcLine
 
 var _call: NpcCall
 var _line: NpcLine
+# Action name -> {"action": NpcProto.Action (null for the persona's own), "callable": Callable}.
+var _actions: Dictionary = {}
+# Bumped by each say() and cancel(), so a superseded exchange sends no more results.
+var _exchange := 0
 
 
 func _exit_tree() -> void:
@@ -62,21 +114,150 @@ func is_talking() -> bool:
 	return _call != null and not _call.is_done()
 
 
+## Declares an action the NPC can take in every line, added to the persona's own. [param callable]
+## (optional) runs with the arguments as a Dictionary when the NPC calls it; it may be a
+## coroutine. For an action with [param await_result], what it returns (a String, or a value
+## sent as JSON) goes back to the NPC, who then speaks about it. [param parameters] is a JSON
+## schema (a Dictionary with "type": "object"), or argument name to type: a [enum Variant.Type]
+## (TYPE_STRING, TYPE_INT, TYPE_FLOAT, TYPE_BOOL), an Array of allowed values, or a schema
+## Dictionary; every listed argument is required. Returns false (and reports why) when the name
+## is not an identifier or the parameters cannot be described.
+func register_action(
+	action_name: String,
+	description: String,
+	callable: Callable = Callable(),
+	parameters: Dictionary = {},
+	await_result := false
+) -> bool:
+	if not _valid_action_name(action_name):
+		return false
+	var schema := action_schema(parameters)
+	if schema.is_empty() and not parameters.is_empty():
+		_report(
+			NpcGrpcWeb.Status.INVALID_ARGUMENT,
+			(
+				(
+					"INVALID_ARGUMENT: action '%s': each parameter needs a TYPE_* constant, an Array of"
+					+ " allowed values or a schema Dictionary"
+				)
+				% action_name
+			)
+		)
+		return false
+	var action := NpcProto.Action.new()
+	action.name = action_name
+	action.description = description
+	action.parameters_schema = JSON.stringify(schema) if not schema.is_empty() else ""
+	action.await_result = await_result
+	_actions[action_name] = {"action": action, "callable": callable}
+	return true
+
+
+## Runs [param callable] when the NPC calls [param action_name], an action its persona declares on
+## the server (like the tavern keeper's give_item). Same Callable contract as
+## [method register_action].
+func handle_action(action_name: String, callable: Callable) -> bool:
+	if not _valid_action_name(action_name):
+		return false
+	_actions[action_name] = {"action": null, "callable": callable}
+	return true
+
+
+## Forgets an action registered with [method register_action] or [method handle_action].
+func unregister_action(action_name: String) -> void:
+	_actions.erase(action_name)
+
+
+## The JSON schema [method register_action] sends for [param parameters] (empty when they cannot
+## be described, or when there are none).
+static func action_schema(parameters: Dictionary) -> Dictionary:
+	if parameters.is_empty():
+		return {}
+	if parameters.get("type") is String:
+		return parameters  # already a JSON schema
+	var properties := {}
+	var required := []
+	for key: Variant in parameters:
+		var spec: Variant = parameters[key]
+		var property := {}
+		if spec is Dictionary:
+			property = spec
+		elif spec is Array:
+			property = {"enum": spec}
+		elif spec is int and spec in _JSON_TYPES:
+			property = {"type": _JSON_TYPES[spec]}
+		else:
+			return {}
+		properties[str(key)] = property
+		required.append(str(key))
+	return {
+		"type": "object",
+		"properties": properties,
+		"required": required,
+		"additionalProperties": false,
+	}
+
+
+## Sends the results of the calls a line awaited ([member NpcLine.awaiting_results]): call id to
+## content (a String, or a value sent as JSON). The NPC speaks about them; await the returned
+## NpcLine. [method say] does this itself when every awaited action has a Callable.
+func send_action_results(results: Dictionary) -> NpcLine:
+	cancel()
+	return await _send_results(results)
+
+
+func _send_results(results: Dictionary) -> NpcLine:
+	var line := NpcLine.new()
+	for call_id: Variant in results:
+		line.action_results[str(call_id)] = _result_text(results[call_id])
+	if line.action_results.is_empty():
+		return _fail_local(line, "send_action_results needs at least one call id and its result")
+	if last_line != null and last_line.awaiting_results:
+		last_line.awaiting_results = false
+	action_results_sent.emit(line.action_results)
+	var request := _talk_request(true)
+	if request == null:
+		return _fail_local(line, _NO_CLIENT)
+	for call_id: String in line.action_results:
+		var result := NpcProto.ActionResult.new()
+		result.call_id = call_id
+		result.content = line.action_results[call_id]
+		request.action_results.append(result)
+	await _stream(request, line)
+	return line
+
+
 ## Says [param text] to the NPC and streams the reply. Await it for the [NpcLine]. A line still
 ## streaming is cancelled first.
 func say(text: String) -> NpcLine:
 	cancel()
 	var line := NpcLine.new()
 	line.player_text = text
-	var npc_client := _get_client()
-	if npc_client == null:
-		return _fail_local(
-			line, "no NpcClient: set `client` or enable the plugin (NpcServer autoload)"
-		)
+	var request := _talk_request()
+	if request == null:
+		return _fail_local(line, _NO_CLIENT)
+	request.text = text
+	var exchange := _exchange
+	await _stream(request, line)
+	# Awaited actions whose Callables ran: send their results and stream the NPC's follow-up.
+	var part := line
+	for _i in MAX_FOLLOW_UPS:
+		if not part.awaiting_results or exchange != _exchange:
+			break
+		var results := await _run_awaited(part)
+		if results.is_empty() or exchange != _exchange:
+			break
+		part.follow_up = await _send_results(results)
+		part = part.follow_up
+	return line
+
+
+func _talk_request(follow_up := false) -> NpcProto.TalkRequest:
+	if _get_client() == null:
+		return null
 	var request := NpcProto.TalkRequest.new()
 	request.persona_id = persona_id
 	request.conversation_id = conversation_id
-	request.text = text
 	request.player_name = player_name
 	if not preset.is_empty():
 		request.preset = preset
@@ -86,11 +267,29 @@ func say(text: String) -> NpcLine:
 		request.max_tokens = max_tokens
 	if seed_value >= 0:
 		request.seed = seed_value
+	for entry: Dictionary in _actions.values():
+		if entry["action"] != null:
+			request.actions.append(entry["action"])
+	# REQUIRED and NAMED are for the player's line: on a follow-up they would force a call after
+	# every result, and the NPC could never speak about it.
+	var choice := action_choice
+	if follow_up and choice != ActionChoice.NONE:
+		choice = ActionChoice.AUTO
+	if choice != ActionChoice.AUTO:
+		request.action_choice = NpcProto.ActionChoice.new()
+		request.action_choice.mode = _CHOICE_MODES[choice]
+		if choice == ActionChoice.NAMED:
+			request.action_choice.name = action_choice_name
+	return request
+
+
+func _stream(request: NpcProto.TalkRequest, line: NpcLine) -> void:
+	var npc_client := _get_client()
 	var rpc_call := npc_client.start_call(NpcProto.ConversationService.TALK, request.to_bytes())
 	_call = rpc_call
 	_line = line
 	rpc_call.message_received.connect(_on_talk_message.bind(line))
-	line_started.emit(text)
+	line_started.emit(line.player_text)
 	await rpc_call.finished
 	if _call == rpc_call:
 		_call = null
@@ -110,12 +309,12 @@ func say(text: String) -> NpcLine:
 		if rpc_call.status_code == NpcGrpcWeb.Status.OK:
 			push_error("npc_dialogue: " + line.error_message)
 		failed.emit(line.status_code, line.error_message)
-	return line
 
 
 ## Stops the line that is streaming, if any. Closing the connection stops the server generating,
 ## and the server stores no turn for a cancelled line.
 func cancel() -> void:
+	_exchange += 1
 	if is_talking():
 		_call.cancel()
 
@@ -214,8 +413,79 @@ func _on_talk_message(payload: PackedByteArray, line: NpcLine) -> void:
 		line.delta_count += 1
 		line.text += message.delta.content
 		delta_received.emit(message.delta.content)
+	elif message.action_call != null:
+		_on_action_call(line, message.action_call)
 	elif message.final != null:
 		_finish_line(line, message.final)
+
+
+func _on_action_call(line: NpcLine, action_call: NpcProto.ActionCall) -> void:
+	for seen in line.action_calls:
+		if seen["id"] == action_call.id:
+			return  # the final message repeats the calls the stream already carried
+	var parsed: Variant = JSON.parse_string(action_call.arguments)
+	var arguments: Dictionary = parsed if parsed is Dictionary else {}
+	var entry := {
+		"id": action_call.id,
+		"name": action_call.name,
+		"arguments": arguments,
+		"index": action_call.index,
+	}
+	line.action_calls.append(entry)
+	action_called.emit(action_call.name, arguments, action_call.id)
+	var handler: Dictionary = _actions.get(action_call.name, {})
+	var callable: Callable = handler.get("callable", Callable())
+	if callable.is_valid():
+		entry["running"] = true
+		_run_action(entry, callable)
+
+
+func _run_action(entry: Dictionary, callable: Callable) -> void:
+	# Awaiting works for plain functions too: the value comes back at once.
+	var result: Variant = await callable.call(entry["arguments"])
+	entry["result"] = _result_text(result)
+	entry["running"] = false
+
+
+## Waits for the Callables of [param line]'s awaited calls; returns call id to result, or empty
+## when one has no Callable (the game then sends the results itself).
+func _run_awaited(line: NpcLine) -> Dictionary:
+	var results := {}
+	for entry in line.action_calls:
+		var handler: Dictionary = _actions.get(entry["name"], {})
+		var action: NpcProto.Action = handler.get("action")
+		if action != null and not action.await_result:
+			continue  # fire-and-forget: nothing goes back
+		if not entry.has("running"):
+			return {}
+		while entry["running"]:
+			await get_tree().process_frame
+		results[entry["id"]] = entry["result"]
+	return results
+
+
+func _result_text(result: Variant) -> String:
+	if result is String:
+		return result
+	if result == null:
+		return "done"
+	return JSON.stringify(result)
+
+
+func _valid_action_name(action_name: String) -> bool:
+	if action_name.is_valid_identifier() and action_name.length() <= 64:
+		return true
+	_report(
+		NpcGrpcWeb.Status.INVALID_ARGUMENT,
+		(
+			(
+				"INVALID_ARGUMENT: action name '%s' must be a letter or '_' then letters, digits or"
+				+ " '_', at most 64 characters"
+			)
+			% action_name
+		)
+	)
+	return false
 
 
 func _finish_line(line: NpcLine, final: NpcProto.CompletionFinal) -> void:
@@ -228,6 +498,9 @@ func _finish_line(line: NpcLine, final: NpcProto.CompletionFinal) -> void:
 		)
 		line.text = final.message.content
 	line.finish_reason = final.finish_reason
+	for action_call in final.action_calls:
+		_on_action_call(line, action_call)
+	line.awaiting_results = final.finish_reason == NpcProto.FinishReason.FINISH_REASON_ACTION
 	line.truncated_turns = final.truncated_turns
 	if final.usage != null:
 		line.prompt_tokens = final.usage.prompt_tokens

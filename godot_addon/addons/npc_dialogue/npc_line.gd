@@ -40,3 +40,25 @@ var queue_ms := 0.0
 var truncated_turns := 0
 ## What the player said.
 var player_text := ""
+## The actions the NPC called in this line, in order: Dictionaries with id, name, arguments (the
+## parsed JSON object), index and, once a registered Callable returned, result (the text sent back
+## for an awaited call).
+var action_calls: Array[Dictionary] = []
+## The results this line carried instead of player text (a follow-up after awaited actions):
+## call id to content.
+var action_results: Dictionary = {}
+## True when the line ended by calling an action that awaits its result ([member finish_reason] is
+## FINISH_REASON_ACTION) and no result was sent yet: send it with
+## [method NpcDialogue.send_action_results].
+var awaiting_results := false
+## The NPC's next line, spoken after the results of this line's awaited actions went back (null
+## when there was none).
+var follow_up: NpcLine
+
+
+## The last line of the exchange: this one, or the end of its [member follow_up] chain.
+func last() -> NpcLine:
+	var line := self
+	while line.follow_up != null:
+		line = line.follow_up
+	return line
