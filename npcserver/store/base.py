@@ -37,6 +37,10 @@ Semantics every backend keeps:
   keeps ``estimate_tokens``), and the running sum of the counts before it, so ``load_recent`` reads only the newest
   turns that fit a token budget: a line costs the same at 20 turns and at 20,000. The counts are the writer's
   measure (the core's tokenizer at the time); the store only adds them up.
+- **Request ids.** A turn may carry the id of the Talk that made it (``Turn.request_id``, AIP-155). Within one
+  conversation an id is stored at most once: an append whose id is already there raises ``Aborted`` (code
+  ``duplicate_request``) and writes nothing, and ``find_turn`` returns the stored turn, so a retried Talk replays it
+  instead of generating again, even when two replicas race on the id. Replace stores turns without ids.
 """
 
 from __future__ import annotations
@@ -67,6 +71,8 @@ class Turn:
     #: The turn's size in tokens as the writer counted it (0 on write: the store keeps ``estimate_tokens``). Not part
     #: of a turn's identity: equal turns may be counted differently by different models.
     tokens: int = field(default=0, compare=False)
+    #: The id of the Talk that made this turn ("" for none): a retry with the same id finds it (``find_turn``).
+    request_id: str = field(default="", compare=False)
 
 
 def estimate_tokens(player_line: str, npc_line: str, player_name: str) -> int:
@@ -158,9 +164,13 @@ class Store(Protocol):
         """Stores ``turn`` at index ``after`` if the conversation is in ``epoch`` and has exactly ``after`` turns.
 
         Returns the index (``after``). Raises ``npcserver.errors.Aborted``, writing nothing, when another writer
-        appended first, or the conversation was reset or replaced since (its epoch changed); ValueError for a negative
-        ``after``.
+        appended first, or the conversation was reset or replaced since (its epoch changed), or a turn with the same
+        non-empty ``request_id`` is already stored (code ``duplicate_request``); ValueError for a negative ``after``.
         """
+        ...
+
+    def find_turn(self, persona_id: str, conversation_id: str, request_id: str) -> tuple[int, Turn] | None:
+        """The index and turn stored with ``request_id`` in this conversation, or None (always None for "")."""
         ...
 
     def reset(self, persona_id: str, conversation_id: str) -> int:
@@ -177,13 +187,25 @@ class Store(Protocol):
 
 
 def check_position(
-    persona_id: str, conversation_id: str, *, count: int, current_epoch: int, after: int, epoch: int
+    persona_id: str,
+    conversation_id: str,
+    *,
+    count: int,
+    current_epoch: int,
+    after: int,
+    epoch: int,
+    duplicate: bool = False,
 ) -> None:
-    """Raises ``Aborted`` unless an append that saw ``after`` turns in ``epoch`` still fits the stored conversation.
+    """Raises ``Aborted`` unless an append that saw ``after`` turns in ``epoch`` still fits the stored conversation
+    (and ``duplicate``, its request id is already stored, is False).
 
     For backends: call it under the lock or transaction that then stores the turn.
     """
     where = f"conversation {conversation_id!r} of persona {persona_id!r}"
+    if duplicate:
+        raise Aborted(
+            f"{where} already has the turn of this request id; retry the request to get it", code="duplicate_request"
+        )
     if epoch != current_epoch:
         raise Aborted(f"{where} was reset or replaced while this turn was made; retry the request", code="epoch")
     if after != count:

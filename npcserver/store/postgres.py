@@ -82,11 +82,20 @@ MIGRATIONS: list[tuple[int, str, list[LiteralString]]] = [
             "CREATE INDEX turns_tokens_before ON turns (persona_id, conversation_id, tokens_before)",
         ],
     ),
+    (
+        3,
+        "the request id of the Talk that made each turn, unique within a conversation",
+        [
+            "ALTER TABLE turns ADD COLUMN request_id text NOT NULL DEFAULT ''",
+            "CREATE UNIQUE INDEX turns_request_id ON turns (persona_id, conversation_id, request_id) "
+            "WHERE request_id <> ''",
+        ],
+    ),
 ]
 
 #: The migration's pg_advisory_xact_lock key (conversations lock with the two-key form, a separate space).
 _MIGRATION_LOCK = 0x6E7063736572  # "npcser"
-_TURN_COLUMNS = "player_line, npc_line, create_time_ms, player_name, tokens"
+_TURN_COLUMNS = "player_line, npc_line, create_time_ms, player_name, tokens, request_id"
 
 
 def migrate(conn: Connection[TupleRow]) -> list[int]:
@@ -254,16 +263,24 @@ class PostgresStore:
                 "ORDER BY seq DESC LIMIT 1), 0), "
                 "COALESCE((SELECT tokens_before + tokens FROM turns WHERE persona_id = %s AND conversation_id = %s "
                 "ORDER BY seq DESC LIMIT 1), 0), "
-                "COALESCE((SELECT epoch FROM conversations WHERE persona_id = %s AND conversation_id = %s), 0)",
-                (persona_id, conversation_id) * 3,
+                "COALESCE((SELECT epoch FROM conversations WHERE persona_id = %s AND conversation_id = %s), 0), "
+                "%s <> '' AND EXISTS (SELECT 1 FROM turns WHERE persona_id = %s AND conversation_id = %s "
+                "AND request_id = %s)",
+                (persona_id, conversation_id) * 3 + (turn.request_id, persona_id, conversation_id, turn.request_id),
             ).fetchone()
             assert row is not None  # a SELECT without FROM returns one row
             check_position(
-                persona_id, conversation_id, count=int(row[0]), current_epoch=int(row[2]), after=after, epoch=epoch
+                persona_id,
+                conversation_id,
+                count=int(row[0]),
+                current_epoch=int(row[2]),
+                after=after,
+                epoch=epoch,
+                duplicate=bool(row[3]),
             )
             conn.execute(
                 f"INSERT INTO turns (persona_id, conversation_id, seq, {_TURN_COLUMNS}, tokens_before) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                 (
                     persona_id,
                     conversation_id,
@@ -273,10 +290,22 @@ class PostgresStore:
                     turn.create_time_ms or now_ms(),
                     turn.player_name,
                     turn_tokens(turn),
+                    turn.request_id,
                     int(row[1]),
                 ),
             )
         return after
+
+    def find_turn(self, persona_id: str, conversation_id: str, request_id: str) -> tuple[int, Turn] | None:
+        if not request_id:
+            return None
+        with self._pool.connection() as conn:
+            row = conn.execute(
+                f"SELECT seq, {_TURN_COLUMNS} FROM turns "
+                "WHERE persona_id = %s AND conversation_id = %s AND request_id = %s",
+                (persona_id, conversation_id, request_id),
+            ).fetchone()
+        return None if row is None else (int(row[0]), Turn(*row[1:]))
 
     def _new_epoch(self, conn: Connection[TupleRow], persona_id: str, conversation_id: str) -> None:
         # Nothing to record for a persona that is not stored (it has no turns either).
@@ -318,6 +347,7 @@ class PostgresStore:
                         t.create_time_ms or now_ms(),
                         t.player_name,
                         tokens,
+                        "",  # imported turns were not made by a Talk here
                         before,
                     )
                 )
@@ -325,7 +355,7 @@ class PostgresStore:
             with conn.cursor() as cur:
                 cur.executemany(
                     f"INSERT INTO turns (persona_id, conversation_id, seq, {_TURN_COLUMNS}, tokens_before) "
-                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                     rows,
                 )
         return len(turns)

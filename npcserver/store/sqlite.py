@@ -18,7 +18,7 @@ from pathlib import Path
 from npcserver.clock import now_ms
 from npcserver.store.base import PUT_MODES, History, PersonaBody, PutMode, Turn, check_position, turn_tokens
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -37,6 +37,7 @@ CREATE TABLE IF NOT EXISTS turns (
     create_time_ms  INTEGER NOT NULL,
     tokens          INTEGER NOT NULL DEFAULT 0,  -- version 3 (see _V3)
     tokens_before   INTEGER NOT NULL DEFAULT 0,
+    request_id      TEXT NOT NULL DEFAULT '',    -- version 4 (see _V4)
     PRIMARY KEY (persona_id, conversation_id, seq)
 );
 -- Version 2: the epoch of each conversation ever reset or replaced (absent: epoch 0). The last epoch handed out is
@@ -63,10 +64,16 @@ UPDATE turns SET tokens_before = s.before FROM (
 ) AS s
 WHERE turns.persona_id = s.persona_id AND turns.conversation_id = s.conversation_id AND turns.seq = s.seq;
 """
-_INDEXES = "CREATE INDEX IF NOT EXISTS turns_tokens_before ON turns (persona_id, conversation_id, tokens_before);"
+# Version 4: the id of the Talk that made each turn, unique within a conversation (older turns have none).
+_V4 = "ALTER TABLE turns ADD COLUMN request_id TEXT NOT NULL DEFAULT ''"
+_INDEXES = """
+CREATE INDEX IF NOT EXISTS turns_tokens_before ON turns (persona_id, conversation_id, tokens_before);
+CREATE UNIQUE INDEX IF NOT EXISTS turns_request_id ON turns (persona_id, conversation_id, request_id)
+    WHERE request_id <> '';
+"""
 _INSERT_TURN = (
     "INSERT INTO turns (persona_id, conversation_id, seq, player_line, npc_line, player_name, create_time_ms, "
-    "tokens, tokens_before) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "tokens, tokens_before, request_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -83,10 +90,13 @@ class SqliteStore:
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(_SCHEMA)
         with self._tx() as db:  # checked under the write lock: two processes opening an old file migrate once
-            if "tokens" not in {r[1] for r in db.execute("PRAGMA table_info(turns)")}:
+            columns = {r[1] for r in db.execute("PRAGMA table_info(turns)")}
+            if "tokens" not in columns:
                 for statement in _V3.split(";"):
                     if statement.strip():
                         db.execute(statement)
+            if "request_id" not in columns:
+                db.execute(_V4)
         self._db.executescript(_INDEXES)
         # Every version's tables are created IF NOT EXISTS above, so upgrading is recording the new version.
         self._db.execute(
@@ -189,11 +199,22 @@ class SqliteStore:
     @staticmethod
     def _turns(db: sqlite3.Connection, persona_id: str, conversation_id: str, first: int = 0) -> list[Turn]:
         rows = db.execute(
-            "SELECT player_line, npc_line, create_time_ms, player_name, tokens FROM turns "
+            "SELECT player_line, npc_line, create_time_ms, player_name, tokens, request_id FROM turns "
             "WHERE persona_id = ? AND conversation_id = ? AND seq >= ? ORDER BY seq",
             (persona_id, conversation_id, first),
         ).fetchall()
-        return [Turn(player_line=r[0], npc_line=r[1], create_time_ms=r[2], player_name=r[3], tokens=r[4]) for r in rows]
+        return [Turn(*r) for r in rows]  # the columns are in Turn's field order
+
+    def find_turn(self, persona_id: str, conversation_id: str, request_id: str) -> tuple[int, Turn] | None:
+        if not request_id:
+            return None
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT seq, player_line, npc_line, create_time_ms, player_name, tokens, request_id FROM turns "
+                "WHERE persona_id = ? AND conversation_id = ? AND request_id = ?",
+                (persona_id, conversation_id, request_id),
+            ).fetchone()
+        return None if row is None else (int(row[0]), Turn(*row[1:]))
 
     @staticmethod
     def _epoch(db: sqlite3.Connection, persona_id: str, conversation_id: str) -> int:
@@ -225,7 +246,22 @@ class SqliteStore:
             ).fetchone()
             seq, before = (0, 0) if last is None else (int(last[0]), int(last[1]))
             current = self._epoch(db, persona_id, conversation_id)
-            check_position(persona_id, conversation_id, count=seq, current_epoch=current, after=after, epoch=epoch)
+            duplicate = bool(turn.request_id) and (
+                db.execute(
+                    "SELECT 1 FROM turns WHERE persona_id = ? AND conversation_id = ? AND request_id = ?",
+                    (persona_id, conversation_id, turn.request_id),
+                ).fetchone()
+                is not None
+            )
+            check_position(
+                persona_id,
+                conversation_id,
+                count=seq,
+                current_epoch=current,
+                after=after,
+                epoch=epoch,
+                duplicate=duplicate,
+            )
             db.execute(
                 _INSERT_TURN,
                 (
@@ -238,6 +274,7 @@ class SqliteStore:
                     turn.create_time_ms or now_ms(),
                     turn_tokens(turn),
                     before,
+                    turn.request_id,
                 ),
             )
         return int(seq)
@@ -269,6 +306,7 @@ class SqliteStore:
                         t.create_time_ms or now_ms(),
                         tokens,
                         before,
+                        "",  # imported turns were not made by a Talk here
                     )
                 )
                 before += tokens

@@ -12,6 +12,8 @@ import textwrap
 import threading
 from pathlib import Path
 
+import pytest
+
 from npcserver.errors import Aborted
 from npcserver.store.base import Turn, estimate_tokens
 from npcserver.store.sqlite import SCHEMA_VERSION, SqliteStore
@@ -160,3 +162,30 @@ def test_a_version_2_file_gets_token_counts(tmp_path: Path) -> None:
 
 def lines(turns: list[Turn]) -> list[tuple[str, str]]:
     return [(t.player_line, t.npc_line) for t in turns]
+
+
+def test_a_version_3_file_gets_request_ids(tmp_path: Path) -> None:
+    path = tmp_path / "npcserver.db"
+    store = SqliteStore(path)
+    store.put_persona("greta", {"id": "greta"}, mode="create")
+    store.append_turn("greta", "p1", Turn("old", "turn"), after=0, epoch=0)
+    store.close()
+    raw = sqlite3.connect(path)  # what version 3 wrote: turns without request ids
+    raw.executescript(
+        """
+        DROP INDEX turns_request_id;
+        ALTER TABLE turns DROP COLUMN request_id;
+        UPDATE meta SET value = '3' WHERE key = 'schema_version';
+        """
+    )
+    raw.close()
+    store = SqliteStore(path)
+    try:
+        assert [t.request_id for t in store.load_turns("greta", "p1")] == [""]
+        store.append_turn("greta", "p1", Turn("new", "turn", request_id="r1"), after=1, epoch=0)
+        found = store.find_turn("greta", "p1", "r1")
+        assert found is not None and found[0] == 1
+        with pytest.raises(Aborted, match="request id"):
+            store.append_turn("greta", "p1", Turn("again", "turn", request_id="r1"), after=2, epoch=0)
+    finally:
+        store.close()

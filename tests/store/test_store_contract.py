@@ -614,3 +614,88 @@ def test_load_recent_follows_replace_and_reset(store: Store) -> None:
     assert (empty.turns, empty.after) == ([], 0) and empty.epoch > recent.epoch
     assert append(store, "greta", "p1", Turn("again", "from zero", tokens=4)) == 0
     assert store.load_recent("greta", "p1", 4).tokens_before == 0
+
+
+# --- request ids (idempotent Talk) ---------------------------------------------------------------------------------
+
+
+def test_a_turn_is_found_by_its_request_id(store: Store) -> None:
+    with_persona(store)
+    assert store.find_turn("greta", "p1", "r1") is None
+    append(store, "greta", "p1", Turn("no id", "0"))
+    append(store, "greta", "p1", Turn("with id", "1", player_name="Ada", request_id="r1"))
+    found = store.find_turn("greta", "p1", "r1")
+    assert found is not None
+    index, turn = found
+    assert index == 1
+    assert (turn.player_line, turn.npc_line, turn.player_name, turn.request_id) == ("with id", "1", "Ada", "r1")
+    assert store.find_turn("greta", "p1", "") is None  # "" is no id, even though turn 0 has none
+    assert store.find_turn("greta", "p2", "r1") is None  # ids belong to one conversation
+    assert [t.request_id for t in store.load_turns("greta", "p1")] == ["", "r1"]
+    assert store.load_recent("greta", "p1", 1000).turns[-1].request_id == "r1"
+    assert append(store, "greta", "p2", Turn("same id", "other conversation", request_id="r1")) == 0
+
+
+def test_a_request_id_is_stored_once(store: Store) -> None:
+    with_persona(store)
+    append(store, "greta", "p1", Turn("first", "one", request_id="r1"))
+    history = store.load_history("greta", "p1")
+    with pytest.raises(Aborted, match="already has the turn of this request id") as caught:
+        store.append_turn("greta", "p1", Turn("again", "two", request_id="r1"), after=history.after, epoch=0)
+    assert (caught.value.grpc_status, caught.value.code) == ("ABORTED", "duplicate_request")
+    assert lines(store.load_turns("greta", "p1")) == [("first", "one")]
+    append(store, "greta", "p1", Turn("no id", "a"))
+    append(store, "greta", "p1", Turn("no id", "b"))  # turns without an id never clash
+    assert len(store.load_turns("greta", "p1")) == 3
+
+
+def test_replicas_racing_on_one_request_id_store_one_turn(store_factory: Opener) -> None:
+    # Two replicas (two stores on one database) made the same Talk from the same history: one stores it, the other is
+    # aborted and then finds the winner's turn to replay, round after round.
+    a, b = store_factory(), store_factory()
+    with_persona(a)
+    errors: list[BaseException] = []
+    found: list[tuple[int, str]] = []
+    lock = threading.Lock()
+    loaded = threading.Barrier(2)
+
+    def write(store: Store, name: str) -> None:
+        try:
+            for r in range(20):
+                history = store.load_history("greta", "p1")
+                loaded.wait()
+                try:
+                    store.append_turn(
+                        "greta", "p1", Turn(f"line {r}", name, request_id=f"req {r}"), after=history.after, epoch=0
+                    )
+                except Aborted:
+                    hit = store.find_turn("greta", "p1", f"req {r}")
+                    assert hit is not None
+                    with lock:
+                        found.append((hit[0], hit[1].npc_line))
+                loaded.wait()
+        except BaseException as exc:
+            errors.append(exc)
+            loaded.abort()
+
+    threads = [threading.Thread(target=write, args=(s, n)) for s, n in ((a, "a"), (b, "b"))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors
+    turns = a.load_turns("greta", "p1")
+    assert [t.player_line for t in turns] == [f"line {r}" for r in range(20)]
+    assert [t.request_id for t in turns] == [f"req {r}" for r in range(20)]
+    assert sorted(found) == [(r, turns[r].npc_line) for r in range(20)]  # each loser found the winner's turn
+
+
+def test_replace_and_reset_drop_request_ids(store: Store) -> None:
+    with_persona(store)
+    append(store, "greta", "p1", Turn("first", "one", request_id="r1"))
+    store.replace_turns("greta", "p1", [Turn("imported", "x", request_id="r1"), Turn("imported", "y", request_id="r1")])
+    assert store.find_turn("greta", "p1", "r1") is None  # imported turns were not made by a Talk here
+    assert [t.request_id for t in store.load_turns("greta", "p1")] == ["", ""]
+    append(store, "greta", "p1", Turn("again", "z", request_id="r1"))
+    store.reset("greta", "p1")
+    assert store.find_turn("greta", "p1", "r1") is None
