@@ -22,8 +22,11 @@ class NpcClientError(Exception):
         return f"{self.code.name}: {self.message}"
 
 
-class NpcServerUnavailable(NpcClientError):
-    """No server answered, the server is not ready (model still loading), or the connection broke."""
+class NpcServerUnavailable(NpcClientError, RuntimeError):
+    """No server answered, the server is not ready (model still loading), or the connection broke.
+
+    Also a ``RuntimeError``, as the RamaLama SDK promises for "the server is not running": code written for that SDK
+    catches it unchanged."""
 
 
 class NpcInvalidArgument(NpcClientError):

@@ -193,6 +193,8 @@ class ChatResult:
     id: str = ""
     model: str = ""
     created: int = 0
+    #: A thinking model's reasoning, kept out of the reply's text ("" when it did not reason).
+    reasoning: str = ""
 
     @property
     def text(self) -> str:
@@ -218,6 +220,7 @@ class ChatResult:
             id=id,
             model=model,
             created=created,
+            reasoning=final.message.reasoning_content,
         )
 
     @classmethod
@@ -234,6 +237,7 @@ class ChatResult:
             id=resp.id,
             model=resp.model,
             created=resp.created,
+            reasoning=choice.message.reasoning_content,
         )
 
 

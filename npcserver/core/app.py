@@ -18,7 +18,7 @@ from typing import Any
 
 from npcserver.clock import now_ms
 from npcserver.core import actions as acts
-from npcserver.core import bounded, cards, limits
+from npcserver.core import bounded, cards, limits, thinking
 from npcserver.core import personas as rules
 from npcserver.core.inputs import check_seed, check_strings
 from npcserver.core.presets import PresetBook, check_sampling
@@ -31,6 +31,7 @@ from npcserver.core.structured import (
     compile_format_async,
     compile_persona_schema,
 )
+from npcserver.core.templates import TemplateOptions
 from npcserver.core.types import (
     ROLES,
     ActionCall,
@@ -40,6 +41,7 @@ from npcserver.core.types import (
     ModelCard,
     Persona,
     Preset,
+    ReasoningDelta,
     ResponseFormat,
     SamplingOverrides,
     StreamEvent,
@@ -64,6 +66,9 @@ log = logging.getLogger(__name__)
 
 
 MAX_STOP = 16
+#: Reference documents one chat completion may carry (each is also held to max_message_chars).
+MAX_DOCUMENTS = 32
+CONTENT_FORMATS = ("auto", "string", "openai")
 MAX_PAGE = 1000
 DEFAULT_PAGE = 100
 
@@ -164,15 +169,23 @@ class NpcCore:
         params = self.presets.resolve(
             request.overrides, request.preset, None, default_max_tokens=self.default_max_tokens
         )
+        options = TemplateOptions(
+            enable_thinking=request.enable_thinking,
+            add_generation_prompt=request.add_generation_prompt,
+            content_format=request.chat_template_content_format,
+        )
         prompt = await asyncio.to_thread(
             self.prompts.chat,
             request.messages,
             max_tokens=params.max_tokens,
             continue_final=request.continue_final_message,
             chat_template=request.chat_template,
+            options=options,
+            documents=request.documents,
         )
+        template = request.chat_template or info.chat_template
         async for event in self._generate(
-            request.id, request.created, prompt, params, compiled, session=None, plan=plan
+            request.id, request.created, prompt, params, compiled, session=None, template=template, plan=plan
         ):
             yield event
 
@@ -210,6 +223,9 @@ class NpcCore:
             start = overflow_start([t.tokens for t in history.turns], history.tokens_before, room)
             line, shown = acts.prepare_turns(request, history.turns, start)
             player_name = request.player_name or persona.player_name
+            enable_thinking = request.enable_thinking
+            if enable_thinking is None:
+                enable_thinking = persona.enable_thinking
             prompt = await asyncio.to_thread(
                 self.prompts.talk,
                 persona,
@@ -218,11 +234,19 @@ class NpcCore:
                 player_name=player_name,
                 max_tokens=params.max_tokens,
                 structured=compiled.grammar is not None,
+                options=TemplateOptions(enable_thinking=enable_thinking),
             )
             prompt = replace(prompt, truncated_turns=history.first + start + prompt.truncated_turns)
             final: Completion | None = None
             async for event in self._generate(
-                request.id, request.created, prompt, params, compiled, session="/".join(key), plan=plan
+                request.id,
+                request.created,
+                prompt,
+                params,
+                compiled,
+                session="/".join(key),
+                template=self.engine.info.chat_template,
+                plan=plan,
             ):
                 if isinstance(event, Completion):
                     final = event
@@ -262,9 +286,15 @@ class NpcCore:
         compiled: CompiledFormat,
         *,
         session: str | None,
+        template: str | None = None,
         plan: acts.ActionPlan | None = None,
     ) -> AsyncIterator[StreamEvent]:
         info = self.engine.info
+        # A thinking model's reasoning is split off the reply as it streams (core.thinking): it never reaches the
+        # reply's text, its structured-output check, or a stored turn.
+        markers = thinking.markers_for(template)
+        splitter = thinking.ReasoningSplitter(markers, inside=thinking.opens_inside(prompt.text, markers))
+        reasoning: list[str] = []
         stop = tuple(dict.fromkeys((*params.stop, *prompt.stop)))
         params = replace(params, stop=stop[: MAX_STOP + 4])
         grammar = compiled.grammar
@@ -286,11 +316,26 @@ class NpcCore:
         trim = prompt.strip_leading_space
         leading = trim
         held = ""  # trailing whitespace held back until more text follows, so deltas add up to the final text
+        thought_held = ""
         # Closed however this ends, so an abandoned stream stops its generation now.
         async with aclosing(self.engine.generate(request)) as events:  # type: ignore[type-var]
             async for event in events:
                 if isinstance(event, TextDelta):
-                    text = event.text
+                    split = splitter.feed(event.text)
+                elif isinstance(event, Finished):
+                    split = splitter.finish()
+                else:
+                    continue
+                for is_reasoning, text in split:
+                    if is_reasoning:
+                        # Trimmed like the reply: no blank lines around it, and its deltas add up to the final's.
+                        text = thought_held + (text if reasoning else text.lstrip())
+                        body = text.rstrip()
+                        thought_held = text[len(body) :]
+                        if body:
+                            reasoning.append(body)
+                            yield ReasoningDelta(body)
+                        continue
                     if leading:
                         # The reply follows "Name:", so the first token carries the space after the colon.
                         text = text.lstrip()
@@ -311,7 +356,7 @@ class NpcCore:
                             continue
                     pieces.append(text)
                     yield TextDelta(text)
-                elif isinstance(event, Finished):
+                if isinstance(event, Finished):
                     text = "".join(pieces)
                     structured = await check_output_async(text, compiled, event.stats.finish_reason)
                     finish: FinishReason = event.stats.finish_reason
@@ -334,6 +379,7 @@ class NpcCore:
                         structured=structured,
                         truncated_turns=prompt.truncated_turns,
                         action_calls=calls,
+                        reasoning="".join(reasoning),
                     )
                     return
 
@@ -361,6 +407,22 @@ class NpcCore:
                 "continue_final_message needs the last message to be the assistant's (the text to continue)",
                 param="continue_final_message",
             )
+        if request.chat_template_content_format not in CONTENT_FORMATS:
+            raise InvalidArgument(
+                f"chat_template_content_format {request.chat_template_content_format!r} is unknown; use one of: "
+                f"{', '.join(CONTENT_FORMATS)}",
+                param="chat_template_content_format",
+            )
+        if len(request.documents) > MAX_DOCUMENTS:
+            raise InvalidArgument(
+                f"documents has {len(request.documents)} entries; at most {MAX_DOCUMENTS} are allowed",
+                param="documents",
+            )
+        for i, d in enumerate(request.documents):
+            if not d.text.strip():
+                raise InvalidArgument(f"documents[{i}].text must not be empty", param="documents")
+            self._check_chars(d.text, f"documents[{i}].text")
+            self._check_chars(d.title, f"documents[{i}].title")
 
     def _check_overrides(self, o: SamplingOverrides) -> None:
         check_sampling(

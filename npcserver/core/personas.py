@@ -200,6 +200,7 @@ def persona_to_dict(p: Persona) -> dict[str, Any]:
         "description": p.description,
         "opening_lines": list(p.opening_lines),
         "post_history_instructions": p.post_history_instructions,
+        "enable_thinking": p.enable_thinking,
         "source": p.source,
         "load_error": p.load_error,
         "card": p.card,
@@ -230,6 +231,7 @@ def persona_from_dict(d: dict[str, Any], *, origin: str = "persona") -> Persona:
         "description",
         "opening_lines",
         "post_history_instructions",
+        "enable_thinking",
         "actions",
         # Set by the server, never by a file: where the persona comes from, its file's error, its imported card.
         *STORED_ONLY,
@@ -247,6 +249,9 @@ def persona_from_dict(d: dict[str, Any], *, origin: str = "persona") -> Persona:
             ) from exc
     if schema is not None and not isinstance(schema, dict):
         raise InvalidArgument(f"{origin}: response_schema must be a JSON object", param="response_schema")
+    thinking = d.get("enable_thinking")
+    if thinking is not None and not isinstance(thinking, bool):
+        raise InvalidArgument(f"{origin}: enable_thinking must be true or false", param="enable_thinking")
     actions = _actions_from(d.get("actions") or [], origin)
     examples = []
     for i, ex in enumerate(d.get("example_dialogue") or []):
@@ -270,6 +275,7 @@ def persona_from_dict(d: dict[str, Any], *, origin: str = "persona") -> Persona:
             description=str(d.get("description") or ""),
             opening_lines=tuple(str(s) for s in d.get("opening_lines") or ()),
             post_history_instructions=str(d.get("post_history_instructions") or ""),
+            enable_thinking=thinking,
             source=str(d.get("source") or ""),
             load_error=str(d.get("load_error") or ""),
             card=d.get("card") if isinstance(d.get("card"), dict) else None,

@@ -29,11 +29,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 from npcserver.core.personas import LINE_BREAKS
-from npcserver.core.templates import render_chat_template
-from npcserver.core.types import Message, Persona, Turn
+from npcserver.core.templates import DEFAULT_OPTIONS, TemplateOptions, render_chat_template
+from npcserver.core.types import Document, Message, Persona, Turn
 from npcserver.errors import InvalidArgument
 
 DEFAULT_PLAYER = "Player"
@@ -148,6 +149,7 @@ class PromptBuilder:
         player_name: str,
         max_tokens: int,
         structured: bool,
+        options: TemplateOptions = DEFAULT_OPTIONS,
     ) -> BuiltPrompt:
         """The prompt for one Talk: persona, examples, as many recent turns as fit, and the player's line."""
         budget = self.context_size - reply_reserve(max_tokens, self.context_size)
@@ -158,7 +160,13 @@ class PromptBuilder:
             # require alternating roles.
             last = text + (f"\n\n{after}" if (after := persona.post_history_instructions.strip()) else "")
             return self._fit_template(
-                self.chat_template, messages, history, [Message("user", last)], budget, continue_final=False
+                self.chat_template,
+                messages,
+                history,
+                [Message("user", last)],
+                budget,
+                continue_final=False,
+                options=options,
             )
         player = _line(player_name or persona.player_name) or DEFAULT_PLAYER
         npc = _line(persona.display_name)
@@ -216,9 +224,20 @@ class PromptBuilder:
         max_tokens: int,
         continue_final: bool,
         chat_template: str | None,
+        options: TemplateOptions = DEFAULT_OPTIONS,
+        documents: Sequence[Document] = (),
     ) -> BuiltPrompt:
-        """The prompt for an OpenAI-style message list. Leading system/developer messages are always kept."""
+        """The prompt for an OpenAI-style message list. Leading system/developer messages are always kept.
+
+        ``documents`` go to a template that reads ``documents``; otherwise they are rendered as reference text in
+        the first system message (one is added when there is none), before the conversation."""
         budget = self.context_size - reply_reserve(max_tokens, self.context_size)
+        template = chat_template or self.chat_template
+        if documents:
+            if template and "documents" in template:
+                options = replace(options, documents=tuple((d.title, d.text) for d in documents))
+            else:
+                messages = _with_reference_text(messages, documents)
         lead = 0
         while lead < len(messages) and messages[lead].role in ("system", "developer"):
             lead += 1
@@ -226,7 +245,6 @@ class PromptBuilder:
         if not rest:
             raise InvalidArgument("messages need at least one user or assistant message after the system messages")
         last = rest.pop()
-        template = chat_template or self.chat_template
         if template:
             # Older messages leave in exchanges that start at a user message, so what stays still alternates the
             # way templates require.
@@ -236,7 +254,9 @@ class PromptBuilder:
                     history.append((m,))
                 else:
                     history[-1] += (m,)
-            return self._fit_template(template, pinned, history, [last], budget, continue_final=continue_final)
+            return self._fit_template(
+                template, pinned, history, [last], budget, continue_final=continue_final, options=options
+            )
         user_names = {_line(m.name) or USER_NAME for m in messages if m.role == "user"} | {USER_NAME}
         prefix = "".join(self._transcript_line(m) for m in pinned)
         if prefix:
@@ -244,6 +264,8 @@ class PromptBuilder:
         if continue_final:
             # The text to continue keeps its trailing space: the model carries on right after it.
             tail = f"{_line(last.name) or ASSISTANT_NAME}: {LINE_BREAKS.sub(' ', last.content).lstrip()}"
+        elif not options.add_generation_prompt:
+            tail = self._transcript_line(last)
         else:
             tail = self._transcript_line(last) + f"{ASSISTANT_NAME}:"
         stop = tuple(sorted(f"\n{name}:" for name in user_names))
@@ -300,10 +322,17 @@ class PromptBuilder:
         budget: int,
         *,
         continue_final: bool,
+        options: TemplateOptions = DEFAULT_OPTIONS,
     ) -> BuiltPrompt:
         def attempt(dropped: int) -> tuple[list[int], str]:
             msgs = pinned + [m for group in history[dropped:] for m in group] + last
-            rendered = self._render_slots(template, msgs, continue_final=continue_final, generation_prompt=True)
+            rendered = self._render_slots(
+                template,
+                msgs,
+                continue_final=continue_final,
+                generation_prompt=options.add_generation_prompt,
+                options=options,
+            )
             return self._tokenize_rendered(rendered), rendered.text
 
         # Everything, if it fits: the common case, one render. A template's complaint about the whole conversation
@@ -336,7 +365,9 @@ class PromptBuilder:
         prefix_len = 0
         if pinned:
             try:
-                prefix = self._render_slots(template, pinned, continue_final=False, generation_prompt=False)
+                prefix = self._render_slots(
+                    template, pinned, continue_final=False, generation_prompt=False, options=options
+                )
             except InvalidArgument:  # a template may refuse a conversation without a user turn: no shared prefix
                 prefix = _Rendered(())
             for a, b in zip(self._tokenize_rendered(prefix), tokens, strict=False):
@@ -383,7 +414,13 @@ class PromptBuilder:
         ).text
 
     def _render_slots(
-        self, template: str, messages: Sequence[Message], *, continue_final: bool, generation_prompt: bool
+        self,
+        template: str,
+        messages: Sequence[Message],
+        *,
+        continue_final: bool,
+        generation_prompt: bool,
+        options: TemplateOptions = DEFAULT_OPTIONS,
     ) -> _Rendered:
         msgs = [{"role": m.role if m.role != "developer" else "system", "content": m.content} for m in messages]
         if continue_final and (not msgs or msgs[-1]["role"] != "assistant"):
@@ -391,7 +428,7 @@ class PromptBuilder:
                 "continue_final_message needs the last message to be the assistant's", param="messages"
             )
         add_generation_prompt = generation_prompt and not continue_final
-        rendered, missing = self._render_with_slots(template, msgs, add_generation_prompt, continue_final)
+        rendered, missing = self._render_with_slots(template, msgs, add_generation_prompt, continue_final, options)
         if missing:
             # The template dropped the system message: fold it into the first user message instead.
             joined = "\n\n".join(m["content"] for m in msgs if m["role"] == "system" and m["content"].strip())
@@ -402,11 +439,16 @@ class PromptBuilder:
                     break
             else:
                 others.insert(0, {"role": "user", "content": joined})
-            rendered, _ = self._render_with_slots(template, others, add_generation_prompt, continue_final)
+            rendered, _ = self._render_with_slots(template, others, add_generation_prompt, continue_final, options)
         return rendered
 
     def _render_with_slots(
-        self, template: str, msgs: list[dict[str, str]], add_generation_prompt: bool, continue_final: bool
+        self,
+        template: str,
+        msgs: list[dict[str, str]],
+        add_generation_prompt: bool,
+        continue_final: bool,
+        options: TemplateOptions = DEFAULT_OPTIONS,
     ) -> tuple[_Rendered, bool]:
         """Renders with placeholders for the contents; returns the pieces and whether a system message vanished."""
         cores: list[str] = []
@@ -424,11 +466,20 @@ class PromptBuilder:
             slot = content[:start] + _SLOT.format(len(cores)) + content[start + len(core) :]
             cores.append(core)
             slotted.append({**m, "content": slot})
-        text = self._render(template, slotted, add_generation_prompt)
+        final_slot = len(cores) - 1 if continue_final else -1
+        # Documents are client text too: they reach the template as placeholders, and are never parsed for markup.
+        documents = []
+        for title, body in options.documents:
+            doc = {"text": _SLOT.format(len(cores))}
+            cores.append(body)
+            if title:
+                doc["title"] = _SLOT.format(len(cores))
+                cores.append(title)
+            documents.append(doc)
+        text = self._render(template, slotted, add_generation_prompt, options, documents)
         pieces: list[tuple[str, bool]] = []
         seen: set[int] = set()
         pos = 0
-        final_slot = len(cores) - 1 if continue_final else -1
         for match in _SLOTS.finditer(text):
             index = int(match.group(1))
             if index >= len(cores):
@@ -465,13 +516,52 @@ class PromptBuilder:
             ids = self._tokenize("", True, False)
         return ids
 
-    def _render(self, template: str, msgs: list[dict[str, str]], add_generation_prompt: bool) -> str:
+    def _render(
+        self,
+        template: str,
+        msgs: list[dict[str, str]],
+        add_generation_prompt: bool,
+        options: TemplateOptions = DEFAULT_OPTIONS,
+        documents: list[dict[str, str]] | None = None,
+    ) -> str:
         # In a bounded worker process with a deadline and a memory limit: a template is a program, and a request
         # may send its own (see npcserver.core.templates).
+        extra: dict[str, Any] = {}
+        if options.enable_thinking is not None:
+            extra["enable_thinking"] = options.enable_thinking
+        if documents:
+            extra["documents"] = documents
+        content: list[dict[str, Any]] = [dict(m) for m in msgs]
+        if _content_format(template, options.content_format) == "openai":
+            content = [{**m, "content": [{"type": "text", "text": m["content"]}]} for m in msgs]
         return render_chat_template(
             template,
-            msgs,
+            content,
             bos_token=self.bos_token,
             eos_token=self.eos_token,
             add_generation_prompt=add_generation_prompt,
+            extra=extra,
         )
+
+
+# A template that loops over a message's content expects OpenAI's list of parts (vLLM detects it the same way).
+_LOOPS_OVER_CONTENT = re.compile(r"\{%-?\s*for\s+\w+\s+in\s+\w+(\[['\"]content['\"]\]|\.content)\s*-?%\}")
+
+
+def _content_format(template: str, requested: str) -> str:
+    if requested != "auto":
+        return requested
+    return "openai" if _LOOPS_OVER_CONTENT.search(template) else "string"
+
+
+def _with_reference_text(messages: Sequence[Message], documents: Sequence[Document]) -> list[Message]:
+    """The documents as reference text in the first system message, for a template or transcript that has no
+    place of its own for them."""
+    blocks = [f"[{i}] {d.title}\n{d.text}" if d.title else f"[{i}] {d.text}" for i, d in enumerate(documents, 1)]
+    reference = "Reference documents:\n\n" + "\n\n".join(blocks)
+    out = list(messages)
+    if out and out[0].role in ("system", "developer"):
+        out[0] = replace(out[0], content=f"{out[0].content.rstrip()}\n\n{reference}")
+    else:
+        out.insert(0, Message("system", reference))
+    return out

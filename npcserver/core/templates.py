@@ -9,7 +9,9 @@ than ``MAX_RENDERED_CHARS`` is refused in the worker, before it is sent back.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -19,6 +21,24 @@ from npcserver.core.limits import MAX_RENDERED_CHARS, MAX_TEMPLATE_CHARS, TEMPLA
 from npcserver.errors import InvalidArgument, ResourceExhausted
 
 _PARAM = "chat_template"
+
+
+@dataclass(frozen=True)
+class TemplateOptions:
+    """What a request passes to the chat template besides the messages (HF ``apply_chat_template``'s kwargs)."""
+
+    #: Qwen3-style templates read it: False makes them close the reasoning before the reply. None: not passed.
+    enable_thinking: bool | None = None
+    #: False renders the conversation without opening the assistant's reply.
+    add_generation_prompt: bool = True
+    #: "string": contents are text; "openai": lists of ``{"type": "text", "text": ...}`` parts; "auto" picks
+    #: "openai" for a template that loops over a message's content, else "string" (as vLLM does).
+    content_format: str = "auto"
+    #: Reference documents as ``{"title": ..., "text": ...}`` (for templates that read ``documents``).
+    documents: tuple[tuple[str, str], ...] = ()
+
+
+DEFAULT_OPTIONS = TemplateOptions()
 
 
 def check_template(template: str) -> None:
@@ -31,7 +51,13 @@ def check_template(template: str) -> None:
 
 
 def render_chat_template(
-    template: str, messages: list[dict[str, str]], *, bos_token: str, eos_token: str, add_generation_prompt: bool
+    template: str,
+    messages: list[dict[str, Any]],
+    *,
+    bos_token: str,
+    eos_token: str,
+    add_generation_prompt: bool,
+    extra: dict[str, Any] | None = None,
 ) -> str:
     """Renders a chat template in a bounded worker. Blocks: call it from a worker thread, not the event loop.
 
@@ -46,6 +72,7 @@ def render_chat_template(
         bos_token,
         eos_token,
         add_generation_prompt,
+        extra or {},
         time_limit_s=TEMPLATE_RENDER_TIMEOUT_S,
         what="rendering the chat template",
         param=_PARAM,
@@ -68,10 +95,16 @@ def _compiled(template: str) -> jinja2.Template:
 
 
 def _render_in_worker(
-    template: str, messages: list[dict[str, str]], bos_token: str, eos_token: str, add_generation_prompt: bool
+    template: str,
+    messages: list[dict[str, Any]],
+    bos_token: str,
+    eos_token: str,
+    add_generation_prompt: bool,
+    extra: dict[str, Any],
 ) -> str:
     try:
         text = _compiled(template).render(
+            **extra,
             messages=messages,
             bos_token=bos_token,
             eos_token=eos_token,

@@ -89,6 +89,21 @@ class ActionResult:
 
 
 @dataclass(frozen=True)
+class Document:
+    """A reference document for a chat completion (the chat templates' ``documents``)."""
+
+    text: str
+    title: str = ""
+
+
+@dataclass(frozen=True)
+class ReasoningDelta:
+    """Newly sampled reasoning of a thinking model: never part of the reply's text, nor of a stored turn."""
+
+    text: str
+
+
+@dataclass(frozen=True)
 class ResponseFormat:
     """The requested reply shape. ``schema`` is the parsed JSON Schema for ``json_schema``."""
 
@@ -122,6 +137,14 @@ class ChatRequest:
     response_format: ResponseFormat | None = None
     continue_final_message: bool = False
     chat_template: str | None = None
+    #: Whether a thinking model may reason before it answers (None: the template's own default).
+    enable_thinking: bool | None = None
+    #: False renders the conversation without opening the assistant's reply (vLLM's add_generation_prompt).
+    add_generation_prompt: bool = True
+    #: How message contents reach the chat template: "string" (text) or "openai" (a list of text parts).
+    chat_template_content_format: str = "auto"
+    #: Reference documents: given to templates that read ``documents``, else rendered before the conversation.
+    documents: tuple[Document, ...] = ()
     #: Actions (tools) the model may call, and which it may or must (auto when unset).
     tools: tuple[Action, ...] = ()
     tool_choice: ActionChoice | None = None
@@ -142,6 +165,8 @@ class TalkRequest:
     #: None keeps the persona's response schema; a value overrides it (``text`` turns it off).
     response_format: ResponseFormat | None = None
     player_name: str = ""
+    #: Whether a thinking model may reason before the NPC answers (None: the persona's default).
+    enable_thinking: bool | None = None
     #: Actions for this turn only (added to the persona's), and which the NPC may or must call.
     actions: tuple[Action, ...] = ()
     #: None: auto, except on a turn that sends action_results, where the NPC speaks about them (none).
@@ -200,6 +225,8 @@ class Persona:
     card: dict[str, Any] | None = None
     #: Actions the NPC can take in every conversation.
     actions: tuple[Action, ...] = ()
+    #: Whether a thinking model may reason before this NPC answers, unless a Talk says (None: the template's own).
+    enable_thinking: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -243,6 +270,8 @@ class Completion:
     total_ms: float = 0.0
     #: Milliseconds this request waited for the model to load again after a keep_alive unload (0 when loaded).
     model_load_ms: float = 0.0
+    #: A thinking model's reasoning, apart from ``text`` ("" when it did not reason).
+    reasoning: str = ""
 
     @property
     def prompt_tokens(self) -> int:
@@ -254,7 +283,7 @@ class Completion:
 
 
 #: What a streaming core call yields: deltas, then one Completion.
-StreamEvent = TextDelta | ActionCall | Completion
+StreamEvent = TextDelta | ReasoningDelta | ActionCall | Completion
 
 
 @dataclass(frozen=True)

@@ -21,16 +21,19 @@ from npcserver.core.types import (
     ChatRequest,
     Completion,
     Conversation,
+    Document,
     ExampleExchange,
     Message,
     ModelCard,
     Persona,
     Preset,
+    ReasoningDelta,
     ResponseFormat,
     SamplingOverrides,
     StreamEvent,
     StructuredResult,
     TalkRequest,
+    TextDelta,
     Turn,
 )
 from npcserver.errors import InvalidArgument
@@ -113,6 +116,10 @@ def chat_request_from_pb(msg: pb.CreateChatCompletionRequest | pb.StreamChatComp
         response_format=response_format_from_pb(msg.response_format, unspecified_is_none=False),
         continue_final_message=msg.continue_final_message,
         chat_template=_opt(msg, "chat_template"),
+        enable_thinking=_opt(msg, "enable_thinking"),
+        add_generation_prompt=msg.add_generation_prompt if msg.HasField("add_generation_prompt") else True,
+        chat_template_content_format=msg.chat_template_content_format or "auto",
+        documents=tuple(Document(d.text, d.title) for d in msg.documents),
     )
 
 
@@ -196,6 +203,7 @@ def talk_request_from_pb(msg: pb.TalkRequest) -> TalkRequest:
         action_choice=choice_from_pb(msg.action_choice, "action_choice"),
         action_results=tuple(ActionResult(r.call_id, r.content) for r in msg.action_results),
         player_name=msg.player_name,
+        enable_thinking=_opt(msg, "enable_thinking"),
     )
 
 
@@ -229,9 +237,17 @@ def structured_to_pb(s: StructuredResult | None) -> pb.StructuredOutput | None:
     return pb.StructuredOutput(valid=s.valid, error=s.error, schema_name=s.schema_name)
 
 
+def _reply_message(c: Completion) -> pb.ChatMessage:
+    """The reply as a message; a thinking model's reasoning in its own field, present only when there was some."""
+    msg = pb.ChatMessage(role="assistant", content=c.text)
+    if c.reasoning:
+        msg.reasoning_content = c.reasoning
+    return msg
+
+
 def final_to_pb(c: Completion) -> pb.CompletionFinal:
     msg = pb.CompletionFinal(
-        message=pb.ChatMessage(role="assistant", content=c.text),
+        message=_reply_message(c),
         finish_reason=_FINISH[c.finish_reason],
         usage=usage_to_pb(c),
         timings=timings_to_pb(c),
@@ -252,7 +268,7 @@ def completion_to_pb(c: Completion) -> pb.CreateChatCompletionResponse:
         choices=[
             pb.Choice(
                 index=0,
-                message=pb.ChatMessage(role="assistant", content=c.text),
+                message=_reply_message(c),
                 finish_reason=_FINISH[c.finish_reason],
                 structured=structured_to_pb(c.structured),
             )
@@ -279,6 +295,7 @@ def persona_from_pb(msg: pb.Persona) -> Persona:
         description=msg.description,
         opening_lines=tuple(msg.opening_lines),
         post_history_instructions=msg.post_history_instructions,
+        enable_thinking=_opt(msg, "enable_thinking"),
         actions=actions_from_pb(msg.actions, "persona.actions"),
         # source and load_error are output only: the server sets them.
     )
@@ -305,6 +322,8 @@ def persona_to_pb(p: Persona) -> pb.Persona:
     if p.max_tokens is not None:
         msg.max_tokens = p.max_tokens
     msg.actions.extend(actions_to_pb(p.actions))
+    if p.enable_thinking is not None:
+        msg.enable_thinking = p.enable_thinking
     return msg
 
 
@@ -390,9 +409,18 @@ def talk_event_to_pb(event: StreamEvent, request: TalkRequest, model: str) -> pb
         msg.final.CopyFrom(final_to_pb(event))
     elif isinstance(event, ActionCall):
         msg.action_call.CopyFrom(call_to_pb(event))
-    else:
+    elif isinstance(event, ReasoningDelta):
+        msg.delta.reasoning_content = event.text
+    elif isinstance(event, TextDelta):
         msg.delta.content = event.text
     return msg
+
+
+def delta_to_pb(event: TextDelta | ReasoningDelta) -> pb.ContentDelta:
+    """A streamed piece: reply text, or a thinking model's reasoning in its own field."""
+    if isinstance(event, ReasoningDelta):
+        return pb.ContentDelta(reasoning_content=event.text)
+    return pb.ContentDelta(content=event.text)
 
 
 def persona_page_to_pb(personas: list[Persona], next_page_token: str) -> pb.ListPersonasResponse:

@@ -23,7 +23,7 @@ from npcserver.core.app import NpcCore
 from npcserver.core.types import ActionCall
 from npcserver.errors import Internal, NpcError, RateLimited
 from npcserver.grpc import convert
-from npcserver.service import Completion, Gate, NpcService, TextDelta
+from npcserver.service import Completion, Gate, NpcService, ReasoningDelta, TextDelta
 from npcserver.service.limits import retry_after_header
 from npcserver.service.ops import Ops, RequestRecord
 
@@ -122,13 +122,19 @@ class ChatServicer(_Base, pb_grpc.ChatServiceServicer):
         async with aclosing(self.service.stream_chat(chat)) as events:  # type: ignore[type-var]
             async for event in events:
                 msg = pb.StreamChatCompletionResponse(id=chat.id, model=model, created=chat.created)
-                if isinstance(event, TextDelta):
-                    msg.delta.content = event.text
+                if isinstance(event, TextDelta | ReasoningDelta):
+                    msg.delta.CopyFrom(convert.delta_to_pb(event))
                 elif isinstance(event, ActionCall):
                     msg.action_call.CopyFrom(convert.call_to_pb(event))
                 elif isinstance(event, Completion):
                     msg.final.CopyFrom(convert.final_to_pb(event))
                 yield msg
+
+    @unary
+    async def BatchChatCompletions(self, request: pb.BatchChatCompletionsRequest, context: Context) -> Any:
+        chats = [convert.chat_request_from_pb(c) for c in request.conversations]
+        results = await self.service.batch_chat(chats)
+        return pb.BatchChatCompletionsResponse(results=[convert.completion_to_pb(c) for c in results])
 
 
 class ConversationServicer(_Base, pb_grpc.ConversationServiceServicer):

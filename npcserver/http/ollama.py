@@ -11,7 +11,7 @@ Routes (Ollama's JSON, so the official ``ollama`` client and tools that speak Ol
 
 Errors are Ollama's ``{"error": "..."}`` with Ollama's status codes: 400 for a bad request, 404 for an unknown model
 or route, 401 for a missing API key, 503 when busy or loading, 500 for a server fault. Fields Ollama defines that
-this server cannot honour (images, thinking, logprobs, sampling options llama.cpp's sampler here lacks) are a
+this server cannot honour (images, think levels, logprobs, sampling options llama.cpp's sampler here lacks) are a
 400 naming them, never dropped; Ollama's machine-tuning options are accepted and logged as ignored, since the server
 owns its hardware.
 """
@@ -46,7 +46,7 @@ from npcserver.core.types import (
 )
 from npcserver.errors import InvalidArgument, NotFound, NotReady, NpcError, QueueFull
 from npcserver.http.calls import CallTracker, Outcome, run_call
-from npcserver.service import NpcService, TextDelta
+from npcserver.service import NpcService, ReasoningDelta, TextDelta
 
 log = logging.getLogger(__name__)
 
@@ -262,8 +262,8 @@ class OllamaChatBody(_Body):
 
     def check(self) -> None:
         """Refuses, by name, the fields this server cannot honour yet."""
-        if self.think not in (None, False):
-            raise InvalidArgument("thinking is not supported yet; leave think unset or false", param="think")
+        if self.think is not None and not isinstance(self.think, bool):
+            raise InvalidArgument(f"think {self.think!r}: levels are not supported; use true or false", param="think")
         if self.logprobs:
             raise InvalidArgument("logprobs are not supported; leave logprobs unset or false", param="logprobs")
         if self.top_logprobs:
@@ -315,6 +315,8 @@ class OllamaChatBody(_Body):
             model=model_id,
             overrides=overrides_from_options(self.options),
             response_format=self.response_format(),
+            # A thinking model's reasoning comes back as message.thinking whatever this says, never as content.
+            enable_thinking=self.think if isinstance(self.think, bool) else None,
         )
 
 
@@ -555,18 +557,15 @@ class OllamaRoutes:
             )
         chat = body.to_core(model_id)
 
-        def line(content: str) -> dict[str, Any]:
-            return {
-                "model": body.model,
-                "created_at": _now(),
-                "message": {"role": "assistant", "content": content},
-                "done": False,
-                "id": chat.id,
-            }
+        def line(content: str, thinking: str = "") -> dict[str, Any]:
+            message = {"role": "assistant", "content": content}
+            if thinking:
+                message["thinking"] = thinking
+            return {"model": body.model, "created_at": _now(), "message": message, "done": False, "id": chat.id}
 
         if not body.stream:
             final = await self.service.chat(chat, keep_alive_s=keep_alive)
-            whole = line(final.text)
+            whole = line(final.text, final.reasoning)
             if final.action_calls:
                 whole["message"]["tool_calls"] = tool_calls_json(final.action_calls)
             return JSONResponse({**whole, "done": True, **_stats(final)})
@@ -577,6 +576,8 @@ class OllamaRoutes:
                 async for event in events:
                     if isinstance(event, TextDelta):
                         await out.line(line(event.text))
+                    elif isinstance(event, ReasoningDelta):
+                        await out.line(line("", event.text))
                     elif isinstance(event, ActionCall):
                         called = line("")
                         called["message"]["tool_calls"] = tool_calls_json((event,))

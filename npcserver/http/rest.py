@@ -54,7 +54,7 @@ from npcserver.http.errors import error_body, error_response
 from npcserver.http.protojson import from_json, to_json
 from npcserver.http.schemas import ChatCompletionBody
 from npcserver.http.sse import EventStreamResponse, SseWriter
-from npcserver.service import Completion, NpcService, TextDelta
+from npcserver.service import Completion, NpcService, ReasoningDelta, StreamEvent, TextDelta
 
 _B = TypeVar("_B", bound=BaseModel)
 _T = TypeVar("_T")
@@ -101,6 +101,18 @@ def structured_json(c: Completion) -> dict[str, Any] | None:
     return {"valid": r.valid, "error": r.error, "schema_name": r.schema_name, "value": r.value}
 
 
+def choice_json(index: int, c: Completion) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": c.text}
+    if c.reasoning:
+        message["reasoning_content"] = c.reasoning
+    if c.action_calls:
+        message["tool_calls"] = [tool_call_json(x) for x in c.action_calls]
+    choice: dict[str, Any] = {"index": index, "message": message, "finish_reason": finish_json(c), "logprobs": None}
+    if c.structured is not None:
+        choice["structured"] = structured_json(c)
+    return choice
+
+
 def tool_call_json(call: ActionCall, *, index: int | None = None) -> dict[str, Any]:
     """An action call as OpenAI's tool call (streamed deltas carry their index)."""
     data: dict[str, Any] = {
@@ -118,26 +130,24 @@ def finish_json(c: Completion) -> str:
     return "tool_calls" if c.action_calls else c.finish_reason
 
 
-def chat_completion_json(c: Completion) -> dict[str, Any]:
-    message: dict[str, Any] = {"role": "assistant", "content": c.text}
-    if c.action_calls:
-        message["tool_calls"] = [tool_call_json(x) for x in c.action_calls]
-    choice: dict[str, Any] = {
-        "index": 0,
-        "message": message,
-        "finish_reason": finish_json(c),
-        "logprobs": None,
-    }
-    if c.structured is not None:
-        choice["structured"] = structured_json(c)
+def choices_usage_json(choices: list[Completion]) -> dict[str, int]:
+    """The prompt once (every choice reads the same one), and every choice's generated tokens."""
+    prompt = choices[0].prompt_tokens
+    completion = sum(c.completion_tokens for c in choices)
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def chat_completion_json(choices: list[Completion]) -> dict[str, Any]:
+    """OpenAI's chat.completion for the choices of one request (choice i at index i)."""
+    first = choices[0]
     return {
-        "id": c.id,
+        "id": first.id,
         "object": "chat.completion",
-        "created": c.created,
-        "model": c.model,
-        "choices": [choice],
-        "usage": usage_json(c),
-        "timings": timings_json(c),
+        "created": first.created,
+        "model": first.model,
+        "choices": [choice_json(i, c) for i, c in enumerate(choices)],
+        "usage": choices_usage_json(choices),
+        "timings": timings_json(first),
     }
 
 
@@ -146,7 +156,7 @@ def chat_completion_json(c: Completion) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def talk_event_json(event: TextDelta | ActionCall | Completion, talk: TalkRequest, model: str) -> dict[str, Any]:
+def talk_event_json(event: StreamEvent, talk: TalkRequest, model: str) -> dict[str, Any]:
     """One Talk event: the TalkResponse's JSON (with the request's id, model and time); a final also says whether
     the turn was stored."""
     data = to_json(convert.talk_event_to_pb(event, talk, model))
@@ -284,43 +294,54 @@ class RestRoutes:
     async def chat_completions(self, request: Request) -> Response:
         body = await _parse(request, ChatCompletionBody)
         chat = body.to_core()
+        n = 1 if body.n is None else body.n
         if not body.stream:
-            return JSONResponse(chat_completion_json(await self.service.chat(chat)))
+            done: dict[int, Completion] = {}
+            async with aclosing(self.service.chat_choices(chat, n)) as events:  # type: ignore[type-var]
+                async for index, event in events:
+                    if isinstance(event, Completion):
+                        done[index] = event
+            return JSONResponse(chat_completion_json([done[i] for i in range(n)]))
         include_usage = body.stream_options is not None and body.stream_options.include_usage
         # Every chunk names the same id and model: the request's own, which the final result carries too.
         chunk_id = chat.id
         created = chat.created
         model = body.model or self.service.model_id()
 
-        def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
+        def chunk(index: int, delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
             return {
                 "id": chunk_id,
                 "object": "chat.completion.chunk",
                 "created": created,
                 "model": model,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}],
+                "choices": [{"index": index, "delta": delta, "finish_reason": finish_reason, "logprobs": None}],
             }
 
         async def produce(sse: SseWriter) -> None:
-            async with aclosing(self.service.stream_chat(chat)) as events:  # type: ignore[type-var]
-                first = True
-                async for event in events:
-                    if first:
-                        await sse.event(chunk({"role": "assistant", "content": ""}))
-                        first = False
+            finals: dict[int, Completion] = {}
+            started: set[int] = set()
+            async with aclosing(self.service.chat_choices(chat, n)) as events:  # type: ignore[type-var]
+                async for index, event in events:
+                    if index not in started:
+                        await sse.event(chunk(index, {"role": "assistant", "content": ""}))
+                        started.add(index)
                     if isinstance(event, TextDelta):
-                        await sse.event(chunk({"content": event.text}))
+                        await sse.event(chunk(index, {"content": event.text}))
+                    elif isinstance(event, ReasoningDelta):
+                        await sse.event(chunk(index, {"reasoning_content": event.text}))
                     elif isinstance(event, ActionCall):
                         # The whole validated call in one delta, keyed by its index as OpenAI's clients expect.
-                        await sse.event(chunk({"tool_calls": [tool_call_json(event, index=event.index)]}))
+                        await sse.event(chunk(index, {"tool_calls": [tool_call_json(event, index=event.index)]}))
                     elif isinstance(event, Completion):
-                        last = chunk({}, finish_json(event))
+                        finals[index] = event
+                        last = chunk(index, {}, finish_json(event))
                         last["timings"] = timings_json(event)
                         if event.structured is not None:
                             last["choices"][0]["structured"] = structured_json(event)
                         await sse.event(last)
-                        if include_usage:
-                            await sse.event({**chunk({}), "choices": [], "usage": usage_json(event)})
+            if include_usage and finals:
+                usage = choices_usage_json([finals[i] for i in sorted(finals)])
+                await sse.event({**chunk(0, {}), "choices": [], "usage": usage})
             await sse.done()
 
         return _EventStream(produce, self.tracker)

@@ -16,6 +16,7 @@ from npcserver.core.types import (
     ActionCall,
     ActionChoice,
     ChatRequest,
+    Document,
     Message,
     ResponseFormat,
     SamplingOverrides,
@@ -178,6 +179,24 @@ class _Sampling(_Body):
         )
 
 
+class DocumentBody(_Body):
+    """A reference document, as HF chat templates take them: a text (or content) and an optional title."""
+
+    text: str | None = None
+    content: str | None = None
+    title: str = ""
+
+    def to_core(self, index: int) -> Document:
+        text = self.text if self.text is not None else self.content
+        if text is None:
+            raise InvalidArgument(f'documents[{index}] needs a "text" (or "content")', param=f"documents[{index}]")
+        return Document(text=text, title=self.title)
+
+
+#: chat_template_kwargs this server passes on to the chat template (vLLM's way to send enable_thinking).
+TEMPLATE_KWARGS = ("enable_thinking",)
+
+
 class ChatCompletionBody(_Sampling):
     """POST /v1/chat/completions."""
 
@@ -188,6 +207,12 @@ class ChatCompletionBody(_Sampling):
     n: int | None = None
     continue_final_message: bool = False
     chat_template: str | None = None
+    #: A thinking model may reason first (its reasoning comes back as reasoning_content, never as content).
+    enable_thinking: bool | None = None
+    chat_template_kwargs: dict[str, Any] | None = None
+    add_generation_prompt: bool = True
+    chat_template_content_format: Literal["auto", "string", "openai"] = "auto"
+    documents: list[DocumentBody] | None = None
     tools: list[ToolBody] | None = None
     tool_choice: str | NamedToolChoice | None = None
     parallel_tool_calls: bool | None = None
@@ -200,8 +225,20 @@ class ChatCompletionBody(_Sampling):
                 "it to false or leave it out",
                 param="parallel_tool_calls",
             )
-        if self.n not in (None, 1):
-            raise InvalidArgument(f"n is {self.n}; this server generates exactly one choice (n=1)", param="n")
+        enable_thinking = self.enable_thinking
+        for key, value in (self.chat_template_kwargs or {}).items():
+            if key not in TEMPLATE_KWARGS:
+                raise InvalidArgument(
+                    f"chat_template_kwargs.{key} is not supported; this server passes only: "
+                    f"{', '.join(TEMPLATE_KWARGS)}",
+                    param=f"chat_template_kwargs.{key}",
+                )
+            if not isinstance(value, bool):
+                raise InvalidArgument(
+                    f"chat_template_kwargs.{key} must be true or false", param=f"chat_template_kwargs.{key}"
+                )
+            if enable_thinking is None:
+                enable_thinking = value
         return ChatRequest(
             messages=tuple(m.to_core(i) for i, m in enumerate(self.messages)),
             model=self.model,
@@ -210,6 +247,10 @@ class ChatCompletionBody(_Sampling):
             response_format=self.response_format.to_core() if self.response_format else None,
             continue_final_message=self.continue_final_message,
             chat_template=self.chat_template,
+            enable_thinking=enable_thinking,
+            add_generation_prompt=self.add_generation_prompt,
+            chat_template_content_format=self.chat_template_content_format,
+            documents=tuple(d.to_core(i) for i, d in enumerate(self.documents or ())),
             tools=tuple(t.to_core() for t in self.tools or ()),
             tool_choice=tool_choice_to_core(self.tool_choice),
         )

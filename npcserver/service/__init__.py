@@ -10,6 +10,17 @@ nor the generated protobuf code.
 from npcserver.service.access import Caller, Role
 from npcserver.service.auth import Gate
 from npcserver.service.operations import Health, NpcService
-from npcserver.service.streams import Completion, StreamEvent, TextDelta, final_of
+from npcserver.service.streams import Completion, ReasoningDelta, StreamEvent, TextDelta, final_of
 
-__all__ = ["Caller", "Completion", "Gate", "Health", "NpcService", "Role", "StreamEvent", "TextDelta", "final_of"]
+__all__ = [
+    "Caller",
+    "Completion",
+    "Gate",
+    "Health",
+    "NpcService",
+    "ReasoningDelta",
+    "Role",
+    "StreamEvent",
+    "TextDelta",
+    "final_of",
+]

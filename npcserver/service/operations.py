@@ -11,9 +11,10 @@ converts to and from the door's shapes. Nothing here imports grpc, an HTTP libra
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, replace
 
@@ -28,11 +29,24 @@ from npcserver.core.types import (
     StreamEvent,
     TalkRequest,
 )
-from npcserver.errors import NotFound, NotReady
+from npcserver.errors import InvalidArgument, NotFound, NotReady, NpcError
 from npcserver.service.access import Caller, Role, admitted_caller, current_caller, set_current_caller
 from npcserver.service.auth import Gate
 from npcserver.service.ops import Ops, note
 from npcserver.service.streams import final_of
+
+#: Conversations one BatchChatCompletions call may carry, and choices one chat completion may ask for (n).
+MAX_BATCH = 64
+MAX_CHOICES = 16
+
+
+def _naming(exc: NpcError, where: str) -> NpcError:
+    """The error with the batch item it came from in its message and param, so the caller knows which to fix."""
+    exc.message = f"{where}: {exc.message}"
+    exc.args = (exc.message,)
+    if exc.param:
+        exc.param = f"{where}.{exc.param}" if where.startswith("conversations") else exc.param
+    return exc
 
 
 @dataclass(frozen=True)
@@ -177,6 +191,89 @@ class NpcService:
         self._require(Role.DESIGNER, "a chat completion (text outside any persona)")
         async for event in self._generate(lambda: self.core.stream_chat(request), keep_alive_s):
             yield event
+
+    async def batch_chat(
+        self, requests: Sequence[ChatRequest], *, keep_alive_s: float | None = None
+    ) -> list[Completion]:
+        """Several conversations at once (vLLM's ``LLM.chat``): one Completion per conversation, in order.
+
+        They are submitted together, up to the engine's sequence count at a time, so the batching engine decodes them
+        in the same steps; the rest follow as sequences free up instead of filling the queue other callers share.
+        One conversation's error fails the call, its message and param naming ``conversations[i]``.
+        """
+        self._require(Role.DESIGNER, "a batch of chat completions (text outside any persona)")
+        if not requests:
+            raise InvalidArgument("conversations must not be empty: send at least one", param="conversations")
+        if len(requests) > MAX_BATCH:
+            raise InvalidArgument(
+                f"conversations has {len(requests)} entries; at most {MAX_BATCH} are allowed in one call",
+                param="conversations",
+            )
+        self.require_model()
+        n_seq = getattr(self.core.engine, "n_seq", None)
+        room = asyncio.Semaphore(n_seq if isinstance(n_seq, int) and n_seq > 0 else 4)
+
+        async def one(i: int, request: ChatRequest) -> Completion:
+            async with room:
+                try:
+                    return await self.chat(request, keep_alive_s=keep_alive_s)
+                except NpcError as exc:
+                    raise _naming(exc, f"conversations[{i}]") from None
+
+        tasks = [asyncio.ensure_future(one(i, r)) for i, r in enumerate(requests)]
+        try:
+            return list(await asyncio.gather(*tasks))
+        finally:
+            for task in tasks:  # the first error ends the call: the others stop generating now
+                task.cancel()
+
+    async def chat_choices(
+        self, request: ChatRequest, n: int, *, keep_alive_s: float | None = None
+    ) -> AsyncIterator[tuple[int, StreamEvent]]:
+        """``n`` replies to one conversation (OpenAI's ``n``), generated together: (choice index, event) pairs as
+        they come, each choice ending with its Completion. With a seed, choice i samples with seed + i, so the
+        choices differ and the whole answer is still reproducible."""
+        if not 1 <= n <= MAX_CHOICES:
+            raise InvalidArgument(f"n is {n}; use 1 to {MAX_CHOICES} choices", param="n")
+        if n == 1:
+            async with aclosing(self.stream_chat(request, keep_alive_s=keep_alive_s)) as events:  # type: ignore[type-var]
+                async for event in events:
+                    yield 0, event
+            return
+        seed = request.overrides.seed
+        choices = [
+            replace(request, overrides=replace(request.overrides, seed=seed + i)) if seed is not None else request
+            for i in range(n)
+        ]
+        queue: asyncio.Queue[tuple[int, StreamEvent | BaseException | None]] = asyncio.Queue()
+
+        async def pump(i: int, choice: ChatRequest) -> None:
+            try:
+                async with aclosing(self.stream_chat(choice, keep_alive_s=keep_alive_s)) as events:  # type: ignore[type-var]
+                    async for event in events:
+                        await queue.put((i, event))
+                await queue.put((i, None))
+            except BaseException as exc:  # handed to the consumer, which raises it
+                await queue.put((i, exc))
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+
+        tasks = [asyncio.ensure_future(pump(i, c)) for i, c in enumerate(choices)]
+        try:
+            running = n
+            while running:
+                i, item = await queue.get()
+                if item is None:
+                    running -= 1
+                elif isinstance(item, BaseException):
+                    if isinstance(item, NpcError) and n > 1:
+                        raise _naming(item, f"choice {i}") from None
+                    raise item
+                else:
+                    yield i, item
+        finally:
+            for task in tasks:
+                task.cancel()
 
     async def talk(self, request: TalkRequest, *, keep_alive_s: float | None = None) -> Completion:
         """A whole Talk turn: the NPC's reply, stored when it completed (``Completion.stored``)."""

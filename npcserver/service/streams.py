@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 
-from npcserver.core.types import Completion, StreamEvent, TextDelta
+from npcserver.core.types import Completion, ReasoningDelta, StreamEvent, TextDelta
 from npcserver.errors import Internal
 
-__all__ = ["Completion", "StreamEvent", "TextDelta", "final_of"]
+__all__ = ["Completion", "ReasoningDelta", "StreamEvent", "TextDelta", "final_of"]
 
 
 async def final_of(events: AsyncIterator[StreamEvent]) -> Completion:

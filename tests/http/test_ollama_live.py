@@ -130,7 +130,7 @@ def test_options_seed_and_num_predict(client: ollama.Client, model: str) -> None
         ({"options": {"num_predict": 0}}, "num_predict"),
         ({"options": {"temperature": 9}}, "temperature"),
         ({"tools": [{"type": "function", "function": {"name": "open_door", "parameters": {}}}]}, "tools"),
-        ({"think": True}, "think"),
+        ({"think": "high"}, "think"),
         ({"format": "yaml"}, "format"),
         ({"keep_alive": "soon"}, "keep_alive"),
     ],

@@ -108,6 +108,14 @@ class TalkRequest:
 	## The results of the calls the previous reply awaited (it ended with FINISH_REASON_ACTION), one
 	## per call; text must then be empty. The NPC speaks about them.
 	var action_results: Array[ActionResult] = []
+	## Whether a thinking model may reason before the NPC answers. Unset: the persona's
+	## enable_thinking. The reasoning is never part of the NPC's line nor of the stored turn.
+	var enable_thinking: bool = false:
+		set(value):
+			enable_thinking = value
+			has_enable_thinking = true
+	## Whether [member enable_thinking] is set; when false the server uses its default.
+	var has_enable_thinking: bool = false
 
 	## Encodes this message in the protobuf binary wire format.
 	func to_bytes() -> PackedByteArray:
@@ -140,6 +148,8 @@ class TalkRequest:
 			w.put_bytes(13, action_choice.to_bytes())
 		for item in action_results:
 			w.put_bytes(14, item.to_bytes())
+		if has_enable_thinking:
+			w.put_bool(20, enable_thinking)
 		return w.data
 
 	## Decodes protobuf binary wire bytes. Returns null when they are malformed.
@@ -182,6 +192,8 @@ class TalkRequest:
 					m.action_choice = ActionChoice.read_from(r, r.read_length_end())
 				114:
 					m.action_results.append(ActionResult.read_from(r, r.read_length_end()))
+				160:
+					m.enable_thinking = r.read_bool()
 				_:
 					r.skip(tag)
 		r.expect_end(end)
@@ -219,6 +231,8 @@ class TalkRequest:
 		for item in action_results:
 			action_results_list.append(item.to_dict())
 		d["action_results"] = action_results_list
+		if has_enable_thinking:
+			d["enable_thinking"] = enable_thinking
 		return d
 
 	## Builds the message from a Dictionary shaped like [method to_dict]'s (missing keys keep their
@@ -255,6 +269,8 @@ class TalkRequest:
 		for item: Variant in d.get("action_results", []):
 			if item is Dictionary:
 				m.action_results.append(ActionResult.from_dict(item))
+		if d.has("enable_thinking"):
+			m.enable_thinking = bool(d["enable_thinking"])
 		return m
 
 
@@ -876,12 +892,22 @@ class TalkResponse:
 class ContentDelta:
 	## The text sampled since the previous delta. Never splits a multi-byte UTF-8 character.
 	var content: String = ""
+	## Reasoning a thinking model sampled since the previous delta (set only then, and content is
+	## empty). Never part of the reply.
+	var reasoning_content: String = "":
+		set(value):
+			reasoning_content = value
+			has_reasoning_content = true
+	## Whether [member reasoning_content] is set; when false the server uses its default.
+	var has_reasoning_content: bool = false
 
 	## Encodes this message in the protobuf binary wire format.
 	func to_bytes() -> PackedByteArray:
 		var w := NpcWire.Writer.new()
 		if not content.is_empty():
 			w.put_string(1, content)
+		if has_reasoning_content:
+			w.put_string(20, reasoning_content)
 		return w.data
 
 	## Decodes protobuf binary wire bytes. Returns null when they are malformed.
@@ -898,6 +924,8 @@ class ContentDelta:
 			match tag:
 				10:
 					m.content = r.read_string()
+				162:
+					m.reasoning_content = r.read_string()
 				_:
 					r.skip(tag)
 		r.expect_end(end)
@@ -908,6 +936,8 @@ class ContentDelta:
 	func to_dict() -> Dictionary:
 		var d := {}
 		d["content"] = content
+		if has_reasoning_content:
+			d["reasoning_content"] = reasoning_content
 		return d
 
 	## Builds the message from a Dictionary shaped like [method to_dict]'s (missing keys keep their
@@ -916,6 +946,8 @@ class ContentDelta:
 		var m := ContentDelta.new()
 		if d.has("content"):
 			m.content = str(d["content"])
+		if d.has("reasoning_content"):
+			m.reasoning_content = str(d["reasoning_content"])
 		return m
 
 
@@ -1043,6 +1075,14 @@ class ChatMessage:
 	var tool_calls: Array[ActionCall] = []
 	## Tool messages: the id of the call whose result this message carries.
 	var tool_call_id: String = ""
+	## Output only: a thinking model's reasoning, kept apart from content (unset when it did not
+	## reason). Ignored in requests.
+	var reasoning_content: String = "":
+		set(value):
+			reasoning_content = value
+			has_reasoning_content = true
+	## Whether [member reasoning_content] is set; when false the server uses its default.
+	var has_reasoning_content: bool = false
 
 	## Encodes this message in the protobuf binary wire format.
 	func to_bytes() -> PackedByteArray:
@@ -1057,6 +1097,8 @@ class ChatMessage:
 			w.put_bytes(4, item.to_bytes())
 		if not tool_call_id.is_empty():
 			w.put_string(5, tool_call_id)
+		if has_reasoning_content:
+			w.put_string(20, reasoning_content)
 		return w.data
 
 	## Decodes protobuf binary wire bytes. Returns null when they are malformed.
@@ -1081,6 +1123,8 @@ class ChatMessage:
 					m.tool_calls.append(ActionCall.read_from(r, r.read_length_end()))
 				42:
 					m.tool_call_id = r.read_string()
+				162:
+					m.reasoning_content = r.read_string()
 				_:
 					r.skip(tag)
 		r.expect_end(end)
@@ -1098,6 +1142,8 @@ class ChatMessage:
 			tool_calls_list.append(item.to_dict())
 		d["tool_calls"] = tool_calls_list
 		d["tool_call_id"] = tool_call_id
+		if has_reasoning_content:
+			d["reasoning_content"] = reasoning_content
 		return d
 
 	## Builds the message from a Dictionary shaped like [method to_dict]'s (missing keys keep their
@@ -1115,6 +1161,8 @@ class ChatMessage:
 				m.tool_calls.append(ActionCall.from_dict(item))
 		if d.has("tool_call_id"):
 			m.tool_call_id = str(d["tool_call_id"])
+		if d.has("reasoning_content"):
+			m.reasoning_content = str(d["reasoning_content"])
 		return m
 
 

@@ -19,18 +19,20 @@ FINISH_REASON_LENGTH: FinishReason
 FINISH_REASON_ACTION: FinishReason
 
 class ChatMessage(_message.Message):
-    __slots__ = ("role", "content", "name", "tool_calls", "tool_call_id")
+    __slots__ = ("role", "content", "name", "tool_calls", "tool_call_id", "reasoning_content")
     ROLE_FIELD_NUMBER: _ClassVar[int]
     CONTENT_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     TOOL_CALLS_FIELD_NUMBER: _ClassVar[int]
     TOOL_CALL_ID_FIELD_NUMBER: _ClassVar[int]
+    REASONING_CONTENT_FIELD_NUMBER: _ClassVar[int]
     role: str
     content: str
     name: str
     tool_calls: _containers.RepeatedCompositeFieldContainer[ActionCall]
     tool_call_id: str
-    def __init__(self, role: _Optional[str] = ..., content: _Optional[str] = ..., name: _Optional[str] = ..., tool_calls: _Optional[_Iterable[_Union[ActionCall, _Mapping]]] = ..., tool_call_id: _Optional[str] = ...) -> None: ...
+    reasoning_content: str
+    def __init__(self, role: _Optional[str] = ..., content: _Optional[str] = ..., name: _Optional[str] = ..., tool_calls: _Optional[_Iterable[_Union[ActionCall, _Mapping]]] = ..., tool_call_id: _Optional[str] = ..., reasoning_content: _Optional[str] = ...) -> None: ...
 
 class Action(_message.Message):
     __slots__ = ("name", "description", "parameters_schema", "await_result")
@@ -177,10 +179,12 @@ class SamplingOptions(_message.Message):
     def __init__(self, temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., top_k: _Optional[int] = ..., min_p: _Optional[float] = ..., repeat_penalty: _Optional[float] = ..., seed: _Optional[int] = ..., max_tokens: _Optional[int] = ..., stop: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ContentDelta(_message.Message):
-    __slots__ = ("content",)
+    __slots__ = ("content", "reasoning_content")
     CONTENT_FIELD_NUMBER: _ClassVar[int]
+    REASONING_CONTENT_FIELD_NUMBER: _ClassVar[int]
     content: str
-    def __init__(self, content: _Optional[str] = ...) -> None: ...
+    reasoning_content: str
+    def __init__(self, content: _Optional[str] = ..., reasoning_content: _Optional[str] = ...) -> None: ...
 
 class CompletionFinal(_message.Message):
     __slots__ = ("message", "finish_reason", "usage", "timings", "structured", "truncated_turns", "action_calls")
@@ -201,7 +205,7 @@ class CompletionFinal(_message.Message):
     def __init__(self, message: _Optional[_Union[ChatMessage, _Mapping]] = ..., finish_reason: _Optional[_Union[FinishReason, str]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., structured: _Optional[_Union[StructuredOutput, _Mapping]] = ..., truncated_turns: _Optional[int] = ..., action_calls: _Optional[_Iterable[_Union[ActionCall, _Mapping]]] = ...) -> None: ...
 
 class CreateChatCompletionRequest(_message.Message):
-    __slots__ = ("model", "messages", "temperature", "top_p", "max_tokens", "stop", "seed", "preset", "response_format", "continue_final_message", "chat_template", "top_k", "min_p", "repeat_penalty", "sampling", "tools", "tool_choice", "parallel_tool_calls")
+    __slots__ = ("model", "messages", "temperature", "top_p", "max_tokens", "stop", "seed", "preset", "response_format", "continue_final_message", "chat_template", "top_k", "min_p", "repeat_penalty", "sampling", "tools", "tool_choice", "parallel_tool_calls", "enable_thinking", "add_generation_prompt", "chat_template_content_format", "documents")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
     TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
@@ -220,6 +224,10 @@ class CreateChatCompletionRequest(_message.Message):
     TOOLS_FIELD_NUMBER: _ClassVar[int]
     TOOL_CHOICE_FIELD_NUMBER: _ClassVar[int]
     PARALLEL_TOOL_CALLS_FIELD_NUMBER: _ClassVar[int]
+    ENABLE_THINKING_FIELD_NUMBER: _ClassVar[int]
+    ADD_GENERATION_PROMPT_FIELD_NUMBER: _ClassVar[int]
+    CHAT_TEMPLATE_CONTENT_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
     model: str
     messages: _containers.RepeatedCompositeFieldContainer[ChatMessage]
     temperature: float
@@ -238,7 +246,11 @@ class CreateChatCompletionRequest(_message.Message):
     tools: _containers.RepeatedCompositeFieldContainer[Action]
     tool_choice: ActionChoice
     parallel_tool_calls: bool
-    def __init__(self, model: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., max_tokens: _Optional[int] = ..., stop: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ..., preset: _Optional[str] = ..., response_format: _Optional[_Union[ResponseFormat, _Mapping]] = ..., continue_final_message: _Optional[bool] = ..., chat_template: _Optional[str] = ..., top_k: _Optional[int] = ..., min_p: _Optional[float] = ..., repeat_penalty: _Optional[float] = ..., sampling: _Optional[_Union[SamplingOptions, _Mapping]] = ..., tools: _Optional[_Iterable[_Union[Action, _Mapping]]] = ..., tool_choice: _Optional[_Union[ActionChoice, _Mapping]] = ..., parallel_tool_calls: _Optional[bool] = ...) -> None: ...
+    enable_thinking: bool
+    add_generation_prompt: bool
+    chat_template_content_format: str
+    documents: _containers.RepeatedCompositeFieldContainer[Document]
+    def __init__(self, model: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., max_tokens: _Optional[int] = ..., stop: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ..., preset: _Optional[str] = ..., response_format: _Optional[_Union[ResponseFormat, _Mapping]] = ..., continue_final_message: _Optional[bool] = ..., chat_template: _Optional[str] = ..., top_k: _Optional[int] = ..., min_p: _Optional[float] = ..., repeat_penalty: _Optional[float] = ..., sampling: _Optional[_Union[SamplingOptions, _Mapping]] = ..., tools: _Optional[_Iterable[_Union[Action, _Mapping]]] = ..., tool_choice: _Optional[_Union[ActionChoice, _Mapping]] = ..., parallel_tool_calls: _Optional[bool] = ..., enable_thinking: _Optional[bool] = ..., add_generation_prompt: _Optional[bool] = ..., chat_template_content_format: _Optional[str] = ..., documents: _Optional[_Iterable[_Union[Document, _Mapping]]] = ...) -> None: ...
 
 class CreateChatCompletionResponse(_message.Message):
     __slots__ = ("id", "object", "created", "model", "choices", "usage", "timings")
@@ -271,7 +283,7 @@ class Choice(_message.Message):
     def __init__(self, index: _Optional[int] = ..., message: _Optional[_Union[ChatMessage, _Mapping]] = ..., finish_reason: _Optional[_Union[FinishReason, str]] = ..., structured: _Optional[_Union[StructuredOutput, _Mapping]] = ...) -> None: ...
 
 class StreamChatCompletionRequest(_message.Message):
-    __slots__ = ("model", "messages", "temperature", "top_p", "max_tokens", "stop", "seed", "preset", "response_format", "continue_final_message", "chat_template", "top_k", "min_p", "repeat_penalty", "sampling", "tools", "tool_choice", "parallel_tool_calls")
+    __slots__ = ("model", "messages", "temperature", "top_p", "max_tokens", "stop", "seed", "preset", "response_format", "continue_final_message", "chat_template", "top_k", "min_p", "repeat_penalty", "sampling", "tools", "tool_choice", "parallel_tool_calls", "enable_thinking", "add_generation_prompt", "chat_template_content_format", "documents")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
     TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
@@ -290,6 +302,10 @@ class StreamChatCompletionRequest(_message.Message):
     TOOLS_FIELD_NUMBER: _ClassVar[int]
     TOOL_CHOICE_FIELD_NUMBER: _ClassVar[int]
     PARALLEL_TOOL_CALLS_FIELD_NUMBER: _ClassVar[int]
+    ENABLE_THINKING_FIELD_NUMBER: _ClassVar[int]
+    ADD_GENERATION_PROMPT_FIELD_NUMBER: _ClassVar[int]
+    CHAT_TEMPLATE_CONTENT_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
     model: str
     messages: _containers.RepeatedCompositeFieldContainer[ChatMessage]
     temperature: float
@@ -308,7 +324,31 @@ class StreamChatCompletionRequest(_message.Message):
     tools: _containers.RepeatedCompositeFieldContainer[Action]
     tool_choice: ActionChoice
     parallel_tool_calls: bool
-    def __init__(self, model: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., max_tokens: _Optional[int] = ..., stop: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ..., preset: _Optional[str] = ..., response_format: _Optional[_Union[ResponseFormat, _Mapping]] = ..., continue_final_message: _Optional[bool] = ..., chat_template: _Optional[str] = ..., top_k: _Optional[int] = ..., min_p: _Optional[float] = ..., repeat_penalty: _Optional[float] = ..., sampling: _Optional[_Union[SamplingOptions, _Mapping]] = ..., tools: _Optional[_Iterable[_Union[Action, _Mapping]]] = ..., tool_choice: _Optional[_Union[ActionChoice, _Mapping]] = ..., parallel_tool_calls: _Optional[bool] = ...) -> None: ...
+    enable_thinking: bool
+    add_generation_prompt: bool
+    chat_template_content_format: str
+    documents: _containers.RepeatedCompositeFieldContainer[Document]
+    def __init__(self, model: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., max_tokens: _Optional[int] = ..., stop: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ..., preset: _Optional[str] = ..., response_format: _Optional[_Union[ResponseFormat, _Mapping]] = ..., continue_final_message: _Optional[bool] = ..., chat_template: _Optional[str] = ..., top_k: _Optional[int] = ..., min_p: _Optional[float] = ..., repeat_penalty: _Optional[float] = ..., sampling: _Optional[_Union[SamplingOptions, _Mapping]] = ..., tools: _Optional[_Iterable[_Union[Action, _Mapping]]] = ..., tool_choice: _Optional[_Union[ActionChoice, _Mapping]] = ..., parallel_tool_calls: _Optional[bool] = ..., enable_thinking: _Optional[bool] = ..., add_generation_prompt: _Optional[bool] = ..., chat_template_content_format: _Optional[str] = ..., documents: _Optional[_Iterable[_Union[Document, _Mapping]]] = ...) -> None: ...
+
+class Document(_message.Message):
+    __slots__ = ("text", "title")
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    TITLE_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    title: str
+    def __init__(self, text: _Optional[str] = ..., title: _Optional[str] = ...) -> None: ...
+
+class BatchChatCompletionsRequest(_message.Message):
+    __slots__ = ("conversations",)
+    CONVERSATIONS_FIELD_NUMBER: _ClassVar[int]
+    conversations: _containers.RepeatedCompositeFieldContainer[CreateChatCompletionRequest]
+    def __init__(self, conversations: _Optional[_Iterable[_Union[CreateChatCompletionRequest, _Mapping]]] = ...) -> None: ...
+
+class BatchChatCompletionsResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[CreateChatCompletionResponse]
+    def __init__(self, results: _Optional[_Iterable[_Union[CreateChatCompletionResponse, _Mapping]]] = ...) -> None: ...
 
 class StreamChatCompletionResponse(_message.Message):
     __slots__ = ("id", "model", "created", "delta", "final", "action_call")
@@ -335,7 +375,7 @@ class ExampleExchange(_message.Message):
     def __init__(self, player_line: _Optional[str] = ..., npc_line: _Optional[str] = ...) -> None: ...
 
 class Persona(_message.Message):
-    __slots__ = ("id", "display_name", "system_prompt", "example_dialogue", "default_preset", "response_schema", "max_tokens", "stop", "player_name", "description", "source", "load_error", "opening_lines", "post_history_instructions", "actions")
+    __slots__ = ("id", "display_name", "system_prompt", "example_dialogue", "default_preset", "response_schema", "max_tokens", "stop", "player_name", "description", "source", "load_error", "opening_lines", "post_history_instructions", "actions", "enable_thinking")
     ID_FIELD_NUMBER: _ClassVar[int]
     DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
     SYSTEM_PROMPT_FIELD_NUMBER: _ClassVar[int]
@@ -351,6 +391,7 @@ class Persona(_message.Message):
     OPENING_LINES_FIELD_NUMBER: _ClassVar[int]
     POST_HISTORY_INSTRUCTIONS_FIELD_NUMBER: _ClassVar[int]
     ACTIONS_FIELD_NUMBER: _ClassVar[int]
+    ENABLE_THINKING_FIELD_NUMBER: _ClassVar[int]
     id: str
     display_name: str
     system_prompt: str
@@ -366,7 +407,8 @@ class Persona(_message.Message):
     opening_lines: _containers.RepeatedScalarFieldContainer[str]
     post_history_instructions: str
     actions: _containers.RepeatedCompositeFieldContainer[Action]
-    def __init__(self, id: _Optional[str] = ..., display_name: _Optional[str] = ..., system_prompt: _Optional[str] = ..., example_dialogue: _Optional[_Iterable[_Union[ExampleExchange, _Mapping]]] = ..., default_preset: _Optional[str] = ..., response_schema: _Optional[str] = ..., max_tokens: _Optional[int] = ..., stop: _Optional[_Iterable[str]] = ..., player_name: _Optional[str] = ..., description: _Optional[str] = ..., source: _Optional[str] = ..., load_error: _Optional[str] = ..., opening_lines: _Optional[_Iterable[str]] = ..., post_history_instructions: _Optional[str] = ..., actions: _Optional[_Iterable[_Union[Action, _Mapping]]] = ...) -> None: ...
+    enable_thinking: bool
+    def __init__(self, id: _Optional[str] = ..., display_name: _Optional[str] = ..., system_prompt: _Optional[str] = ..., example_dialogue: _Optional[_Iterable[_Union[ExampleExchange, _Mapping]]] = ..., default_preset: _Optional[str] = ..., response_schema: _Optional[str] = ..., max_tokens: _Optional[int] = ..., stop: _Optional[_Iterable[str]] = ..., player_name: _Optional[str] = ..., description: _Optional[str] = ..., source: _Optional[str] = ..., load_error: _Optional[str] = ..., opening_lines: _Optional[_Iterable[str]] = ..., post_history_instructions: _Optional[str] = ..., actions: _Optional[_Iterable[_Union[Action, _Mapping]]] = ..., enable_thinking: _Optional[bool] = ...) -> None: ...
 
 class CreatePersonaRequest(_message.Message):
     __slots__ = ("persona",)
@@ -467,7 +509,7 @@ class ExportCharacterCardResponse(_message.Message):
     def __init__(self, card: _Optional[bytes] = ..., media_type: _Optional[str] = ...) -> None: ...
 
 class TalkRequest(_message.Message):
-    __slots__ = ("persona_id", "conversation_id", "text", "preset", "temperature", "top_p", "max_tokens", "seed", "response_format", "player_name", "sampling", "actions", "action_choice", "action_results")
+    __slots__ = ("persona_id", "conversation_id", "text", "preset", "temperature", "top_p", "max_tokens", "seed", "response_format", "player_name", "sampling", "actions", "action_choice", "action_results", "enable_thinking")
     PERSONA_ID_FIELD_NUMBER: _ClassVar[int]
     CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
@@ -482,6 +524,7 @@ class TalkRequest(_message.Message):
     ACTIONS_FIELD_NUMBER: _ClassVar[int]
     ACTION_CHOICE_FIELD_NUMBER: _ClassVar[int]
     ACTION_RESULTS_FIELD_NUMBER: _ClassVar[int]
+    ENABLE_THINKING_FIELD_NUMBER: _ClassVar[int]
     persona_id: str
     conversation_id: str
     text: str
@@ -496,7 +539,8 @@ class TalkRequest(_message.Message):
     actions: _containers.RepeatedCompositeFieldContainer[Action]
     action_choice: ActionChoice
     action_results: _containers.RepeatedCompositeFieldContainer[ActionResult]
-    def __init__(self, persona_id: _Optional[str] = ..., conversation_id: _Optional[str] = ..., text: _Optional[str] = ..., preset: _Optional[str] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., max_tokens: _Optional[int] = ..., seed: _Optional[int] = ..., response_format: _Optional[_Union[ResponseFormat, _Mapping]] = ..., player_name: _Optional[str] = ..., sampling: _Optional[_Union[SamplingOptions, _Mapping]] = ..., actions: _Optional[_Iterable[_Union[Action, _Mapping]]] = ..., action_choice: _Optional[_Union[ActionChoice, _Mapping]] = ..., action_results: _Optional[_Iterable[_Union[ActionResult, _Mapping]]] = ...) -> None: ...
+    enable_thinking: bool
+    def __init__(self, persona_id: _Optional[str] = ..., conversation_id: _Optional[str] = ..., text: _Optional[str] = ..., preset: _Optional[str] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., max_tokens: _Optional[int] = ..., seed: _Optional[int] = ..., response_format: _Optional[_Union[ResponseFormat, _Mapping]] = ..., player_name: _Optional[str] = ..., sampling: _Optional[_Union[SamplingOptions, _Mapping]] = ..., actions: _Optional[_Iterable[_Union[Action, _Mapping]]] = ..., action_choice: _Optional[_Union[ActionChoice, _Mapping]] = ..., action_results: _Optional[_Iterable[_Union[ActionResult, _Mapping]]] = ..., enable_thinking: _Optional[bool] = ...) -> None: ...
 
 class TalkResponse(_message.Message):
     __slots__ = ("delta", "final", "action_call", "id", "model", "created")

@@ -49,6 +49,11 @@ class ChatServiceStub:
                 request_serializer=npcserver_dot_api_dot_v1_dot_npcserver__pb2.StreamChatCompletionRequest.SerializeToString,
                 response_deserializer=npcserver_dot_api_dot_v1_dot_npcserver__pb2.StreamChatCompletionResponse.FromString,
                 _registered_method=True)
+        self.BatchChatCompletions = channel.unary_unary(
+                '/npcserver.api.v1.ChatService/BatchChatCompletions',
+                request_serializer=npcserver_dot_api_dot_v1_dot_npcserver__pb2.BatchChatCompletionsRequest.SerializeToString,
+                response_deserializer=npcserver_dot_api_dot_v1_dot_npcserver__pb2.BatchChatCompletionsResponse.FromString,
+                _registered_method=True)
 
 
 class ChatServiceServicer:
@@ -73,6 +78,14 @@ class ChatServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BatchChatCompletions(self, request, context):
+        """Several conversations in one call (vLLM's LLM.chat): one result per conversation, in order, decoded together
+        by the batching engine. Any conversation's error fails the call, naming it (conversations[i]).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ChatServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -85,6 +98,11 @@ def add_ChatServiceServicer_to_server(servicer, server):
                     servicer.StreamChatCompletion,
                     request_deserializer=npcserver_dot_api_dot_v1_dot_npcserver__pb2.StreamChatCompletionRequest.FromString,
                     response_serializer=npcserver_dot_api_dot_v1_dot_npcserver__pb2.StreamChatCompletionResponse.SerializeToString,
+            ),
+            'BatchChatCompletions': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchChatCompletions,
+                    request_deserializer=npcserver_dot_api_dot_v1_dot_npcserver__pb2.BatchChatCompletionsRequest.FromString,
+                    response_serializer=npcserver_dot_api_dot_v1_dot_npcserver__pb2.BatchChatCompletionsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -146,6 +164,33 @@ class ChatService:
             '/npcserver.api.v1.ChatService/StreamChatCompletion',
             npcserver_dot_api_dot_v1_dot_npcserver__pb2.StreamChatCompletionRequest.SerializeToString,
             npcserver_dot_api_dot_v1_dot_npcserver__pb2.StreamChatCompletionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchChatCompletions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/npcserver.api.v1.ChatService/BatchChatCompletions',
+            npcserver_dot_api_dot_v1_dot_npcserver__pb2.BatchChatCompletionsRequest.SerializeToString,
+            npcserver_dot_api_dot_v1_dot_npcserver__pb2.BatchChatCompletionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -19,6 +19,11 @@ namespace NpcServer.Api.V1
         /// Generates a reply and streams it: content deltas as tokens are sampled, then one final message.
         /// </summary>
         public const string StreamChatCompletion = "/npcserver.api.v1.ChatService/StreamChatCompletion";
+        /// <summary>
+        /// Several conversations in one call (vLLM's LLM.chat): one result per conversation, in order, decoded together
+        /// by the batching engine. Any conversation's error fails the call, naming it (conversations[i]).
+        /// </summary>
+        public const string BatchChatCompletions = "/npcserver.api.v1.ChatService/BatchChatCompletions";
     }
 
     /// <summary>
@@ -163,6 +168,13 @@ namespace NpcServer.Api.V1
         /// </summary>
         public string ToolCallId { get; set; } = "";
 
+        /// <summary>
+        /// Output only: a thinking model's reasoning, kept apart from content (unset when it did not reason). Ignored in
+        /// requests.
+        /// </summary>
+        /// <remarks>Null when unset: the server then applies its default.</remarks>
+        public string ReasoningContent { get; set; }
+
         /// <summary>Writes every set field in field-number order.</summary>
         public void WriteTo(ProtoWriter writer)
         {
@@ -171,6 +183,7 @@ namespace NpcServer.Api.V1
             if (Name.Length != 0) { writer.WriteTag(3, WireType.LengthDelimited); writer.WriteString(Name); }
             foreach (var item in ToolCalls) { writer.WriteTag(4, WireType.LengthDelimited); writer.WriteMessage(item); }
             if (ToolCallId.Length != 0) { writer.WriteTag(5, WireType.LengthDelimited); writer.WriteString(ToolCallId); }
+            if (ReasoningContent != null) { writer.WriteTag(20, WireType.LengthDelimited); writer.WriteString(ReasoningContent); }
         }
 
         /// <summary>Reads fields until the reader ends; unknown fields are skipped.</summary>
@@ -205,6 +218,10 @@ namespace NpcServer.Api.V1
                     case 5:
                         if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
                         ToolCallId = reader.ReadString();
+                        break;
+                    case 20:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        ReasoningContent = reader.ReadString();
                         break;
                     default:
                         reader.SkipField(wire);
@@ -1045,10 +1062,18 @@ namespace NpcServer.Api.V1
         /// </summary>
         public string Content { get; set; } = "";
 
+        /// <summary>
+        /// Reasoning a thinking model sampled since the previous delta (set only then, and content is empty). Never part
+        /// of the reply.
+        /// </summary>
+        /// <remarks>Null when unset: the server then applies its default.</remarks>
+        public string ReasoningContent { get; set; }
+
         /// <summary>Writes every set field in field-number order.</summary>
         public void WriteTo(ProtoWriter writer)
         {
             if (Content.Length != 0) { writer.WriteTag(1, WireType.LengthDelimited); writer.WriteString(Content); }
+            if (ReasoningContent != null) { writer.WriteTag(20, WireType.LengthDelimited); writer.WriteString(ReasoningContent); }
         }
 
         /// <summary>Reads fields until the reader ends; unknown fields are skipped.</summary>
@@ -1063,6 +1088,10 @@ namespace NpcServer.Api.V1
                     case 1:
                         if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
                         Content = reader.ReadString();
+                        break;
+                    case 20:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        ReasoningContent = reader.ReadString();
                         break;
                     default:
                         reader.SkipField(wire);
@@ -1317,6 +1346,30 @@ namespace NpcServer.Api.V1
         /// <remarks>Null when unset: the server then applies its default.</remarks>
         public bool? ParallelToolCalls { get; set; }
 
+        /// <summary>
+        /// Whether a thinking model may reason before it answers; passed to chat templates that read it. Unset: the
+        /// template's default. The reasoning never reaches the reply's content: see reasoning_content.
+        /// </summary>
+        /// <remarks>Null when unset: the server then applies its default.</remarks>
+        public bool? EnableThinking { get; set; }
+
+        /// <summary>
+        /// False renders the conversation without opening the assistant's reply. Unset means true.
+        /// </summary>
+        /// <remarks>Null when unset: the server then applies its default.</remarks>
+        public bool? AddGenerationPrompt { get; set; }
+
+        /// <summary>
+        /// How message contents reach the chat template: "string", "openai" (lists of text parts), or "auto" / empty
+        /// (openai for a template that loops over a message's content, else string).
+        /// </summary>
+        public string ChatTemplateContentFormat { get; set; } = "";
+
+        /// <summary>
+        /// Reference documents (at most 32).
+        /// </summary>
+        public List<Document> Documents { get; private set; } = new List<Document>();
+
         /// <summary>Writes every set field in field-number order.</summary>
         public void WriteTo(ProtoWriter writer)
         {
@@ -1338,6 +1391,10 @@ namespace NpcServer.Api.V1
             foreach (var item in Tools) { writer.WriteTag(16, WireType.LengthDelimited); writer.WriteMessage(item); }
             if (ToolChoice != null) { writer.WriteTag(17, WireType.LengthDelimited); writer.WriteMessage(ToolChoice); }
             if (ParallelToolCalls.HasValue) { writer.WriteTag(18, WireType.Varint); writer.WriteBool(ParallelToolCalls.Value); }
+            if (EnableThinking.HasValue) { writer.WriteTag(20, WireType.Varint); writer.WriteBool(EnableThinking.Value); }
+            if (AddGenerationPrompt.HasValue) { writer.WriteTag(21, WireType.Varint); writer.WriteBool(AddGenerationPrompt.Value); }
+            if (ChatTemplateContentFormat.Length != 0) { writer.WriteTag(22, WireType.LengthDelimited); writer.WriteString(ChatTemplateContentFormat); }
+            foreach (var item in Documents) { writer.WriteTag(23, WireType.LengthDelimited); writer.WriteMessage(item); }
         }
 
         /// <summary>Reads fields until the reader ends; unknown fields are skipped.</summary>
@@ -1440,6 +1497,26 @@ namespace NpcServer.Api.V1
                     case 18:
                         if (wire != WireType.Varint) { reader.SkipField(wire); break; }
                         ParallelToolCalls = reader.ReadBool();
+                        break;
+                    case 20:
+                        if (wire != WireType.Varint) { reader.SkipField(wire); break; }
+                        EnableThinking = reader.ReadBool();
+                        break;
+                    case 21:
+                        if (wire != WireType.Varint) { reader.SkipField(wire); break; }
+                        AddGenerationPrompt = reader.ReadBool();
+                        break;
+                    case 22:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        ChatTemplateContentFormat = reader.ReadString();
+                        break;
+                    case 23:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        {
+                            var item = new Document();
+                            reader.ReadMessage(item);
+                            Documents.Add(item);
+                        }
                         break;
                     default:
                         reader.SkipField(wire);
@@ -1766,6 +1843,30 @@ namespace NpcServer.Api.V1
         /// <remarks>Null when unset: the server then applies its default.</remarks>
         public bool? ParallelToolCalls { get; set; }
 
+        /// <summary>
+        /// Whether a thinking model may reason before it answers; passed to chat templates that read it. Unset: the
+        /// template's default. The reasoning never reaches the reply's content: see reasoning_content.
+        /// </summary>
+        /// <remarks>Null when unset: the server then applies its default.</remarks>
+        public bool? EnableThinking { get; set; }
+
+        /// <summary>
+        /// False renders the conversation without opening the assistant's reply. Unset means true.
+        /// </summary>
+        /// <remarks>Null when unset: the server then applies its default.</remarks>
+        public bool? AddGenerationPrompt { get; set; }
+
+        /// <summary>
+        /// How message contents reach the chat template: "string", "openai" (lists of text parts), or "auto" / empty
+        /// (openai for a template that loops over a message's content, else string).
+        /// </summary>
+        public string ChatTemplateContentFormat { get; set; } = "";
+
+        /// <summary>
+        /// Reference documents (at most 32).
+        /// </summary>
+        public List<Document> Documents { get; private set; } = new List<Document>();
+
         /// <summary>Writes every set field in field-number order.</summary>
         public void WriteTo(ProtoWriter writer)
         {
@@ -1787,6 +1888,10 @@ namespace NpcServer.Api.V1
             foreach (var item in Tools) { writer.WriteTag(16, WireType.LengthDelimited); writer.WriteMessage(item); }
             if (ToolChoice != null) { writer.WriteTag(17, WireType.LengthDelimited); writer.WriteMessage(ToolChoice); }
             if (ParallelToolCalls.HasValue) { writer.WriteTag(18, WireType.Varint); writer.WriteBool(ParallelToolCalls.Value); }
+            if (EnableThinking.HasValue) { writer.WriteTag(20, WireType.Varint); writer.WriteBool(EnableThinking.Value); }
+            if (AddGenerationPrompt.HasValue) { writer.WriteTag(21, WireType.Varint); writer.WriteBool(AddGenerationPrompt.Value); }
+            if (ChatTemplateContentFormat.Length != 0) { writer.WriteTag(22, WireType.LengthDelimited); writer.WriteString(ChatTemplateContentFormat); }
+            foreach (var item in Documents) { writer.WriteTag(23, WireType.LengthDelimited); writer.WriteMessage(item); }
         }
 
         /// <summary>Reads fields until the reader ends; unknown fields are skipped.</summary>
@@ -1890,6 +1995,26 @@ namespace NpcServer.Api.V1
                         if (wire != WireType.Varint) { reader.SkipField(wire); break; }
                         ParallelToolCalls = reader.ReadBool();
                         break;
+                    case 20:
+                        if (wire != WireType.Varint) { reader.SkipField(wire); break; }
+                        EnableThinking = reader.ReadBool();
+                        break;
+                    case 21:
+                        if (wire != WireType.Varint) { reader.SkipField(wire); break; }
+                        AddGenerationPrompt = reader.ReadBool();
+                        break;
+                    case 22:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        ChatTemplateContentFormat = reader.ReadString();
+                        break;
+                    case 23:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        {
+                            var item = new Document();
+                            reader.ReadMessage(item);
+                            Documents.Add(item);
+                        }
+                        break;
                     default:
                         reader.SkipField(wire);
                         break;
@@ -1902,6 +2027,154 @@ namespace NpcServer.Api.V1
 
         /// <summary>Parses protobuf bytes.</summary>
         public static StreamChatCompletionRequest ParseFrom(byte[] data) { return ProtoReader.Parse<StreamChatCompletionRequest>(data); }
+    }
+
+    /// <summary>
+    /// A reference document for a chat completion. Templates that read `documents` get it; otherwise it is rendered
+    /// as reference text in the first system message.
+    /// </summary>
+    public sealed partial class Document : IProtoMessage
+    {
+        /// <summary>
+        /// The document's text. Must not be empty.
+        /// </summary>
+        public string Text { get; set; } = "";
+
+        /// <summary>
+        /// An optional title.
+        /// </summary>
+        public string Title { get; set; } = "";
+
+        /// <summary>Writes every set field in field-number order.</summary>
+        public void WriteTo(ProtoWriter writer)
+        {
+            if (Text.Length != 0) { writer.WriteTag(1, WireType.LengthDelimited); writer.WriteString(Text); }
+            if (Title.Length != 0) { writer.WriteTag(2, WireType.LengthDelimited); writer.WriteString(Title); }
+        }
+
+        /// <summary>Reads fields until the reader ends; unknown fields are skipped.</summary>
+        public void MergeFrom(ProtoReader reader)
+        {
+            int number;
+            WireType wire;
+            while (reader.ReadTag(out number, out wire))
+            {
+                switch (number)
+                {
+                    case 1:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        Text = reader.ReadString();
+                        break;
+                    case 2:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        Title = reader.ReadString();
+                        break;
+                    default:
+                        reader.SkipField(wire);
+                        break;
+                }
+            }
+        }
+
+        /// <summary>Serializes this message to protobuf bytes.</summary>
+        public byte[] ToByteArray() { return ProtoWriter.Serialize(this); }
+
+        /// <summary>Parses protobuf bytes.</summary>
+        public static Document ParseFrom(byte[] data) { return ProtoReader.Parse<Document>(data); }
+    }
+
+    /// <summary>
+    /// Several chat completions in one call.
+    /// </summary>
+    public sealed partial class BatchChatCompletionsRequest : IProtoMessage
+    {
+        /// <summary>
+        /// The conversations, each a whole chat-completion request (1 to 64).
+        /// </summary>
+        public List<CreateChatCompletionRequest> Conversations { get; private set; } = new List<CreateChatCompletionRequest>();
+
+        /// <summary>Writes every set field in field-number order.</summary>
+        public void WriteTo(ProtoWriter writer)
+        {
+            foreach (var item in Conversations) { writer.WriteTag(1, WireType.LengthDelimited); writer.WriteMessage(item); }
+        }
+
+        /// <summary>Reads fields until the reader ends; unknown fields are skipped.</summary>
+        public void MergeFrom(ProtoReader reader)
+        {
+            int number;
+            WireType wire;
+            while (reader.ReadTag(out number, out wire))
+            {
+                switch (number)
+                {
+                    case 1:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        {
+                            var item = new CreateChatCompletionRequest();
+                            reader.ReadMessage(item);
+                            Conversations.Add(item);
+                        }
+                        break;
+                    default:
+                        reader.SkipField(wire);
+                        break;
+                }
+            }
+        }
+
+        /// <summary>Serializes this message to protobuf bytes.</summary>
+        public byte[] ToByteArray() { return ProtoWriter.Serialize(this); }
+
+        /// <summary>Parses protobuf bytes.</summary>
+        public static BatchChatCompletionsRequest ParseFrom(byte[] data) { return ProtoReader.Parse<BatchChatCompletionsRequest>(data); }
+    }
+
+    /// <summary>
+    /// One result per conversation, in the request's order.
+    /// </summary>
+    public sealed partial class BatchChatCompletionsResponse : IProtoMessage
+    {
+        /// <summary>
+        /// The completions.
+        /// </summary>
+        public List<CreateChatCompletionResponse> Results { get; private set; } = new List<CreateChatCompletionResponse>();
+
+        /// <summary>Writes every set field in field-number order.</summary>
+        public void WriteTo(ProtoWriter writer)
+        {
+            foreach (var item in Results) { writer.WriteTag(1, WireType.LengthDelimited); writer.WriteMessage(item); }
+        }
+
+        /// <summary>Reads fields until the reader ends; unknown fields are skipped.</summary>
+        public void MergeFrom(ProtoReader reader)
+        {
+            int number;
+            WireType wire;
+            while (reader.ReadTag(out number, out wire))
+            {
+                switch (number)
+                {
+                    case 1:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        {
+                            var item = new CreateChatCompletionResponse();
+                            reader.ReadMessage(item);
+                            Results.Add(item);
+                        }
+                        break;
+                    default:
+                        reader.SkipField(wire);
+                        break;
+                }
+            }
+        }
+
+        /// <summary>Serializes this message to protobuf bytes.</summary>
+        public byte[] ToByteArray() { return ProtoWriter.Serialize(this); }
+
+        /// <summary>Parses protobuf bytes.</summary>
+        public static BatchChatCompletionsResponse ParseFrom(byte[] data) { return ProtoReader.Parse<BatchChatCompletionsResponse>(data); }
     }
 
     /// <summary>
@@ -2179,6 +2452,12 @@ namespace NpcServer.Api.V1
         /// </summary>
         public List<Action> Actions { get; private set; } = new List<Action>();
 
+        /// <summary>
+        /// Whether a thinking model may reason before this NPC answers, unless a Talk says. Unset: the template's default.
+        /// </summary>
+        /// <remarks>Null when unset: the server then applies its default.</remarks>
+        public bool? EnableThinking { get; set; }
+
         /// <summary>Writes every set field in field-number order.</summary>
         public void WriteTo(ProtoWriter writer)
         {
@@ -2197,6 +2476,7 @@ namespace NpcServer.Api.V1
             foreach (var item in OpeningLines) { writer.WriteTag(13, WireType.LengthDelimited); writer.WriteString(item); }
             if (PostHistoryInstructions.Length != 0) { writer.WriteTag(14, WireType.LengthDelimited); writer.WriteString(PostHistoryInstructions); }
             foreach (var item in Actions) { writer.WriteTag(15, WireType.LengthDelimited); writer.WriteMessage(item); }
+            if (EnableThinking.HasValue) { writer.WriteTag(20, WireType.Varint); writer.WriteBool(EnableThinking.Value); }
         }
 
         /// <summary>Reads fields until the reader ends; unknown fields are skipped.</summary>
@@ -2275,6 +2555,10 @@ namespace NpcServer.Api.V1
                             reader.ReadMessage(item);
                             Actions.Add(item);
                         }
+                        break;
+                    case 20:
+                        if (wire != WireType.Varint) { reader.SkipField(wire); break; }
+                        EnableThinking = reader.ReadBool();
                         break;
                     default:
                         reader.SkipField(wire);
@@ -3084,6 +3368,13 @@ namespace NpcServer.Api.V1
         /// </summary>
         public List<ActionResult> ActionResults { get; private set; } = new List<ActionResult>();
 
+        /// <summary>
+        /// Whether a thinking model may reason before the NPC answers. Unset: the persona's enable_thinking. The
+        /// reasoning is never part of the NPC's line nor of the stored turn.
+        /// </summary>
+        /// <remarks>Null when unset: the server then applies its default.</remarks>
+        public bool? EnableThinking { get; set; }
+
         /// <summary>Writes every set field in field-number order.</summary>
         public void WriteTo(ProtoWriter writer)
         {
@@ -3101,6 +3392,7 @@ namespace NpcServer.Api.V1
             foreach (var item in Actions) { writer.WriteTag(12, WireType.LengthDelimited); writer.WriteMessage(item); }
             if (ActionChoice != null) { writer.WriteTag(13, WireType.LengthDelimited); writer.WriteMessage(ActionChoice); }
             foreach (var item in ActionResults) { writer.WriteTag(14, WireType.LengthDelimited); writer.WriteMessage(item); }
+            if (EnableThinking.HasValue) { writer.WriteTag(20, WireType.Varint); writer.WriteBool(EnableThinking.Value); }
         }
 
         /// <summary>Reads fields until the reader ends; unknown fields are skipped.</summary>
@@ -3187,6 +3479,10 @@ namespace NpcServer.Api.V1
                             reader.ReadMessage(item);
                             ActionResults.Add(item);
                         }
+                        break;
+                    case 20:
+                        if (wire != WireType.Varint) { reader.SkipField(wire); break; }
+                        EnableThinking = reader.ReadBool();
                         break;
                     default:
                         reader.SkipField(wire);
