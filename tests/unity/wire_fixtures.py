@@ -27,6 +27,7 @@ from npcserver.api.v1 import npcserver_pb2 as pb
 def fixtures() -> dict[str, Message]:
     """The fixture messages by name. WireInteropTests.cs mirrors every value here."""
     schema = '{"type":"object","properties":{"line":{"type":"string"}}}'
+    item_schema = '{"type":"object","properties":{"item":{"type":"string","enum":["room key","ale"]}}}'
     conversation = pb.Conversation(
         persona_id="tavern_keeper",
         conversation_id="save-1/slot 2",
@@ -128,6 +129,27 @@ def fixtures() -> dict[str, Message]:
             stop=["\n"],
             top_k=0,
             response_format=pb.ResponseFormat(type=pb.ResponseFormat.TYPE_JSON_OBJECT),
+        ),
+        "talk_request_actions": pb.TalkRequest(
+            persona_id="tavern_keeper",
+            conversation_id="p",
+            actions=[
+                pb.Action(name="open_gate", description="Opens the north gate.", await_result=True),
+                pb.Action(name="give_item", parameters_schema=item_schema),
+            ],
+            action_choice=pb.ActionChoice(mode=pb.ActionChoice.MODE_NAMED, name="give_item"),
+            action_results=[pb.ActionResult(call_id="call_7", content="Der Schlüssel 🔑 ist übergeben")],
+        ),
+        "talk_response_action_call": pb.TalkResponse(
+            action_call=pb.ActionCall(id="call_7", name="give_item", arguments='{"item":"room key"}', index=1),
+            id="talk-1",
+        ),
+        "talk_response_final_action": pb.TalkResponse(
+            final=pb.CompletionFinal(
+                message=pb.ChatMessage(role="assistant", content="Here."),
+                finish_reason=pb.FINISH_REASON_ACTION,
+                action_calls=[pb.ActionCall(id="call_7", name="give_item", arguments='{"item":"room key"}')],
+            )
         ),
     }
 

@@ -62,6 +62,29 @@ namespace NpcServer.Dialogue.Interop
             chat.Messages.Add(new ChatMessage { Role = "system", Content = "Be brief." });
             chat.Messages.Add(new ChatMessage { Role = "user", Content = "Hi", Name = "Ann" });
             chat.Stop.Add("\n");
+            const string itemSchema =
+                "{\"type\":\"object\",\"properties\":{\"item\":{\"type\":\"string\",\"enum\":[\"room key\",\"ale\"]}}}";
+            var actions = new TalkRequest
+            {
+                PersonaId = "tavern_keeper", ConversationId = "p",
+                ActionChoice = new ActionChoice { Mode = ActionChoice.Types.Mode.Named, Name = "give_item" },
+            };
+            actions.Actions.Add(new NpcServer.Api.V1.Action
+            {
+                Name = "open_gate", Description = "Opens the north gate.", AwaitResult = true,
+            });
+            actions.Actions.Add(new NpcServer.Api.V1.Action { Name = "give_item", ParametersSchema = itemSchema });
+            actions.ActionResults.Add(new ActionResult
+            {
+                CallId = "call_7", Content = "Der Schl\u00fcssel \U0001F511 ist \u00fcbergeben",
+            });
+            const string arguments = "{\"item\":\"room key\"}";
+            var finalAction = new CompletionFinal
+            {
+                Message = new ChatMessage { Role = "assistant", Content = "Here." },
+                FinishReason = FinishReason.Action,
+            };
+            finalAction.ActionCalls.Add(new ActionCall { Id = "call_7", Name = "give_item", Arguments = arguments });
 
             return new Dictionary<string, IProtoMessage>
             {
@@ -106,6 +129,15 @@ namespace NpcServer.Dialogue.Interop
                 { "list_models_response", models },
                 { "list_presets_response", presets },
                 { "stream_chat_completion_request", chat },
+                { "talk_request_actions", actions },
+                {
+                    "talk_response_action_call", new TalkResponse
+                    {
+                        ActionCall = new ActionCall { Id = "call_7", Name = "give_item", Arguments = arguments, Index = 1 },
+                        Id = "talk-1",
+                    }
+                },
+                { "talk_response_final_action", new TalkResponse { Final = finalAction } },
             };
         }
 
@@ -127,7 +159,7 @@ namespace NpcServer.Dialogue.Interop
             {
                 File.WriteAllBytes(Path.Combine(outDir, pair.Key + ".cs.bin"), ProtoWriter.Serialize(pair.Value));
             }
-            Assert.AreEqual(9, Directory.GetFiles(outDir, "*.cs.bin").Length);
+            Assert.AreEqual(12, Directory.GetFiles(outDir, "*.cs.bin").Length);
         }
 
         [Test]
@@ -186,6 +218,28 @@ namespace NpcServer.Dialogue.Interop
             Assert.AreEqual(2, final.Final.TruncatedTurns);
             var line = new NpcLine(final.Final);
             Assert.AreEqual("calm", line.GetStructuredString("emotion"));
+        }
+
+        [Test]
+        public void ActionMessagesDecode()
+        {
+            var request = Decode<TalkRequest>("talk_request_actions");
+            Assert.AreEqual(2, request.Actions.Count);
+            Assert.IsTrue(request.Actions[0].AwaitResult);
+            Assert.AreEqual(ActionChoice.Types.Mode.Named, request.ActionChoice.Mode);
+            Assert.AreEqual("call_7", request.ActionResults[0].CallId);
+            Assert.AreEqual("", request.Text);
+
+            var call = Decode<TalkResponse>("talk_response_action_call");
+            Assert.AreEqual(TalkResponse.EventOneofCase.ActionCall, call.EventCase);
+            var parsed = new NpcActionCall(call.ActionCall);
+            Assert.AreEqual("room key", parsed.GetString("item"));
+            Assert.AreEqual(1, parsed.Index);
+
+            var final = Decode<TalkResponse>("talk_response_final_action");
+            var line = new NpcLine(final.Final);
+            Assert.IsTrue(line.AwaitsResults);
+            Assert.AreEqual("give_item", line.ActionCalls[0].Name);
         }
 
         [Test]

@@ -17,4 +17,10 @@ namespace NpcServer.Dialogue.Unity
     public sealed class NpcLineEvent : UnityEvent<string, string>
     {
     }
+
+    /// <summary>An action call: the action's name and its arguments as JSON text.</summary>
+    [Serializable]
+    public sealed class NpcActionEvent : UnityEvent<string, string>
+    {
+    }
 }

@@ -221,6 +221,180 @@ namespace NpcServer.Dialogue.EditorTests
         }
     }
 
+    // Actions through the speaker: calls raised on the main thread, handlers run there, results sent back.
+    [TestFixture]
+    public class NpcSpeakerActionTests
+    {
+        const string Arguments = "{\"gate\":\"north\"}";
+        GameObject _npc;
+
+        [SetUp]
+        public void CreateNpc()
+        {
+            _npc = new GameObject("Guard");
+        }
+
+        [TearDown]
+        public void DestroyNpc()
+        {
+            UnityEngine.Object.DestroyImmediate(_npc);
+        }
+
+        static TalkResponse Call(string id, string name, string arguments)
+        {
+            return new TalkResponse { ActionCall = new ActionCall { Id = id, Name = name, Arguments = arguments } };
+        }
+
+        static TalkResponse Final(string text, FinishReason reason, params ActionCall[] calls)
+        {
+            var final = new CompletionFinal
+            {
+                Message = new ChatMessage { Role = "assistant", Content = text },
+                FinishReason = reason,
+            };
+            final.ActionCalls.AddRange(calls);
+            return new TalkResponse { Final = final };
+        }
+
+        static TalkResponse Delta(string text)
+        {
+            return new TalkResponse { Delta = new ContentDelta { Content = text } };
+        }
+
+        NpcSpeaker Speaker(ScriptedTransport transport, List<string> log)
+        {
+            var speaker = _npc.AddComponent<NpcSpeaker>();
+            speaker.UseClient(new NpcClient(transport));
+            speaker.onLineStarted.AddListener(() => log.Add("started"));
+            speaker.onDelta.AddListener(d => log.Add("delta:" + d));
+            speaker.onLineFinished.AddListener((text, json) => log.Add("finished:" + text));
+            speaker.onActionCalled.AddListener((name, json) => log.Add("called:" + name + json));
+            speaker.onError.AddListener(message => log.Add("error:" + message));
+            return speaker;
+        }
+
+        // Pumps the main-thread queue (what Update does) until the task ends.
+        static T Pump<T>(NpcSpeaker speaker, System.Threading.Tasks.Task<T> task)
+        {
+            for (int i = 0; i < 200 && !task.IsCompleted; i++)
+            {
+                speaker.DispatchPendingEvents();
+                System.Threading.Thread.Sleep(1);
+            }
+            speaker.DispatchPendingEvents();
+            return Sync.Run(task);
+        }
+
+        [Test]
+        public void AwaitedActionRunsOnTheMainThreadAndItsResultGoesBack()
+        {
+            var log = new List<string>();
+            var call = new ActionCall { Id = "call_1", Name = "open_gate", Arguments = Arguments };
+            var transport = new ScriptedTransport()
+                .Message(Delta("Aye.")).Message(Call("call_1", "open_gate", Arguments))
+                .Message(Final("Aye.", FinishReason.Action, call)).Trailer(0)
+                .NextCall().Message(Delta("It's open.")).Message(Final("It's open.", FinishReason.Stop)).Trailer(0);
+            var speaker = Speaker(transport, log);
+            int mainThread = System.Threading.Thread.CurrentThread.ManagedThreadId;
+            int handlerThread = -1;
+            speaker.RegisterAction("open_gate", "Opens a gate.", "{\"type\":\"object\"}", true, c =>
+            {
+                handlerThread = System.Threading.Thread.CurrentThread.ManagedThreadId;
+                log.Add("handler:" + c.GetString("gate"));
+                return "The " + c.GetString("gate") + " gate is open.";
+            });
+            var task = speaker.SayAsync("Open the gate!");
+            Assert.IsFalse(log.Contains("handler:north"), "the handler waits for the main thread");
+            var line = Pump(speaker, task);
+            Assert.AreEqual(mainThread, handlerThread);
+            Assert.AreEqual(new[]
+            {
+                "started", "delta:Aye.", "called:open_gate" + Arguments, "handler:north", "finished:Aye.",
+                "started", "delta:It's open.", "finished:It's open.",
+            }, log.ToArray());
+            Assert.IsTrue(line.AwaitsResults);
+            Assert.AreEqual("It's open.", line.FollowUp.Text);
+            Assert.AreSame(line.FollowUp, line.Last);
+            Assert.AreEqual("The north gate is open.", line.FollowUp.ActionResults["call_1"]);
+            Assert.AreEqual(2, transport.Calls);
+            var first = TalkRequest.ParseFrom(GrpcWebFrameBody(transport.Requests[0]));
+            Assert.AreEqual("open_gate", first.Actions[0].Name);
+            Assert.IsTrue(first.Actions[0].AwaitResult);
+            var followUp = TalkRequest.ParseFrom(GrpcWebFrameBody(transport.Requests[1]));
+            Assert.AreEqual("", followUp.Text, "a follow-up carries no player text");
+            Assert.AreEqual("call_1", followUp.ActionResults[0].CallId);
+            Assert.AreEqual("The north gate is open.", followUp.ActionResults[0].Content);
+        }
+
+        [Test]
+        public void InspectorBindingHandlesThePersonasActionAndNamedChoiceIsSent()
+        {
+            var log = new List<string>();
+            var transport = new ScriptedTransport()
+                .Message(Call("call_2", "give_item", "{\"item\":\"room key\"}"))
+                .Message(Final("Here.", FinishReason.Stop)).Trailer(0);
+            var speaker = Speaker(transport, log);
+            var binding = new NpcActionBinding { name = "give_item" };
+            binding.onCalled.AddListener(json => log.Add("binding:" + json));
+            speaker.ActionBindings.Add(binding);
+            speaker.ActionChoice = NpcActionChoice.Named;
+            speaker.ActionChoiceName = "give_item";
+            var line = Pump(speaker, speaker.SayAsync("Three silver."));
+            Assert.AreEqual(new[]
+            {
+                "started", "called:give_item{\"item\":\"room key\"}", "binding:{\"item\":\"room key\"}",
+                "finished:Here.",
+            }, log.ToArray());
+            Assert.IsFalse(line.AwaitsResults);
+            Assert.IsNull(line.FollowUp);
+            Assert.AreEqual(1, transport.Calls, "fire-and-forget sends nothing back");
+            var request = TalkRequest.ParseFrom(GrpcWebFrameBody(transport.Requests[0]));
+            Assert.AreEqual(0, request.Actions.Count, "the persona declares give_item; the binding only handles it");
+            Assert.AreEqual(ActionChoice.Types.Mode.Named, request.ActionChoice.Mode);
+            Assert.AreEqual("give_item", request.ActionChoice.Name);
+        }
+
+        [Test]
+        public void AwaitedActionWithoutHandlerWaitsForTheGame()
+        {
+            var log = new List<string>();
+            var call = new ActionCall { Id = "call_3", Name = "ring_bell", Arguments = "{}" };
+            var transport = new ScriptedTransport()
+                .Message(Call("call_3", "ring_bell", "{}")).Message(Final("", FinishReason.Action, call)).Trailer(0)
+                .NextCall().Message(Final("Ding.", FinishReason.Stop)).Trailer(0);
+            var speaker = Speaker(transport, log);
+            speaker.RegisterAction("ring_bell", "Rings the bell.", "", true, (Func<NpcActionCall, string>)null);
+            var line = Pump(speaker, speaker.SayAsync("Ring it."));
+            Assert.IsTrue(line.AwaitsResults);
+            Assert.IsNull(line.FollowUp);
+            Assert.AreEqual(1, transport.Calls);
+            var results = new Dictionary<string, string> { { "call_3", "rang" } };
+            var follow = Pump(speaker, speaker.SendActionResultsAsync(results));
+            Assert.AreEqual("Ding.", follow.Text);
+            var sent = TalkRequest.ParseFrom(GrpcWebFrameBody(transport.Requests[1]));
+            Assert.AreEqual("rang", sent.ActionResults[0].Content);
+            Assert.AreEqual("", sent.Text);
+        }
+
+        [Test]
+        public void BadActionNamesSayWhatToFix()
+        {
+            var speaker = _npc.AddComponent<NpcSpeaker>();
+            var e = Assert.Throws<ArgumentException>(
+                () => speaker.RegisterAction("open gate", "", "", false, c => "ok"));
+            StringAssert.Contains("'open gate'", e.Message);
+            StringAssert.Contains("letters, digits or '_'", e.Message);
+        }
+
+        static byte[] GrpcWebFrameBody(NpcHttpRequest request)
+        {
+            var frame = request.Body;
+            var payload = new byte[frame.Length - 5];
+            Array.Copy(frame, 5, payload, 0, payload.Length);
+            return payload;
+        }
+    }
+
     [TestFixture]
     public class NpcConnectionSettingsTests
     {

@@ -14,7 +14,8 @@ namespace NpcServer.Dialogue.Tests
     /// </summary>
     public sealed class ScriptedTransport : INpcTransport
     {
-        readonly List<byte[]> _chunks = new List<byte[]>();
+        // One script per call; the last one answers every later call.
+        readonly List<List<byte[]>> _scripts = new List<List<byte[]>> { new List<byte[]>() };
 
         public ScriptedTransport(int httpStatus = 200, IDictionary<string, string> headers = null)
         {
@@ -27,6 +28,19 @@ namespace NpcServer.Dialogue.Tests
         public bool HoldOpenAfterChunks { get; set; }
         public NpcHttpRequest LastRequest { get; private set; }
         public int Calls { get; private set; }
+        public readonly List<NpcHttpRequest> Requests = new List<NpcHttpRequest>();
+
+        List<byte[]> _chunks
+        {
+            get { return _scripts[_scripts.Count - 1]; }
+        }
+
+        /// <summary>What follows answers the next call (a follow-up Talk).</summary>
+        public ScriptedTransport NextCall()
+        {
+            _scripts.Add(new List<byte[]>());
+            return this;
+        }
 
         public ScriptedTransport Message(IProtoMessage message)
         {
@@ -51,6 +65,8 @@ namespace NpcServer.Dialogue.Tests
             CancellationToken cancellationToken)
         {
             LastRequest = request;
+            Requests.Add(request);
+            var script = _scripts[Math.Min(Calls, _scripts.Count - 1)];
             Calls++;
             var done = new TaskCompletionSource<bool>();
             try
@@ -58,7 +74,7 @@ namespace NpcServer.Dialogue.Tests
                 cancellationToken.ThrowIfCancellationRequested();
                 handler.OnResponseStarted(HttpStatus, Headers);
                 // Deliver byte by byte: the decoder must cope with frames split anywhere.
-                foreach (var chunk in _chunks)
+                foreach (var chunk in script)
                 {
                     for (int i = 0; i < chunk.Length; i++) handler.OnData(chunk, i, 1);
                 }

@@ -63,14 +63,28 @@ namespace NpcServer.Dialogue
         /// is sampled; the task returns the finished line. The turn is stored by the server only when the reply
         /// completes, so a cancelled call leaves the conversation as it was.
         /// </summary>
-        public async Task<NpcLine> TalkAsync(TalkRequest request, IProgress<string> onDelta,
+        public Task<NpcLine> TalkAsync(TalkRequest request, IProgress<string> onDelta,
             CancellationToken cancellationToken = default(CancellationToken))
+        {
+            return TalkAsync(request, onDelta, null, cancellationToken);
+        }
+
+        /// <summary>
+        /// <see cref="TalkAsync(TalkRequest, IProgress{string}, CancellationToken)"/>, and each action the NPC calls
+        /// goes to <paramref name="onActionCall"/> in the reply's order (between the deltas around it).
+        /// </summary>
+        public async Task<NpcLine> TalkAsync(TalkRequest request, IProgress<string> onDelta,
+            IProgress<NpcActionCall> onActionCall, CancellationToken cancellationToken = default(CancellationToken))
         {
             CompletionFinal final = null;
             await ServerStreamingAsync<TalkRequest, TalkResponse>(ConversationServicePaths.Talk, request,
                 response =>
                 {
                     if (response.Delta != null && onDelta != null) onDelta.Report(response.Delta.Content);
+                    if (response.ActionCall != null && onActionCall != null)
+                    {
+                        onActionCall.Report(new NpcActionCall(response.ActionCall));
+                    }
                     if (response.Final != null) final = response.Final;
                 }, cancellationToken).ConfigureAwait(false);
             if (final == null)

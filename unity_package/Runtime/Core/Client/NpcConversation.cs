@@ -1,7 +1,9 @@
 using System;
+using System.Collections.Generic;
 using System.Threading;
 using System.Threading.Tasks;
 using NpcServer.Api.V1;
+using Action = System.Action; // the proto's Action message would make the delegate ambiguous
 
 namespace NpcServer.Dialogue
 {
@@ -13,8 +15,15 @@ namespace NpcServer.Dialogue
     /// </summary>
     public sealed class NpcConversation
     {
+        /// <summary>
+        /// Most follow-up lines one exchange sends results for on its own (a model that keeps calling actions stops
+        /// there; the last line then has <see cref="NpcLine.AwaitsResults"/>).
+        /// </summary>
+        public const int MaxFollowUps = 4;
+
         readonly NpcClient _client;
         readonly object _gate = new object();
+        readonly Dictionary<string, Registration> _actions = new Dictionary<string, Registration>();
         CancellationTokenSource _current;
         string _partialText = "";
 
@@ -42,6 +51,21 @@ namespace NpcServer.Dialogue
 
         /// <summary>The line failed (an <see cref="NpcRpcException"/>, or OperationCanceledException when cancelled).</summary>
         public event Action<Exception> LineFailed;
+
+        /// <summary>
+        /// The NPC called an action, in the reply's order (between its deltas), before the action's handler runs.
+        /// </summary>
+        public event Action<NpcActionCall> ActionCalled;
+
+        /// <summary>The results of awaited actions are being sent (call id to content), before the follow-up line.</summary>
+        public event Action<IDictionary<string, string>> ActionResultsSent;
+
+        /// <summary>
+        /// Which actions the NPC may or must call in the player's lines (null: auto). The server enforces it. A
+        /// follow-up line after results leaves the choice to the server (or sends none when this is none), so the
+        /// NPC can speak about them.
+        /// </summary>
+        public ActionChoice ActionChoice { get; set; }
 
         /// <summary>The persona id of the NPC ("tavern_keeper").</summary>
         public string PersonaId { get; set; }
@@ -80,8 +104,40 @@ namespace NpcServer.Dialogue
         public NpcLine LastLine { get; private set; }
 
         /// <summary>
+        /// Declares an action the NPC can take in every line, added to the persona's own (replacing one registered
+        /// under the same name). <paramref name="handler"/> (optional) runs when the NPC calls it, on the
+        /// transport's thread; for an action with AwaitResult, the text its task returns goes back to the NPC,
+        /// who then speaks about it. Throws <see cref="ArgumentException"/> for a name the server would refuse.
+        /// </summary>
+        public void RegisterAction(NpcServer.Api.V1.Action action, Func<NpcActionCall, Task<string>> handler = null)
+        {
+            if (action == null) throw new ArgumentNullException("action");
+            NpcActionCall.CheckName(action.Name);
+            lock (_gate) _actions[action.Name] = new Registration(action, handler);
+        }
+
+        /// <summary>
+        /// Runs <paramref name="handler"/> when the NPC calls <paramref name="name"/>, an action its persona declares
+        /// on the server (like the tavern keeper's give_item). Same contract as <see cref="RegisterAction"/>.
+        /// </summary>
+        public void HandleAction(string name, Func<NpcActionCall, Task<string>> handler)
+        {
+            NpcActionCall.CheckName(name);
+            if (handler == null) throw new ArgumentNullException("handler");
+            lock (_gate) _actions[name] = new Registration(null, handler);
+        }
+
+        /// <summary>Forgets a registered action or handler; returns whether there was one.</summary>
+        public bool UnregisterAction(string name)
+        {
+            lock (_gate) return _actions.Remove(name ?? "");
+        }
+
+        /// <summary>
         /// The player says <paramref name="text"/>; returns the NPC's finished line. One line at a time: throws
         /// <see cref="InvalidOperationException"/> while a line is being spoken (call <see cref="Cancel"/> first).
+        /// When the line awaits actions that all have handlers, their results go back and the NPC's follow-up line
+        /// is awaited too (<see cref="NpcLine.FollowUp"/>); each part raises LineStarted and LineFinished.
         /// </summary>
         public async Task<NpcLine> SayAsync(string text, CancellationToken cancellationToken = default(CancellationToken))
         {
@@ -89,6 +145,61 @@ namespace NpcServer.Dialogue
             {
                 throw new ArgumentException("the player's line must not be empty", "text");
             }
+            var source = Begin(cancellationToken);
+            var request = BuildRequest(false);
+            request.Text = text;
+            try
+            {
+                var line = await SpeakAsync(request, null, source.Token).ConfigureAwait(false);
+                var part = line;
+                for (var i = 0; i < MaxFollowUps && part.AwaitsResults; i++)
+                {
+                    var results = await RunAwaitedAsync(part).ConfigureAwait(false);
+                    if (results == null) break; // an awaited action has no handler: the game sends the result
+                    part.FollowUp = await SpeakAsync(BuildRequest(true), results, source.Token).ConfigureAwait(false);
+                    part = part.FollowUp;
+                }
+                Finish(source);
+                return line;
+            }
+            catch (Exception e)
+            {
+                Finish(source);
+                var failed = LineFailed;
+                if (failed != null) failed(e);
+                throw;
+            }
+        }
+
+        /// <summary>
+        /// Sends the results of the calls a line awaited (<see cref="NpcLine.AwaitsResults"/>): call id to content,
+        /// with no player text. Returns the NPC's follow-up line, in which it speaks about them.
+        /// </summary>
+        public async Task<NpcLine> SendActionResultsAsync(IDictionary<string, string> results,
+            CancellationToken cancellationToken = default(CancellationToken))
+        {
+            if (results == null || results.Count == 0)
+            {
+                throw new ArgumentException("send at least one call id and its result", "results");
+            }
+            var source = Begin(cancellationToken);
+            try
+            {
+                var line = await SpeakAsync(BuildRequest(true), results, source.Token).ConfigureAwait(false);
+                Finish(source);
+                return line;
+            }
+            catch (Exception e)
+            {
+                Finish(source);
+                var failed = LineFailed;
+                if (failed != null) failed(e);
+                throw;
+            }
+        }
+
+        CancellationTokenSource Begin(CancellationToken cancellationToken)
+        {
             CancellationTokenSource source;
             lock (_gate)
             {
@@ -101,33 +212,104 @@ namespace NpcServer.Dialogue
                 _current = source;
                 _partialText = "";
             }
+            return source;
+        }
+
+        TalkRequest BuildRequest(bool followUp)
+        {
             var request = new TalkRequest
             {
                 PersonaId = PersonaId,
                 ConversationId = ConversationId,
-                Text = text,
                 PlayerName = PlayerName ?? "",
             };
             if (!string.IsNullOrEmpty(Preset)) request.Preset = Preset;
             if (MaxTokens > 0) request.MaxTokens = MaxTokens;
+            lock (_gate)
+            {
+                foreach (var registration in _actions.Values)
+                {
+                    if (registration.Declared != null) request.Actions.Add(registration.Declared);
+                }
+            }
+            var choice = ActionChoice;
+            // Required and named choices are for the player's line: on a follow-up they would force a call after
+            // every result, and the NPC could never speak about it. Unset there is the server's default.
+            if (choice != null && (!followUp || choice.Mode == ActionChoice.Types.Mode.None))
+            {
+                request.ActionChoice = choice;
+            }
+            return request;
+        }
+
+        // One Talk: raises LineStarted, streams deltas and action calls (starting their handlers), raises
+        // LineFinished.
+        async Task<NpcLine> SpeakAsync(TalkRequest request, IDictionary<string, string> results,
+            CancellationToken token)
+        {
+            if (results != null)
+            {
+                foreach (var pair in results)
+                {
+                    request.ActionResults.Add(new ActionResult { CallId = pair.Key, Content = pair.Value ?? "" });
+                }
+                var sent = ActionResultsSent;
+                if (sent != null) sent(results);
+            }
+            lock (_gate) _partialText = "";
+            var started = LineStarted;
+            if (started != null) started();
+            var calls = new CallSink(this);
+            var line = await _client.TalkAsync(request, new DeltaSink(this), calls, token).ConfigureAwait(false);
+            line.ActionResults = results ?? new Dictionary<string, string>();
+            line.Handlers = calls.Running;
+            lock (_gate) LastLine = line;
+            var finished = LineFinished;
+            if (finished != null) finished(line);
+            return line;
+        }
+
+        // The results of a line's awaited calls, from their handlers; null when one has no handler.
+        async Task<IDictionary<string, string>> RunAwaitedAsync(NpcLine line)
+        {
+            var results = new Dictionary<string, string>();
+            foreach (var call in line.ActionCalls)
+            {
+                Registration registration;
+                lock (_gate) _actions.TryGetValue(call.Name, out registration);
+                if (registration != null && registration.Declared != null && !registration.Declared.AwaitResult)
+                {
+                    continue; // fire-and-forget: nothing goes back
+                }
+                Task<string> running;
+                if (line.Handlers == null || !line.Handlers.TryGetValue(call.Id, out running)) return null;
+                results[call.Id] = await running.ConfigureAwait(false) ?? "done";
+            }
+            return results.Count > 0 ? results : null;
+        }
+
+        void OnActionCall(NpcActionCall call, Dictionary<string, Task<string>> running)
+        {
+            var called = ActionCalled;
+            if (called != null) called(call);
+            Registration registration;
+            lock (_gate) _actions.TryGetValue(call.Name, out registration);
+            if (registration == null || registration.Handler == null) return;
+            Task<string> task;
             try
             {
-                var started = LineStarted;
-                if (started != null) started();
-                var line = await _client.TalkAsync(request, new DeltaSink(this), source.Token).ConfigureAwait(false);
-                lock (_gate) LastLine = line;
-                Finish(source);
-                var finished = LineFinished;
-                if (finished != null) finished(line);
-                return line;
+                task = registration.Handler(call) ?? Task.FromResult<string>(null);
             }
             catch (Exception e)
             {
-                Finish(source);
-                var failed = LineFailed;
-                if (failed != null) failed(e);
-                throw;
+                var failed = new TaskCompletionSource<string>();
+                failed.SetException(e);
+                task = failed.Task;
             }
+            // A fire-and-forget handler's failure is the handler's own business; observe it so it is not rethrown
+            // by the finalizer.
+            task.ContinueWith(t => t.Exception, TaskContinuationOptions.OnlyOnFaulted);
+            running[call.Id] = task;
         }
 
         /// <summary>Stops the line being spoken, if any. The server stores no turn for it.</summary>
@@ -184,6 +366,34 @@ namespace NpcServer.Dialogue
             lock (_gate) _partialText += delta;
             var received = DeltaReceived;
             if (received != null) received(delta);
+        }
+
+        sealed class Registration
+        {
+            public readonly NpcServer.Api.V1.Action Declared;
+            public readonly Func<NpcActionCall, Task<string>> Handler;
+
+            public Registration(NpcServer.Api.V1.Action declared, Func<NpcActionCall, Task<string>> handler)
+            {
+                Declared = declared;
+                Handler = handler;
+            }
+        }
+
+        sealed class CallSink : IProgress<NpcActionCall>
+        {
+            readonly NpcConversation _owner;
+            public readonly Dictionary<string, Task<string>> Running = new Dictionary<string, Task<string>>();
+
+            public CallSink(NpcConversation owner)
+            {
+                _owner = owner;
+            }
+
+            public void Report(NpcActionCall value)
+            {
+                _owner.OnActionCall(value, Running);
+            }
         }
 
         // Calls back synchronously, in order (Progress<T> would post to a thread pool and could reorder deltas).

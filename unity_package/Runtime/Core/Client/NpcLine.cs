@@ -1,4 +1,5 @@
 using System.Collections.Generic;
+using System.Threading.Tasks;
 using NpcServer.Api.V1;
 
 namespace NpcServer.Dialogue
@@ -13,6 +14,7 @@ namespace NpcServer.Dialogue
         {
             Final = final ?? new CompletionFinal();
             Text = Final.Message != null ? Final.Message.Content : "";
+            ActionResults = new Dictionary<string, string>();
         }
 
         /// <summary>The whole reply, the concatenation of every delta.</summary>
@@ -48,7 +50,51 @@ namespace NpcServer.Dialogue
             get { return Final.Structured != null ? Final.Structured.Error : ""; }
         }
 
-        /// <summary>Why generation stopped (STOP, or LENGTH when max_tokens cut the line).</summary>
+        /// <summary>The actions the NPC called in this line, in order.</summary>
+        public IList<NpcActionCall> ActionCalls
+        {
+            get
+            {
+                var calls = new List<NpcActionCall>();
+                foreach (var call in Final.ActionCalls) calls.Add(new NpcActionCall(call));
+                return calls;
+            }
+        }
+
+        /// <summary>
+        /// True when the line ended by calling an action that awaits its result (FinishReason is Action): the
+        /// result goes back with <see cref="NpcConversation.SendActionResultsAsync"/> (which SayAsync does itself
+        /// when every awaited action has a handler).
+        /// </summary>
+        public bool AwaitsResults
+        {
+            get { return Final.FinishReason == FinishReason.Action; }
+        }
+
+        /// <summary>The results this line answered instead of a player line (call id to content); empty otherwise.</summary>
+        public IDictionary<string, string> ActionResults { get; internal set; }
+
+        /// <summary>
+        /// The NPC's next line, spoken after the results of this line's awaited actions went back; null when there
+        /// was none.
+        /// </summary>
+        public NpcLine FollowUp { get; internal set; }
+
+        // The handlers started for this line's calls (call id to their task), for the results an awaited call needs.
+        internal Dictionary<string, Task<string>> Handlers { get; set; }
+
+        /// <summary>The last line of the exchange: this one, or the end of its <see cref="FollowUp"/> chain.</summary>
+        public NpcLine Last
+        {
+            get
+            {
+                var line = this;
+                while (line.FollowUp != null) line = line.FollowUp;
+                return line;
+            }
+        }
+
+        /// <summary>Why generation stopped (STOP, LENGTH when max_tokens cut the line, ACTION when it awaits results).</summary>
         public FinishReason FinishReason
         {
             get { return Final.FinishReason; }
