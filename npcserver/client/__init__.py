@@ -35,6 +35,8 @@ from npcserver.client.streams import AsyncReplyStream, ReplyStream
 from npcserver.client.sync import NpcClient
 from npcserver.client.tokens import mint_player_token
 from npcserver.client.types import (
+    Action,
+    ActionCall,
     ChatMessage,
     ChatResult,
     Conversation,
@@ -50,6 +52,8 @@ from npcserver.client.types import (
 )
 
 __all__ = [
+    "Action",
+    "ActionCall",
     "AsyncNpcClient",
     "AsyncReplyStream",
     "ChatMessage",

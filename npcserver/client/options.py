@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import TypedDict
 
 from npcserver.api.v1 import npcserver_pb2 as pb
-from npcserver.client.types import ChatMessage, ResponseFormatLike, to_response_format
+from npcserver.client.types import Action, ChatMessage, ResponseFormatLike, to_response_format
 
 
 class ChatOptions(TypedDict, total=False):
@@ -32,14 +32,6 @@ class ChatOptions(TypedDict, total=False):
     continue_final_message: bool
     #: A Jinja2 chat template overriding the model's own.
     chat_template: str
-    #: Whether a thinking model may reason first; its reasoning comes back as ``ChatResult.reasoning``.
-    enable_thinking: bool
-    #: False renders the conversation without opening the assistant's reply.
-    add_generation_prompt: bool
-    #: "auto", "string" or "openai": how message contents reach the chat template.
-    chat_template_content_format: str
-    #: Reference documents: ``{"text": ..., "title": ...}`` each.
-    documents: Sequence[Mapping[str, str]]
     #: Seconds before the call is abandoned (DEADLINE_EXCEEDED); default: the client's ``timeout``.
     timeout: float
 
@@ -56,8 +48,12 @@ class TalkOptions(TypedDict, total=False):
     response_format: ResponseFormatLike
     #: The player's name for this line; empty means the persona's player_name.
     player_name: str
-    #: Whether a thinking model may reason first (unset: the persona's default); never part of the NPC's line.
-    enable_thinking: bool
+    #: Actions for this turn only, added to the persona's.
+    actions: Sequence[Action]
+    #: "auto" (default), "none", "required", or the name of the one action the NPC must call.
+    action_choice: str
+    #: Results of the calls the previous reply awaited, by call id (the text must then be "").
+    action_results: Mapping[str, str]
     #: Seconds before the call is abandoned (DEADLINE_EXCEEDED); default: the client's ``timeout``.
     timeout: float
 
@@ -86,14 +82,9 @@ def chat_request(messages: Sequence[ChatMessage], options: ChatOptions) -> pb.Cr
         "seed",
         "preset",
         "chat_template",
-        "enable_thinking",
-        "add_generation_prompt",
-        "chat_template_content_format",
     ):
         if name in options:
             setattr(req, name, options[name])
-    for doc in options.get("documents", ()):
-        req.documents.add(text=doc.get("text", ""), title=doc.get("title", ""))
     if "response_format" in options:
         req.response_format.CopyFrom(to_response_format(options["response_format"]).to_pb())
     return req
@@ -108,9 +99,21 @@ def talk_request(npc: str, conversation: str, text: str, options: TalkOptions) -
     req = pb.TalkRequest(
         persona_id=npc, conversation_id=conversation, text=text, player_name=options.get("player_name", "")
     )
-    for name in ("preset", "temperature", "top_p", "max_tokens", "seed", "enable_thinking"):
+    for name in ("preset", "temperature", "top_p", "max_tokens", "seed"):
         if name in options:
             setattr(req, name, options[name])
     if "response_format" in options:
         req.response_format.CopyFrom(to_response_format(options["response_format"]).to_pb())
+    req.actions.extend(a.to_pb() for a in options.get("actions", ()))
+    if "action_choice" in options:
+        choice = options["action_choice"]
+        modes = {"auto": pb.ActionChoice.MODE_AUTO, "none": pb.ActionChoice.MODE_NONE}
+        modes["required"] = pb.ActionChoice.MODE_REQUIRED
+        if choice in modes:
+            req.action_choice.mode = modes[choice]
+        else:
+            req.action_choice.CopyFrom(pb.ActionChoice(mode=pb.ActionChoice.MODE_NAMED, name=choice))
+    req.action_results.extend(
+        pb.ActionResult(call_id=k, content=v) for k, v in options.get("action_results", {}).items()
+    )
     return req

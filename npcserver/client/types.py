@@ -13,12 +13,14 @@ from typing import Any, Literal
 
 from npcserver.api.v1 import npcserver_pb2 as pb
 
-FinishReason = Literal["stop", "length", "unspecified"]
+#: "action": the reply called an action that awaits its result (send it with ``action_results``).
+FinishReason = Literal["stop", "length", "action", "unspecified"]
 
 _FINISH_REASONS: dict[int, FinishReason] = {
     pb.FINISH_REASON_UNSPECIFIED: "unspecified",
     pb.FINISH_REASON_STOP: "stop",
     pb.FINISH_REASON_LENGTH: "length",
+    pb.FINISH_REASON_ACTION: "action",
 }
 
 
@@ -179,6 +181,41 @@ class StructuredOutput:
 
 
 @dataclass(frozen=True)
+class Action:
+    """Something an NPC can do in the game (a tool): ``parameters`` is the arguments' JSON Schema."""
+
+    name: str
+    description: str = ""
+    parameters: Mapping[str, Any] | None = None
+    #: The reply that calls it ends with finish_reason "action"; send the result back with ``action_results``.
+    await_result: bool = False
+
+    def to_pb(self) -> pb.Action:
+        schema = json.dumps(dict(self.parameters)) if self.parameters is not None else ""
+        return pb.Action(
+            name=self.name, description=self.description, parameters_schema=schema, await_result=self.await_result
+        )
+
+
+@dataclass(frozen=True)
+class ActionCall:
+    """A validated call the NPC made to one of its actions."""
+
+    id: str
+    name: str
+    #: The arguments as JSON text (valid against the action's schema); ``args`` parses them.
+    arguments: str
+
+    @property
+    def args(self) -> Any:
+        return json.loads(self.arguments)
+
+    @classmethod
+    def from_pb(cls, c: pb.ActionCall) -> ActionCall:
+        return cls(c.id, c.name, c.arguments)
+
+
+@dataclass(frozen=True)
 class ChatResult:
     """A finished reply with everything the server reported about it (chat completion or Talk)."""
 
@@ -193,8 +230,8 @@ class ChatResult:
     id: str = ""
     model: str = ""
     created: int = 0
-    #: A thinking model's reasoning, kept out of the reply's text ("" when it did not reason).
-    reasoning: str = ""
+    #: The actions the NPC called (tools, for a chat completion), in order.
+    action_calls: tuple[ActionCall, ...] = ()
 
     @property
     def text(self) -> str:
@@ -220,7 +257,7 @@ class ChatResult:
             id=id,
             model=model,
             created=created,
-            reasoning=final.message.reasoning_content,
+            action_calls=tuple(ActionCall.from_pb(c) for c in final.action_calls),
         )
 
     @classmethod
@@ -231,13 +268,13 @@ class ChatResult:
         return cls(
             message=ChatMessage.from_pb(choice.message),
             finish_reason=_FINISH_REASONS.get(choice.finish_reason, "unspecified"),
+            action_calls=tuple(ActionCall.from_pb(c) for c in choice.message.tool_calls),
             usage=Usage.from_pb(resp.usage),
             timings=Timings.from_pb(resp.timings),
             structured=StructuredOutput.from_pb(choice.structured) if choice.HasField("structured") else None,
             id=resp.id,
             model=resp.model,
             created=resp.created,
-            reasoning=choice.message.reasoning_content,
         )
 
 
