@@ -163,6 +163,80 @@ namespace NpcServer.Dialogue.E2E
             Assert.IsNotEmpty(((NpcRpcException)error).StatusMessage);
         }
 
+        // The tavern keeper's own give_item (fire-and-forget), forced by a named choice: the call arrives with
+        // arguments from the schema's enum, the handler runs with them, and nothing is awaited.
+        [Test]
+        public void NamedActionCallArrivesValidatedAndRunsItsHandler()
+        {
+            string conversationId = NewConversationId("give");
+            var conversation = new NpcConversation(_client, "tavern_keeper", conversationId) { MaxTokens = 60 };
+            conversation.ActionChoice = new ActionChoice { Mode = ActionChoice.Types.Mode.Named, Name = "give_item" };
+            var called = new List<NpcActionCall>();
+            conversation.ActionCalled += c => { lock (called) called.Add(c); };
+            string handled = null;
+            conversation.HandleAction("give_item", c =>
+            {
+                handled = c.GetString("item");
+                return Task.FromResult<string>(null);
+            });
+            var line = Run(conversation.SayAsync("Here are three silver. I'll take the room."));
+            Assert.AreEqual(1, line.ActionCalls.Count, "one call: " + line.Final.FinishReason);
+            var call = line.ActionCalls[0];
+            Assert.AreEqual("give_item", call.Name);
+            CollectionAssert.Contains(new[] { "room key", "mutton stew", "brown ale" }, call.GetString("item"));
+            StringAssert.StartsWith("call_", call.Id);
+            Assert.AreEqual(call.GetString("item"), handled, "the handler ran with the arguments");
+            Assert.AreEqual(1, called.Count, "ActionCalled once");
+            Assert.AreEqual(call.Id, called[0].Id);
+            Assert.AreEqual(FinishReason.Stop, line.FinishReason, "fire-and-forget ends with STOP");
+            Assert.IsNull(line.FollowUp);
+            var stored = Run(_client.GetConversationAsync("tavern_keeper", conversationId));
+            Assert.AreEqual(call.Id, stored.Turns[0].ActionCalls[0].Id, "the stored turn keeps the call");
+        }
+
+        // An action the game declares that awaits its result: the line ends with FinishReason.Action, the handler's
+        // result goes back with the next Talk (no player text), the NPC speaks about it, and both turns are stored.
+        [Test]
+        public void AwaitedActionResultRoundTrips()
+        {
+            string conversationId = NewConversationId("gate");
+            var conversation = new NpcConversation(_client, "tavern_keeper", conversationId) { MaxTokens = 40 };
+            conversation.RegisterAction(new NpcServer.Api.V1.Action
+            {
+                Name = "open_gate",
+                Description = "Opens a gate of the town for the traveler.",
+                ParametersSchema = "{\"type\":\"object\",\"properties\":{\"gate\":{\"type\":\"string\","
+                    + "\"enum\":[\"north\",\"south\"]}},\"required\":[\"gate\"]}",
+                AwaitResult = true,
+            }, c => Task.FromResult("The " + c.GetString("gate") + " gate is open."));
+            conversation.ActionChoice = new ActionChoice { Mode = ActionChoice.Types.Mode.Named, Name = "open_gate" };
+            var line = Run(conversation.SayAsync("Open the gate for me, please."));
+            Assert.AreEqual(FinishReason.Action, line.FinishReason);
+            Assert.IsTrue(line.AwaitsResults);
+            var call = line.ActionCalls.Single();
+            string result = "The " + call.GetString("gate") + " gate is open.";
+            CollectionAssert.Contains(new[] { "north", "south" }, call.GetString("gate"));
+            Assert.IsNotNull(line.FollowUp, "the result went back and the NPC answered");
+            Assert.AreEqual(result, line.FollowUp.ActionResults[call.Id]);
+            Assert.IsNotEmpty(line.FollowUp.Text.Trim(), "the NPC speaks about the result");
+            var turns = Run(_client.GetConversationAsync("tavern_keeper", conversationId)).Turns;
+            Assert.AreEqual(2, turns.Count);
+            Assert.AreEqual(call.Id, turns[0].ActionCalls[0].Id);
+            Assert.AreEqual(call.Id, turns[1].ActionResults[0].CallId);
+            Assert.AreEqual(result, turns[1].ActionResults[0].Content);
+            Assert.AreEqual("", turns[1].PlayerLine);
+        }
+
+        [Test]
+        public void ResultWithNoPendingCallIsInvalidArgument()
+        {
+            var conversation = new NpcConversation(_client, "tavern_keeper", NewConversationId("nocall"));
+            var results = new Dictionary<string, string> { { "call_nope", "done" } };
+            var error = Catch(() => conversation.SendActionResultsAsync(results));
+            Assert.IsInstanceOf<NpcInvalidArgumentException>(error, "got " + error);
+            StringAssert.Contains("call", ((NpcRpcException)error).StatusMessage);
+        }
+
         [Test]
         public void CancellationStopsTheStream()
         {
