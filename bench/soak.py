@@ -191,7 +191,7 @@ class _Conversation:
             return f"HTTP error {type(exc).__name__}"
 
 
-_CODES = {c.value[0]: c.name for c in grpc.StatusCode}
+_CODES: dict[int, str] = {c.value[0]: c.name for c in grpc.StatusCode}
 
 
 def _code(number: str) -> str:
