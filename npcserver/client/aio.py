@@ -216,6 +216,25 @@ class AsyncNpcClient:
         req = stream_chat_request([to_message(m) for m in messages], options)
         return self._stream(self._stubs.chat.StreamChatCompletion, req, options.get("timeout"))
 
+    async def batch_chat(
+        self, conversations: Sequence[str | Sequence[MessageLike]], **options: Unpack[ChatOptions]
+    ) -> list[ChatResult]:
+        """Several conversations in one call (vLLM's ``LLM.chat``): one result per conversation, in order, decoded
+        together by the server's batching engine. A conversation is a list of messages, or a string: one user
+        message. ``options`` apply to every conversation (1 to 64 of them)."""
+        req = pb.BatchChatCompletionsRequest(
+            conversations=[
+                chat_request(
+                    history_messages(conv, None) if isinstance(conv, str) else [to_message(m) for m in conv], options
+                )
+                for conv in conversations
+            ]
+        )
+        resp: pb.BatchChatCompletionsResponse = await self._call(
+            self._stubs.chat.BatchChatCompletions, req, options.get("timeout")
+        )
+        return [ChatResult.from_response(r) for r in resp.results]
+
     # -- NPC dialogue ------------------------------------------------------------------------------------------
 
     async def talk(self, npc: str, conversation: str, text: str, **overrides: Unpack[TalkOptions]) -> ChatResult:

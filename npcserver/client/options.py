@@ -32,6 +32,14 @@ class ChatOptions(TypedDict, total=False):
     continue_final_message: bool
     #: A Jinja2 chat template overriding the model's own.
     chat_template: str
+    #: Whether a thinking model may reason first; its reasoning comes back as ``ChatResult.reasoning``.
+    enable_thinking: bool
+    #: False renders the conversation without opening the assistant's reply.
+    add_generation_prompt: bool
+    #: "auto", "string" or "openai": how message contents reach the chat template.
+    chat_template_content_format: str
+    #: Reference documents: ``{"text": ..., "title": ...}`` each.
+    documents: Sequence[Mapping[str, str]]
     #: Seconds before the call is abandoned (DEADLINE_EXCEEDED); default: the client's ``timeout``.
     timeout: float
 
@@ -48,6 +56,8 @@ class TalkOptions(TypedDict, total=False):
     response_format: ResponseFormatLike
     #: The player's name for this line; empty means the persona's player_name.
     player_name: str
+    #: Whether a thinking model may reason first (unset: the persona's default); never part of the NPC's line.
+    enable_thinking: bool
     #: Actions for this turn only, added to the persona's.
     actions: Sequence[Action]
     #: "auto" (default), "none", "required", or the name of the one action the NPC must call.
@@ -82,9 +92,14 @@ def chat_request(messages: Sequence[ChatMessage], options: ChatOptions) -> pb.Cr
         "seed",
         "preset",
         "chat_template",
+        "enable_thinking",
+        "add_generation_prompt",
+        "chat_template_content_format",
     ):
         if name in options:
             setattr(req, name, options[name])
+    for doc in options.get("documents", ()):
+        req.documents.add(text=doc.get("text", ""), title=doc.get("title", ""))
     if "response_format" in options:
         req.response_format.CopyFrom(to_response_format(options["response_format"]).to_pb())
     return req
@@ -99,7 +114,7 @@ def talk_request(npc: str, conversation: str, text: str, options: TalkOptions) -
     req = pb.TalkRequest(
         persona_id=npc, conversation_id=conversation, text=text, player_name=options.get("player_name", "")
     )
-    for name in ("preset", "temperature", "top_p", "max_tokens", "seed"):
+    for name in ("preset", "temperature", "top_p", "max_tokens", "seed", "enable_thinking"):
         if name in options:
             setattr(req, name, options[name])
     if "response_format" in options:

@@ -230,6 +230,8 @@ class ChatResult:
     id: str = ""
     model: str = ""
     created: int = 0
+    #: A thinking model's reasoning, kept out of the reply's text ("" when it did not reason).
+    reasoning: str = ""
     #: The actions the NPC called (tools, for a chat completion), in order.
     action_calls: tuple[ActionCall, ...] = ()
 
@@ -257,6 +259,7 @@ class ChatResult:
             id=id,
             model=model,
             created=created,
+            reasoning=final.message.reasoning_content,
             action_calls=tuple(ActionCall.from_pb(c) for c in final.action_calls),
         )
 
@@ -275,6 +278,7 @@ class ChatResult:
             id=resp.id,
             model=resp.model,
             created=resp.created,
+            reasoning=choice.message.reasoning_content,
         )
 
 

@@ -87,8 +87,8 @@ const _CHOICE_MODES := {
 ## The client to use. Empty: the [code]NpcServer[/code] autoload.
 @export var client: NpcClient
 ## Whether the NPC may or must call an action in its next lines (the server enforces it).
-## REQUIRED and NAMED apply to the player's lines; the NPC's follow-up after action results is
-## AUTO.
+## REQUIRED and NAMED apply to the player's lines; a follow-up after action results leaves the
+## choice to the server, which lets the NPC talk about them.
 @export var action_choice := ActionChoice.AUTO
 ## The action to call when [member action_choice] is NAMED.
 @export var action_choice_name := ""
@@ -271,7 +271,7 @@ func _talk_request(follow_up := false) -> NpcProto.TalkRequest:
 		if entry["action"] != null:
 			request.actions.append(entry["action"])
 	# REQUIRED and NAMED are for the player's line: on a follow-up they would force a call after
-	# every result, and the NPC could never speak about it.
+	# every result, and the NPC could never speak about it. Unset there is the server's default.
 	var choice := action_choice
 	if follow_up and choice != ActionChoice.NONE:
 		choice = ActionChoice.AUTO
