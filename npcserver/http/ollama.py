@@ -45,6 +45,7 @@ from npcserver.core.types import (
     SamplingOverrides,
 )
 from npcserver.errors import InvalidArgument, NotFound, NotReady, NpcError, QueueFull
+from npcserver.http.bodies import parse_json
 from npcserver.http.calls import CallTracker, Outcome, run_call
 from npcserver.service import NpcService, ReasoningDelta, TextDelta
 
@@ -520,12 +521,10 @@ class OllamaRoutes:
 
     async def _body(self, request: Request, model: type[_Body]) -> Any:
         raw = await request.body()
-        try:
-            data = json.loads(raw) if raw.strip() else {}
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise InvalidArgument(f"the request body is not valid JSON: {exc}") from exc
+        # parse_json: bad UTF-8, deep nesting and 5,000-digit numbers are a 400 naming the body, never a 500.
+        data = parse_json(raw) if raw.strip() else {}
         if not isinstance(data, dict):
-            raise InvalidArgument("the request body must be a JSON object")
+            raise InvalidArgument("the request body must be a JSON object", param="body")
         return model.model_validate(data)
 
     def _model_id(self, name: str) -> str:

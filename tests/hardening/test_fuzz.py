@@ -202,9 +202,10 @@ def test_every_rpc_survives_bytes_that_are_not_its_message(
 
 # --- REST bodies ------------------------------------------------------------------------------------------------
 
-#: (method, path, the proto message its body is in proto-JSON, or None for OpenAI's chat completions)
+#: (method, path, the proto message its body is in proto-JSON, or None for the OpenAI and Ollama chat routes)
 REST_ROUTES: list[tuple[str, str, Descriptor | None]] = [
     ("POST", "/v1/chat/completions", None),
+    ("POST", "/api/chat", None),
     ("POST", "/v1/npcs", pb.Persona.DESCRIPTOR),
     ("PUT", "/v1/npcs/fuzz", pb.Persona.DESCRIPTOR),
     ("POST", "/v1/npcs/tavern_keeper/conversations/fuzz:talk", pb.TalkRequest.DESCRIPTOR),
@@ -238,6 +239,25 @@ def chat_bodies(draw: st.DrawFn) -> Any:
 
 
 @st.composite
+def ollama_bodies(draw: st.DrawFn) -> Any:
+    """Ollama /api/chat bodies, mostly of the right shape with wrong values."""
+    body: dict[str, Any] = {
+        "model": draw(st.one_of(st.just("gemma-3-270m-q4_k_m"), text())),
+        "messages": draw(
+            st.lists(st.fixed_dictionaries({"role": st.sampled_from(["user", "system"]), "content": json_values()}))
+        ),
+        "stream": draw(st.one_of(st.just(False), json_values())),
+        "options": {"num_predict": 2},
+    }
+    for key in ["options", "format", "keep_alive", "think", "tools"]:
+        if draw(st.booleans()):
+            body[key] = draw(json_values())
+    if isinstance(body.get("options"), dict):
+        body["options"]["num_predict"] = 2
+    return body
+
+
+@st.composite
 def proto_bodies(draw: st.DrawFn, descriptor: Descriptor) -> Any:
     """proto-JSON of the message, with some fields replaced by JSON of any shape."""
     msg = draw(messages(descriptor))
@@ -259,7 +279,10 @@ def proto_bodies(draw: st.DrawFn, descriptor: Descriptor) -> Any:
 def test_every_rest_body_gets_a_precise_answer(
     probe: Target, verb: str, path: str, descriptor: Descriptor | None, data: st.DataObject
 ) -> None:
-    shaped = chat_bodies() if descriptor is None else proto_bodies(descriptor)
+    if descriptor is not None:
+        shaped = proto_bodies(descriptor)
+    else:
+        shaped = chat_bodies() if path.startswith("/v1/") else ollama_bodies()
     body = data.draw(st.one_of(shaped, json_values()), label="body")
     raw = json.dumps(body, allow_nan=True).encode()
     if data.draw(st.booleans(), label="mangle"):
@@ -268,7 +291,8 @@ def test_every_rest_body_gets_a_precise_answer(
     r = probe.http.request(verb, path, content=raw, headers={"content-type": "application/json"})
     assert r.status_code < 500, f"{verb} {path} {raw[:300]!r} -> {r.status_code} {r.text[:300]}"
     if r.status_code >= 400:
-        message = r.json()["error"]["message"]
+        error = r.json()["error"]  # OpenAI's {"error": {"message": ...}}, or Ollama's {"error": "..."}
+        message = error if isinstance(error, str) else error["message"]
         assert message, f"{verb} {path}: an empty error message"
 
 
