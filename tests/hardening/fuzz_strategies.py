@@ -48,7 +48,7 @@ ADVERSARIAL_TEXT = [
 ]
 
 #: Ids that exist, so that some requests reach deep into the server.
-KNOWN_IDS = ["tavern_keeper", "ship_ai", "narrator", "fuzz", "player-1"]
+KNOWN_IDS = ["tavern_keeper", "ship_ai", "narrator", "fuzz", "fuzz-2"]
 
 
 def text() -> st.SearchStrategy[str]:
