@@ -1,6 +1,8 @@
 """A terminal chat with one NPC: the player's lines from stdin, the NPC's reply printed token by token.
 
-``npcserver chat --npc <id>`` calls :func:`run_chat`. Commands: ``/history``, ``/reset``, ``/help``, ``/quit``.
+``npcserver chat --npc <id> [--preset NAME] [--temperature T] [--seed N]`` calls :func:`run_chat`. Commands:
+``/history``, ``/reset``, ``/preset NAME`` (``/preset`` alone lists them), ``/inspect`` (the prompt inspector: what
+the next line would send, needs a designer key), ``/help``, ``/quit``.
 Ctrl-C while the NPC speaks stops the reply (the server then stores no turn); Ctrl-C at the prompt quits.
 """
 
@@ -25,7 +27,10 @@ EXIT_ERROR = 1
 EXIT_UNAVAILABLE = 2
 EXIT_INTERRUPTED = 130
 
-HELP = "Commands: /history shows the stored turns, /reset forgets them, /quit leaves. Ctrl-C stops a reply."
+HELP = (
+    "Commands: /history shows the stored turns, /reset forgets them, /preset NAME switches the sampling preset "
+    "(/preset lists them), /inspect [LINE] shows the prompt a line would send, /quit leaves. Ctrl-C stops a reply."
+)
 
 
 class _Repl:
@@ -90,10 +95,46 @@ class _Repl:
         elif line == "/reset":
             deleted = self.client.reset(self.persona.id, self.conversation)
             self.say(f"(forgot {deleted} turn{'s' if deleted != 1 else ''})")
+        elif line == "/preset" or line.startswith("/preset "):
+            self.preset(line[len("/preset") :].strip())
+        elif line == "/inspect" or line.startswith("/inspect "):
+            self.inspect(line[len("/inspect") :].strip())
         elif line == "/help":
             self.say(HELP)
         else:
             self.say(f"unknown command {line!r}. {HELP}")
+
+    def preset(self, name: str) -> None:
+        presets = self.client.list_presets()
+        names = [p.name for p in presets]
+        if not name:
+            current = self.overrides.get("preset") or self.persona.default_preset or "the server default"
+            self.say(f"(presets: {', '.join(names)}; in use: {current})")
+        elif name not in names:
+            self.say(f"(no preset {name!r}; choose one of: {', '.join(names)})")
+        else:
+            self.overrides["preset"] = name
+            self.say(f"(preset {name} from now on)")
+
+    def inspect(self, text: str) -> None:
+        """Shows what the next line (``text``, or a placeholder) would send: sections, tokens, sampling."""
+        line = text or "..."
+        try:
+            r = self.client.render_prompt(self.persona.id, self.conversation, line, **self.overrides)
+        except NpcClientError as err:
+            self.err.write(f"error: {err}\n")
+            return
+        self.say(f"(prompt for {line!r}: {r.prompt_tokens} tokens; {len(r.left_out)} turns left out)")
+        for s in r.sections:
+            first = s.text.strip().splitlines()[0] if s.text.strip() else ""
+            self.say(f"  {s.name:<26} {s.tokens:>5} tokens  {first[:60]}")
+        params = []
+        for p in r.sampling:
+            value = f"{p.value:g}" if p.HasField("value") else "random"
+            params.append(f"{p.name}={value} ({p.source}{' ' + p.preset if p.preset else ''})")
+        self.say("  sampling: " + ", ".join(params))
+        if r.grammar:
+            self.say(f"  grammar from the {r.grammar_source}")
 
     def talk(self, text: str) -> int | None:
         """Streams one reply. Returns an exit code when the chat cannot go on, else None."""

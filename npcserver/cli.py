@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--conversation", default="terminal", help="conversation id (default: terminal)")
     chat.add_argument("--target", default="127.0.0.1:50051", help="server gRPC address (default: 127.0.0.1:50051)")
     chat.add_argument("--api-key", default=os.environ.get("NPCSERVER_API_KEY"), help="API key, if the server has one")
+    chat.add_argument("--preset", help="sampling preset for every line (switch with /preset NAME in the chat)")
+    chat.add_argument("--temperature", type=float, help="sampling temperature, 0 to 2 (default: the preset's)")
+    chat.add_argument("--seed", type=int, help="random seed, for replies you can reproduce")
     hash_key = sub.add_parser(
         "hash-key",
         help="hash an API key for the keys file (api_keys_file)",
@@ -133,7 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "chat":
         from npcserver.chat_repl import run_chat
 
-        return run_chat(args.target, args.npc, args.conversation, api_key=args.api_key)
+        # Only the options given: the rest fall back to the persona's preset and the server's defaults.
+        options = {k: getattr(args, k) for k in ("preset", "temperature", "seed") if getattr(args, k) is not None}
+        return run_chat(args.target, args.npc, args.conversation, api_key=args.api_key, **options)
     if args.command == "hash-key":
         return _hash_key(args)
     return 2

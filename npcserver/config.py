@@ -114,7 +114,8 @@ class Settings(BaseSettings):
         "guided_grammar (vLLM before 0.11), ebnf (SGLang), grammar (llama-server), or empty (none, e.g. Ollama).",
     )
     engine_api_key: SecretStr | None = Field(
-        None, description="Bearer key for engine_url (prefer NPCSERVER_ENGINE_API_KEY: a flag shows in the process list)."
+        None,
+        description="Bearer key for engine_url (prefer NPCSERVER_ENGINE_API_KEY: a flag shows in the process list).",
     )
     engine_timeout_s: float = Field(
         60.0, gt=0, description="Longest silence from engine_url during a reply before it counts as failed."
@@ -161,6 +162,10 @@ class Settings(BaseSettings):
     metrics_enabled: bool = Field(True, description="Serve Prometheus metrics at GET /metrics on the HTTP door.")
     metrics_public: bool = Field(
         False, description="Serve /metrics without a key when keys are configured (a scraper that cannot send one)."
+    )
+    designer_endpoints: bool = Field(
+        True,
+        description="Serve the designer's workbench: RenderPrompt and Compare (gRPC, REST) and the /playground page.",
     )
 
     @field_validator("cors_origins", mode="before")

@@ -37,6 +37,7 @@ class Stubs:
         self.conversations: Any = rpc.ConversationServiceStub(channel)
         self.presets: Any = rpc.PresetServiceStub(channel)
         self.models: Any = rpc.ModelServiceStub(channel)
+        self.designer: Any = rpc.DesignerServiceStub(channel)
         self.health: Any = health_pb2_grpc.HealthStub(channel)
 
 

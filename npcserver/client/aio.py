@@ -347,3 +347,36 @@ class AsyncNpcClient:
         """The models the server has loaded."""
         resp: pb.ListModelsResponse = await self._call(self._stubs.models.ListModels, pb.ListModelsRequest())
         return [ModelInfo.from_pb(m) for m in resp.models]
+
+    # -- the designer's workbench (needs a designer key) -------------------------------------------------------
+
+    async def render_prompt(
+        self, npc: str, conversation: str, text: str, **overrides: Unpack[TalkOptions]
+    ) -> pb.RenderPromptResponse:
+        """The prompt inspector: what ``talk`` with these arguments would send the model (the text, its sections
+        with their tokens, the turns left out, the grammar, the sampling parameters and where each came from).
+        Nothing is generated or stored."""
+        req = pb.RenderPromptRequest(talk=talk_request(npc, conversation, text, overrides))
+        resp: pb.RenderPromptResponse = await self._call(
+            self._stubs.designer.RenderPrompt, req, overrides.get("timeout")
+        )
+        return resp
+
+    async def compare(
+        self,
+        npc: str,
+        conversation: str,
+        text: str,
+        variants: Sequence[pb.CompareVariant],
+        *,
+        player_name: str = "",
+        deadline: float | None = None,
+    ) -> pb.CompareResponse:
+        """One line through 2 to 4 variants (preset, sampling, persona fields) in one engine batch, against the
+        conversation's history, which stays unchanged. To keep a variant: ``update_persona`` with
+        ``Persona.from_pb(result.persona)``. ``deadline``: seconds for the call (default: the client's timeout)."""
+        req = pb.CompareRequest(
+            persona_id=npc, conversation_id=conversation, text=text, player_name=player_name, variants=variants
+        )
+        resp: pb.CompareResponse = await self._call(self._stubs.designer.Compare, req, deadline)
+        return resp

@@ -50,6 +50,26 @@ _SLOTS = re.compile("\ue000([0-9]+)\ue001")
 
 
 @dataclass(frozen=True)
+class Span:
+    """A named stretch ``[start, end)`` of a prompt's text: one of its sections (persona, history, ...)."""
+
+    name: str
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class Unit:
+    """A stretch of a prompt's text that was tokenized in one call, with that call's flags. The units tile the text,
+    and their tokens, in order, are the prompt's tokens: what the inspector needs to count each section's tokens."""
+
+    start: int
+    end: int
+    add_bos: bool
+    special: bool
+
+
+@dataclass(frozen=True)
 class BuiltPrompt:
     """A prompt ready for the engine."""
 
@@ -64,6 +84,13 @@ class BuiltPrompt:
     text: str
     #: The reply follows "Name:", so the model's first token usually carries a leading space to drop.
     strip_leading_space: bool
+    #: The sections of ``text``, in order, tiling it (persona, examples, history, post_history_instructions,
+    #: player_line, reply_start for Talk; system, history, last_message, reply_start for chat).
+    sections: tuple[Span, ...] = ()
+    #: How ``text`` was tokenized (see Unit).
+    units: tuple[Unit, ...] = ()
+    #: History items left out for length, oldest first: turns for Talk, messages for chat.
+    left_out: int = 0
 
 
 def reply_reserve(max_tokens: int, context_size: int) -> int:
@@ -83,6 +110,8 @@ class _Rendered:
     """A template's output as pieces: (text, is_markup). Only markup is parsed for special tokens."""
 
     pieces: tuple[tuple[str, bool], ...]
+    #: Where each message's client text landed: (start, end, index of the message) in ``text``.
+    spans: tuple[tuple[int, int, int], ...] = ()
 
     @property
     def text(self) -> str:
@@ -159,6 +188,7 @@ class PromptBuilder:
             # Post-history instructions ride on the player's line: a system message there breaks templates that
             # require alternating roles.
             last = text + (f"\n\n{after}" if (after := persona.post_history_instructions.strip()) else "")
+            names = ["persona"] + ["examples"] * (len(messages) - 1)
             return self._fit_template(
                 self.chat_template,
                 messages,
@@ -166,24 +196,39 @@ class PromptBuilder:
                 [Message("user", last)],
                 budget,
                 continue_final=False,
+                names=(names, "history", "player_line"),
+                post_chars=len(after),
                 options=options,
             )
         player = _line(player_name or persona.player_name) or DEFAULT_PLAYER
         npc = _line(persona.display_name)
         prefix = persona.system_prompt.strip() + "\n\n"
+        persona_chars = len(prefix)
         prefix += "".join(
             f"{player}: {_line(e.player_line)}\n{npc}: {_line(e.npc_line)}\n" for e in persona.example_dialogue
         )
         turn_texts = [
             f"{_line(t.player_name) or player}: {_line(t.player_line)}\n{npc}: {_line(t.npc_line)}\n" for t in turns
         ]
-        tail = f"{player}: {_line(text)}\n{npc}:"
-        if persona.post_history_instructions.strip():
-            # After the whole history, right before the NPC answers (SillyTavern's place for them).
-            tail = f"{player}: {_line(text)}\n{persona.post_history_instructions.strip()}\n{npc}:"
+        said = f"{player}: {_line(text)}\n"
+        # After the whole history, right before the NPC answers (SillyTavern's place for them).
+        after = f"{after}\n" if (after := persona.post_history_instructions.strip()) else ""
+        tail = f"{said}{after}{npc}:"
         # One line per speaker: a text reply ends at the end of its line. JSON may span lines; its grammar ends it.
         stop = (f"\n{player}:", f"\n{npc}:") if structured else ("\n",)
-        return self._fit_segments(prefix, turn_texts, tail, budget, stop)
+        return self._fit_segments(
+            prefix,
+            turn_texts,
+            tail,
+            budget,
+            stop,
+            prefix_parts=(("persona", persona_chars), ("examples", len(prefix) - persona_chars)),
+            tail_parts=(
+                ("player_line", len(said)),
+                ("post_history_instructions", len(after)),
+                ("reply_start", len(npc) + 1),
+            ),
+        )
 
     def history_room(self, persona: Persona, max_tokens: int) -> int:
         """Tokens a Talk's history may take with this persona: the window less the reply's reserve, the persona's
@@ -255,7 +300,14 @@ class PromptBuilder:
                 else:
                     history[-1] += (m,)
             return self._fit_template(
-                template, pinned, history, [last], budget, continue_final=continue_final, options=options
+                template,
+                pinned,
+                history,
+                [last],
+                budget,
+                continue_final=continue_final,
+                names=(["system"] * len(pinned), "history", "last_message"),
+                options=options,
             )
         user_names = {_line(m.name) or USER_NAME for m in messages if m.role == "user"} | {USER_NAME}
         prefix = "".join(self._transcript_line(m) for m in pinned)
@@ -269,11 +321,18 @@ class PromptBuilder:
         else:
             tail = self._transcript_line(last) + f"{ASSISTANT_NAME}:"
         stop = tuple(sorted(f"\n{name}:" for name in user_names))
-        built = self._fit_segments(prefix, [self._transcript_line(m) for m in rest], tail, budget, stop)
+        said = len(tail) if continue_final else len(self._transcript_line(last))
+        built = self._fit_segments(
+            prefix,
+            [self._transcript_line(m) for m in rest],
+            tail,
+            budget,
+            stop,
+            prefix_parts=(("system", len(prefix)),),
+            tail_parts=(("last_message", said), ("reply_start", len(tail) - said)),
+        )
         if continue_final:
-            return BuiltPrompt(
-                built.tokens, built.prefix_len, built.truncated_turns, built.stop, built.text, strip_leading_space=False
-            )
+            return replace(built, strip_leading_space=False)
         return built
 
     @staticmethod
@@ -286,7 +345,15 @@ class PromptBuilder:
     # --- fitting -------------------------------------------------------------------------------------------------
 
     def _fit_segments(
-        self, prefix: str, turns: list[str], tail: str, budget: int, stop: tuple[str, ...]
+        self,
+        prefix: str,
+        turns: list[str],
+        tail: str,
+        budget: int,
+        stop: tuple[str, ...],
+        *,
+        prefix_parts: tuple[tuple[str, int], ...],
+        tail_parts: tuple[tuple[str, int], ...],
     ) -> BuiltPrompt:
         # A transcript has no markup: all of it is text, speaker labels included.
         prefix_ids = self._tokenize(prefix, self.add_bos, False)
@@ -310,8 +377,26 @@ class PromptBuilder:
         for ids in turn_ids[dropped:]:
             tokens += ids
         tokens += tail_ids
-        text = prefix + "".join(turns[dropped:]) + tail
-        return BuiltPrompt(tokens, len(prefix_ids), dropped, stop, text, strip_leading_space=True)
+        kept = "".join(turns[dropped:])
+        text = prefix + kept + tail
+        # Sections and units as character spans over the text (the inspector counts their tokens).
+        parts = (*prefix_parts, ("history", len(kept)), *tail_parts)
+        unit_lengths = [(len(prefix), self.add_bos), *((len(t), False) for t in turns[dropped:]), (len(tail), False)]
+        units, pos = [], 0
+        for length, bos in unit_lengths:
+            units.append(Unit(pos, pos + length, bos, False))
+            pos += length
+        return BuiltPrompt(
+            tokens,
+            len(prefix_ids),
+            dropped,
+            stop,
+            text,
+            strip_leading_space=True,
+            sections=_tile(parts),
+            units=tuple(units),
+            left_out=dropped,
+        )
 
     def _fit_template(
         self,
@@ -322,9 +407,11 @@ class PromptBuilder:
         budget: int,
         *,
         continue_final: bool,
+        names: tuple[list[str], str, str],
+        post_chars: int = 0,
         options: TemplateOptions = DEFAULT_OPTIONS,
     ) -> BuiltPrompt:
-        def attempt(dropped: int) -> tuple[list[int], str]:
+        def attempt(dropped: int) -> tuple[list[int], str, _Rendered]:
             msgs = pinned + [m for group in history[dropped:] for m in group] + last
             rendered = self._render_slots(
                 template,
@@ -333,17 +420,17 @@ class PromptBuilder:
                 generation_prompt=options.add_generation_prompt,
                 options=options,
             )
-            return self._tokenize_rendered(rendered), rendered.text
+            return self._tokenize_rendered(rendered), rendered.text, rendered
 
         # Everything, if it fits: the common case, one render. A template's complaint about the whole conversation
         # is the client's to fix, so it is raised as it is.
-        tokens, text = attempt(0)
+        tokens, text, rendered = attempt(0)
         dropped = 0
         if len(tokens) > budget:
             # Otherwise the fewest dropped groups that fit, by bisection (a prompt never grows when older groups
             # leave it). A template may refuse a shortened conversation ("roles must alternate"): that count is
             # treated as not fitting.
-            found: tuple[int, list[int], str] | None = None
+            found: tuple[int, list[int], str, _Rendered] | None = None
             lo, hi = 1, len(history)
             while lo <= hi:
                 mid = (lo + hi) // 2
@@ -361,7 +448,7 @@ class PromptBuilder:
                     f"({self.context_size} tokens, minus room for the reply): shorten them, lower max_tokens, or "
                     "raise the server's ctx_size"
                 )
-            dropped, tokens, text = found
+            dropped, tokens, text, rendered = found
         prefix_len = 0
         if pinned:
             try:
@@ -375,7 +462,31 @@ class PromptBuilder:
                     break
                 prefix_len += 1
         stop = self.end_of_turn(template)
-        return BuiltPrompt(tokens, prefix_len, dropped, stop, text, strip_leading_space=False)
+        # Sections: each message's text with the markup that opens it; the markup after the last one opens the reply.
+        pinned_names, history_name, last_name = names
+        kept = sum(len(g) for g in history[dropped:])
+        owner = [*pinned_names, *[history_name] * kept, *[last_name] * len(last)]
+        parts: list[tuple[str, int]] = []
+        pos = 0
+        for start, end, index in rendered.spans:
+            if post_chars and index == len(owner) - 1:
+                cut = max(start, end - post_chars)
+                parts += [(owner[index], cut - pos), ("post_history_instructions", end - cut)]
+            else:
+                parts.append((owner[index], end - pos))
+            pos = end
+        parts.append(("reply_start", len(text) - pos))
+        return BuiltPrompt(
+            tokens,
+            prefix_len,
+            dropped,
+            stop,
+            text,
+            strip_leading_space=False,
+            sections=_tile(parts),
+            units=self._units(rendered),
+            left_out=sum(len(g) for g in history[:dropped]),
+        )
 
     def end_of_turn(self, template: str) -> tuple[str, ...]:
         """The markup a template closes an assistant turn with (``<|im_end|>``, ``<|eot_id|>``, ...), as a stop.
@@ -430,6 +541,8 @@ class PromptBuilder:
         add_generation_prompt = generation_prompt and not continue_final
         rendered, missing = self._render_with_slots(template, msgs, add_generation_prompt, continue_final, options)
         if missing:
+            system_at = [i for i, m in enumerate(msgs) if m["role"] == "system"]
+            kept_at = [i for i, m in enumerate(msgs) if m["role"] != "system"]
             # The template dropped the system message: fold it into the first user message instead.
             joined = "\n\n".join(m["content"] for m in msgs if m["role"] == "system" and m["content"].strip())
             others = [dict(m) for m in msgs if m["role"] != "system"]
@@ -439,7 +552,20 @@ class PromptBuilder:
                     break
             else:
                 others.insert(0, {"role": "user", "content": joined})
-            rendered, _ = self._render_with_slots(template, others, add_generation_prompt, continue_final, options)
+                kept_at.insert(0, system_at[0])
+            folded, _ = self._render_with_slots(template, others, add_generation_prompt, continue_final, options)
+            # Spans point at the caller's messages again; the system text folded into a user message is the system's.
+            spans: list[tuple[int, int, int]] = []
+            first_user = next((j for j, m in enumerate(others) if m["role"] == "user"), -1)
+            for start, end, index in folded.spans:
+                if index == first_user and system_at:
+                    cut = min(end, start + len(joined.strip()) + 2)
+                    spans.append((start, cut, system_at[0]))
+                    if cut < end:
+                        spans.append((cut, end, kept_at[index]))
+                else:
+                    spans.append((start, end, kept_at[index]))
+            rendered = _Rendered(folded.pieces, tuple(spans))
         return rendered
 
     def _render_with_slots(
@@ -467,6 +593,7 @@ class PromptBuilder:
             cores.append(core)
             slotted.append({**m, "content": slot})
         final_slot = len(cores) - 1 if continue_final else -1
+        message_slots = len(cores)
         # Documents are client text too: they reach the template as placeholders, and are never parsed for markup.
         documents = []
         for title, body in options.documents:
@@ -478,6 +605,9 @@ class PromptBuilder:
             documents.append(doc)
         text = self._render(template, slotted, add_generation_prompt, options, documents)
         pieces: list[tuple[str, bool]] = []
+        spans: list[tuple[int, int, int]] = []
+        message_of = [j for j, m in enumerate(slotted) if _SLOTS.search(m["content"])]
+        out = 0  # length of the output so far
         seen: set[int] = set()
         pos = 0
         for match in _SLOTS.finditer(text):
@@ -486,6 +616,10 @@ class PromptBuilder:
                 continue
             pieces.append((text[pos : match.start()], True))
             pieces.append((cores[index], False))
+            out += match.start() - pos
+            if index < message_slots:
+                spans.append((out, out + len(cores[index]), message_of[index]))
+            out += len(cores[index])
             seen.add(index)
             pos = match.end()
             if index == final_slot:
@@ -502,13 +636,28 @@ class PromptBuilder:
             j: int(_SLOTS.findall(m["content"])[0]) for j, m in enumerate(slotted) if _SLOTS.search(m["content"])
         }
         missing = any(slot_of[j] not in seen for j in system)
-        return _Rendered(tuple(p for p in pieces if p[0])), missing
+        return _Rendered(tuple(p for p in pieces if p[0]), tuple(spans)), missing
+
+    def _wants_bos(self, rendered: _Rendered) -> bool:
+        pieces = rendered.pieces
+        wrote_bos = bool(self.bos_token and pieces and pieces[0][1] and pieces[0][0].startswith(self.bos_token))
+        return self.add_bos and not wrote_bos
+
+    def _units(self, rendered: _Rendered) -> tuple[Unit, ...]:
+        """How ``_tokenize_rendered`` splits the text into tokenizer calls."""
+        add_bos = self._wants_bos(rendered)
+        if not rendered.pieces:
+            return (Unit(0, 0, add_bos, False),) if add_bos else ()
+        units, pos = [], 0
+        for i, (text, markup) in enumerate(rendered.pieces):
+            units.append(Unit(pos, pos + len(text), add_bos and i == 0, markup))
+            pos += len(text)
+        return tuple(units)
 
     def _tokenize_rendered(self, rendered: _Rendered) -> list[int]:
         """Markup is parsed for special tokens; client text never is. BOS once, unless the template wrote it."""
         pieces = rendered.pieces
-        wrote_bos = bool(self.bos_token and pieces and pieces[0][1] and pieces[0][0].startswith(self.bos_token))
-        add_bos = self.add_bos and not wrote_bos
+        add_bos = self._wants_bos(rendered)
         ids: list[int] = []
         for text, markup in pieces:
             ids += self._tokenize(text, add_bos and not ids, markup)
@@ -565,3 +714,18 @@ def _with_reference_text(messages: Sequence[Message], documents: Sequence[Docume
     else:
         out.insert(0, Message("system", reference))
     return out
+
+
+def _tile(parts: Sequence[tuple[str, int]]) -> tuple[Span, ...]:
+    """Consecutive (name, length) parts as spans: empty ones dropped, neighbours of one name joined."""
+    spans: list[Span] = []
+    pos = 0
+    for name, length in parts:
+        if length <= 0:
+            continue
+        if spans and spans[-1].name == name:
+            spans[-1] = Span(name, spans[-1].start, pos + length)
+        else:
+            spans.append(Span(name, pos, pos + length))
+        pos += length
+    return tuple(spans)

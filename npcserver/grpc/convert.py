@@ -36,6 +36,7 @@ from npcserver.core.types import (
     TextDelta,
     Turn,
 )
+from npcserver.core.workbench import Comparison, Inspection, Variant
 from npcserver.errors import InvalidArgument
 
 _FINISH = {"stop": pb.FINISH_REASON_STOP, "length": pb.FINISH_REASON_LENGTH, "action": pb.FINISH_REASON_ACTION}
@@ -56,7 +57,7 @@ def _opt(msg: Any, name: str) -> Any:
 
 
 def overrides_from_pb(
-    msg: pb.CreateChatCompletionRequest | pb.StreamChatCompletionRequest | pb.TalkRequest,
+    msg: pb.CreateChatCompletionRequest | pb.StreamChatCompletionRequest | pb.TalkRequest | pb.CompareVariant,
 ) -> SamplingOverrides:
     """The request's sampling options: a field set in ``sampling`` wins over the deprecated flat field."""
     flat = {f.name for f in msg.DESCRIPTOR.fields}
@@ -429,3 +430,64 @@ def persona_page_to_pb(personas: list[Persona], next_page_token: str) -> pb.List
 
 def presets_to_pb(presets: list[Preset], default_preset: str) -> pb.ListPresetsResponse:
     return pb.ListPresetsResponse(presets=[preset_to_pb(p) for p in presets], default_preset=default_preset)
+
+
+# --- the designer's workbench ------------------------------------------------------------------------------------
+
+
+def inspection_to_pb(i: Inspection) -> pb.RenderPromptResponse:
+    msg = pb.RenderPromptResponse(
+        text=i.text,
+        sections=[pb.PromptSection(name=s.name, text=s.text, tokens=s.tokens) for s in i.sections],
+        prompt_tokens=i.prompt_tokens,
+        left_out=list(i.left_out),
+        grammar=i.grammar,
+        grammar_source=i.grammar_source,
+        stop=list(i.stop),
+    )
+    for p in i.sampling:
+        param = msg.sampling.add(name=p.name, source=p.source, preset=p.preset)
+        if p.value is not None:
+            param.value = float(p.value)
+    return msg
+
+
+def variant_from_pb(msg: pb.CompareVariant, index: int) -> Variant:
+    """A variant; its persona fields that are set (non-empty) override the stored persona's."""
+    fields = persona_fields_from_pb(msg.persona, f"variants[{index}]") if msg.HasField("persona") else {}
+    return Variant(label=msg.label, preset=_opt(msg, "preset"), overrides=overrides_from_pb(msg), persona=fields)
+
+
+def persona_fields_from_pb(p: pb.Persona, where: str) -> dict[str, Any]:
+    """The persona fields set in ``p`` (non-empty text and lists, a set max_tokens), by name."""
+    fields: dict[str, Any] = {}
+    for name in ("display_name", "system_prompt", "default_preset", "player_name", "post_history_instructions"):
+        if getattr(p, name):
+            fields[name] = getattr(p, name)
+    if p.example_dialogue:
+        fields["example_dialogue"] = tuple(ExampleExchange(e.player_line, e.npc_line) for e in p.example_dialogue)
+    if p.stop:
+        fields["stop"] = tuple(p.stop)
+    if p.HasField("max_tokens"):
+        fields["max_tokens"] = p.max_tokens
+    if p.response_schema.strip():
+        fields["response_schema"] = parse_schema(p.response_schema, f"{where}.persona.response_schema")
+    return fields
+
+
+def compare_request_from_pb(msg: pb.CompareRequest) -> tuple[TalkRequest, list[Variant]]:
+    talk = TalkRequest(
+        persona_id=msg.persona_id, conversation_id=msg.conversation_id, text=msg.text, player_name=msg.player_name
+    )
+    return talk, [variant_from_pb(v, i) for i, v in enumerate(msg.variants)]
+
+
+def comparison_to_pb(c: Comparison) -> pb.CompareResponse:
+    return pb.CompareResponse(
+        results=[
+            pb.CompareResult(label=r.label, final=final_to_pb(r.completion), persona=persona_to_pb(r.persona))
+            for r in c.results
+        ],
+        peak_batch=c.peak_batch,
+        engine_steps=c.engine_steps,
+    )

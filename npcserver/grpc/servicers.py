@@ -21,7 +21,7 @@ from npcserver.api.v1 import npcserver_pb2_grpc as pb_grpc
 from npcserver.config import Settings
 from npcserver.core.app import NpcCore
 from npcserver.core.types import ActionCall
-from npcserver.errors import Internal, NpcError, RateLimited
+from npcserver.errors import Internal, InvalidArgument, NpcError, RateLimited
 from npcserver.grpc import convert
 from npcserver.service import Completion, Gate, NpcService, ReasoningDelta, TextDelta
 from npcserver.service.limits import retry_after_header
@@ -207,6 +207,25 @@ class PersonaServicer(_Base, pb_grpc.PersonaServiceServicer):
         return pb.ExportCharacterCardResponse(card=card, media_type=media_type)
 
 
+class DesignerServicer(_Base, pb_grpc.DesignerServiceServicer):
+    @unary
+    async def RenderPrompt(self, request: pb.RenderPromptRequest, context: Context) -> Any:
+        which = request.WhichOneof("request")
+        if which == "talk":
+            fields = convert.persona_fields_from_pb(request.persona, "render") if request.HasField("persona") else {}
+            inspected = await self.service.render_prompt(convert.talk_request_from_pb(request.talk), fields)
+        elif which == "chat":
+            inspected = await self.service.render_prompt(convert.chat_request_from_pb(request.chat))
+        else:
+            raise InvalidArgument("RenderPrompt needs a request to inspect: set talk or chat", param="request")
+        return convert.inspection_to_pb(inspected)
+
+    @unary
+    async def Compare(self, request: pb.CompareRequest, context: Context) -> Any:
+        talk, variants = convert.compare_request_from_pb(request)
+        return convert.comparison_to_pb(await self.service.compare(talk, variants))
+
+
 class PresetServicer(_Base, pb_grpc.PresetServiceServicer):
     @unary
     async def ListPresets(self, request: pb.ListPresetsRequest, context: Context) -> Any:
@@ -235,6 +254,8 @@ def add_services(
     pb_grpc.add_ChatServiceServicer_to_server(ChatServicer(service), server)
     pb_grpc.add_ConversationServiceServicer_to_server(ConversationServicer(service), server)
     pb_grpc.add_PersonaServiceServicer_to_server(PersonaServicer(service), server)
+    if settings.designer_endpoints:
+        pb_grpc.add_DesignerServiceServicer_to_server(DesignerServicer(service), server)
     pb_grpc.add_PresetServiceServicer_to_server(PresetServicer(service), server)
     pb_grpc.add_ModelServiceServicer_to_server(ModelServicer(service), server)
     return list(SERVICE_NAMES)

@@ -28,6 +28,7 @@ from npcserver.http.errors import error_body, error_response
 from npcserver.http.grpcweb import GrpcWebBridge, MethodRegistry, is_grpc_web
 from npcserver.http.observe import RequestScopes
 from npcserver.http.ollama import OllamaRoutes
+from npcserver.http.playground import bearer_from_basic
 from npcserver.http.rest import RestRoutes
 from npcserver.service import Gate, NpcService
 from npcserver.service.access import Role
@@ -58,7 +59,7 @@ class HttpApp:
         self.services = add_services(self.registry, core, settings, self.gate, ops=self.ops)
         self.bridge = GrpcWebBridge(self.registry, self.tracker, _MAX_BODY_BYTES)
         self.service = NpcService(core, self.gate, self.ops)
-        routes = RestRoutes(self.service, self.tracker).routes(self._authorize)
+        routes = RestRoutes(self.service, self.tracker).routes(self._authorize, designer=settings.designer_endpoints)
         if settings.metrics_enabled:
             routes.append(Route("/metrics", self._metrics, methods=["GET"]))
         routes += OllamaRoutes(self.service, self.tracker).routes()
@@ -82,7 +83,8 @@ class HttpApp:
 
     def _authorize(self, request: Request) -> Response | None:
         try:
-            self.service.admit(request.headers.get("authorization"))
+            # Basic with the key as password: what a browser sends after the playground page asked for it.
+            self.service.admit(bearer_from_basic(request.headers.get("authorization")))
         except NpcError as exc:
             return error_response(exc)
         return None

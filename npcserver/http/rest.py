@@ -26,6 +26,15 @@ as grpc-gateway maps them (see ``protojson``): proto field names, enums by name,
   PUT    /v1/npcs/{persona_id}/conversations/{conversation_id}      body Conversation: restores it (import)
   DELETE /v1/npcs/{persona_id}/conversations/{conversation_id}      ResetConversationResponse
 
+Designer routes (DesignerService; off with the designer_endpoints setting):
+  POST   /v1/npcs/{persona_id}/conversations/{conversation_id}:render  body TalkRequest (+ "persona", fields to
+                                                                    try): RenderPromptResponse
+  POST   /v1/npcs/{persona_id}/conversations/{conversation_id}:compare body CompareRequest: CompareResponse
+  POST   /v1/chat/completions:render                                body as /v1/chat/completions:
+                                                                    RenderPromptResponse
+  GET    /playground                                                the playground page (a designer credential:
+                                                                    Bearer, or Basic with the key as password)
+
 Ids in the path fill the body's id fields; a body id that differs from the path's is a 400. A Talk final is the
 gRPC CompletionFinal's JSON plus ``stored`` (whether the turn was stored). Errors are OpenAI error bodies.
 """
@@ -51,6 +60,7 @@ from npcserver.grpc import convert
 from npcserver.http.bodies import parse_json
 from npcserver.http.calls import CallTracker, Outcome, run_call
 from npcserver.http.errors import error_body, error_response
+from npcserver.http.playground import playground_routes
 from npcserver.http.protojson import from_json, to_json
 from npcserver.http.schemas import ChatCompletionBody
 from npcserver.http.sse import EventStreamResponse, SseWriter
@@ -243,13 +253,22 @@ class RestRoutes:
         self.service = service
         self.tracker = tracker
 
-    def routes(self, authorize: Authorize) -> list[BaseRoute]:
+    def routes(self, authorize: Authorize, *, designer: bool = True) -> list[BaseRoute]:
         def route(path: str, endpoint: Callable[[Request], Awaitable[Response]], method: str) -> Route:
             return Route(path, _guarded(authorize, endpoint, self.tracker), methods=[method])
 
         npc = "/v1/npcs/{persona_id}"
         conversation = npc + "/conversations/{conversation_id}"
+        designer_routes: list[BaseRoute] = []
+        if designer:
+            designer_routes = [
+                route(conversation + ":render", self.render_talk, "POST"),
+                route(conversation + ":compare", self.compare, "POST"),
+                route("/v1/chat/completions:render", self.render_chat, "POST"),
+                *playground_routes(self.service),
+            ]
         return [
+            *designer_routes,
             Route("/healthz", self.health, methods=["GET"]),
             route("/v1/models", self.list_models, "GET"),
             route("/v1/models/{model_id:path}", self.get_model, "GET"),
@@ -440,6 +459,33 @@ class RestRoutes:
             await sse.done()
 
         return _EventStream(produce, self.tracker)
+
+    # --- designer's workbench ---------------------------------------------------------------------------------
+
+    async def render_talk(self, request: Request) -> Response:
+        p = request.path_params
+        data = _fill_ids(
+            await _parse_object(request), {"persona_id": p["persona_id"], "conversation_id": p["conversation_id"]}
+        )
+        # "persona" is RenderPromptRequest's field beside the TalkRequest: the edited persona fields to try.
+        edited = from_json(data.pop("persona"), pb.Persona()) if isinstance(data.get("persona"), dict) else None
+        talk = convert.talk_request_from_pb(from_json(data, pb.TalkRequest()))
+        fields = convert.persona_fields_from_pb(edited, "render") if edited is not None else {}
+        inspected = await self.service.render_prompt(talk, fields)
+        return JSONResponse(to_json(convert.inspection_to_pb(inspected)))
+
+    async def render_chat(self, request: Request) -> Response:
+        body = await _parse(request, ChatCompletionBody)
+        inspected = await self.service.render_prompt(body.to_core())
+        return JSONResponse(to_json(convert.inspection_to_pb(inspected)))
+
+    async def compare(self, request: Request) -> Response:
+        p = request.path_params
+        message = await _parse_message(
+            request, pb.CompareRequest(), persona_id=p["persona_id"], conversation_id=p["conversation_id"]
+        )
+        talk, variants = convert.compare_request_from_pb(message)
+        return JSONResponse(to_json(convert.comparison_to_pb(await self.service.compare(talk, variants))))
 
 
 class _EventStream(Response):

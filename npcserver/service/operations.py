@@ -17,7 +17,9 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, replace
+from typing import Any
 
+from npcserver.core import workbench
 from npcserver.core.app import NpcCore
 from npcserver.core.types import (
     ChatRequest,
@@ -29,6 +31,7 @@ from npcserver.core.types import (
     StreamEvent,
     TalkRequest,
 )
+from npcserver.core.workbench import Inspection
 from npcserver.errors import InvalidArgument, NotFound, NotReady, NpcError
 from npcserver.service.access import Caller, Role, admitted_caller, current_caller, set_current_caller
 from npcserver.service.auth import Gate
@@ -356,3 +359,28 @@ class NpcService:
         note(persona=conversation.persona_id, conversation=conversation.conversation_id)
         self._require(Role.ADMIN, "importing a conversation")
         return await self.core.import_conversation(conversation)
+
+    # --- the designer's workbench --------------------------------------------------------------------------------
+
+    async def render_prompt(
+        self, request: TalkRequest | ChatRequest, persona_fields: dict[str, Any] | None = None
+    ) -> Inspection:
+        """The prompt inspector: what a Talk or a chat completion would send the model, with its sections, their
+        tokens, the turns left out, the grammar and the sampling parameters with their sources. Nothing is
+        generated or stored."""
+        self._require(Role.DESIGNER, "inspecting a prompt (RenderPrompt)")
+        self.require_model()
+        async with self.core.residency.hold(None):
+            if isinstance(request, TalkRequest):
+                note(persona=request.persona_id, conversation=request.conversation_id, text=request.text)
+                return await workbench.render_talk(self.core, request, persona_fields)
+            return await workbench.render_chat(self.core, request)
+
+    async def compare(self, request: TalkRequest, variants: list[workbench.Variant]) -> workbench.Comparison:
+        """One player line through 2 to 4 variants in one engine batch, against the conversation's history; nothing
+        is stored. Saving a variant is UpdatePersona with the variant's persona."""
+        note(persona=request.persona_id, conversation=request.conversation_id, text=request.text)
+        self._require(Role.DESIGNER, "comparing variants (Compare)")
+        self.require_model()
+        async with self.core.residency.hold(None):
+            return await workbench.compare(self.core, request, variants)

@@ -114,3 +114,32 @@ def test_server_down_is_a_clear_error(closed_port_target: str) -> None:
     assert code == EXIT_UNAVAILABLE
     assert target in err.getvalue()
     assert "npcserver serve" in err.getvalue()
+
+
+def test_chat_takes_preset_temperature_and_seed_switches_preset_and_inspects(
+    live_server: Any, npc: NpcClient, conversation_id: str
+) -> None:
+    cli = ["-m", "npcserver", "chat", "--npc", "tavern_keeper", "--conversation", conversation_id]
+    options = ["--preset", "factual", "--temperature", "0.25", "--seed", "42"]
+    proc = subprocess.Popen(
+        [sys.executable, *cli, "--target", live_server.grpc_target, *options],
+        cwd=REPO,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    script = "/inspect Any rooms free?\n/preset storytelling\n/preset loud\n/inspect\nHello.\n/preset\n/quit\n"
+    out, err = proc.communicate(script, timeout=120)
+    assert proc.returncode == EXIT_OK, err
+    first, second = out.split("(prompt for ")[1:3]
+    # The flags reach the request: the temperature and seed are the request's, the rest the named preset's.
+    assert "temperature=0.25 (request)" in first and "seed=42 (request)" in first
+    assert "top_p=" in first and "(preset factual)" in first
+    assert "player_line" in first and "Any rooms free?" in first
+    assert "(preset storytelling from now on)" in out
+    assert "(no preset 'loud'; choose one of: " in out
+    assert "(preset storytelling)" in second and "(preset factual)" not in second
+    assert "in use: storytelling" in out
+    turns = npc.history("tavern_keeper", conversation_id).turns
+    assert [t.player_line for t in turns] == ["Hello."]  # /inspect stored nothing; the line was talked

@@ -699,3 +699,101 @@ class ListModelsResponse(_message.Message):
     MODELS_FIELD_NUMBER: _ClassVar[int]
     models: _containers.RepeatedCompositeFieldContainer[Model]
     def __init__(self, models: _Optional[_Iterable[_Union[Model, _Mapping]]] = ...) -> None: ...
+
+class RenderPromptRequest(_message.Message):
+    __slots__ = ("talk", "chat", "persona")
+    TALK_FIELD_NUMBER: _ClassVar[int]
+    CHAT_FIELD_NUMBER: _ClassVar[int]
+    PERSONA_FIELD_NUMBER: _ClassVar[int]
+    talk: TalkRequest
+    chat: CreateChatCompletionRequest
+    persona: Persona
+    def __init__(self, talk: _Optional[_Union[TalkRequest, _Mapping]] = ..., chat: _Optional[_Union[CreateChatCompletionRequest, _Mapping]] = ..., persona: _Optional[_Union[Persona, _Mapping]] = ...) -> None: ...
+
+class PromptSection(_message.Message):
+    __slots__ = ("name", "text", "tokens")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    text: str
+    tokens: int
+    def __init__(self, name: _Optional[str] = ..., text: _Optional[str] = ..., tokens: _Optional[int] = ...) -> None: ...
+
+class ResolvedParameter(_message.Message):
+    __slots__ = ("name", "value", "source", "preset")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    PRESET_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    value: float
+    source: str
+    preset: str
+    def __init__(self, name: _Optional[str] = ..., value: _Optional[float] = ..., source: _Optional[str] = ..., preset: _Optional[str] = ...) -> None: ...
+
+class RenderPromptResponse(_message.Message):
+    __slots__ = ("text", "sections", "prompt_tokens", "left_out", "grammar", "grammar_source", "sampling", "stop")
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    SECTIONS_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    LEFT_OUT_FIELD_NUMBER: _ClassVar[int]
+    GRAMMAR_FIELD_NUMBER: _ClassVar[int]
+    GRAMMAR_SOURCE_FIELD_NUMBER: _ClassVar[int]
+    SAMPLING_FIELD_NUMBER: _ClassVar[int]
+    STOP_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    sections: _containers.RepeatedCompositeFieldContainer[PromptSection]
+    prompt_tokens: int
+    left_out: _containers.RepeatedScalarFieldContainer[int]
+    grammar: str
+    grammar_source: str
+    sampling: _containers.RepeatedCompositeFieldContainer[ResolvedParameter]
+    stop: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, text: _Optional[str] = ..., sections: _Optional[_Iterable[_Union[PromptSection, _Mapping]]] = ..., prompt_tokens: _Optional[int] = ..., left_out: _Optional[_Iterable[int]] = ..., grammar: _Optional[str] = ..., grammar_source: _Optional[str] = ..., sampling: _Optional[_Iterable[_Union[ResolvedParameter, _Mapping]]] = ..., stop: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class CompareVariant(_message.Message):
+    __slots__ = ("label", "preset", "sampling", "persona")
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    PRESET_FIELD_NUMBER: _ClassVar[int]
+    SAMPLING_FIELD_NUMBER: _ClassVar[int]
+    PERSONA_FIELD_NUMBER: _ClassVar[int]
+    label: str
+    preset: str
+    sampling: SamplingOptions
+    persona: Persona
+    def __init__(self, label: _Optional[str] = ..., preset: _Optional[str] = ..., sampling: _Optional[_Union[SamplingOptions, _Mapping]] = ..., persona: _Optional[_Union[Persona, _Mapping]] = ...) -> None: ...
+
+class CompareRequest(_message.Message):
+    __slots__ = ("persona_id", "conversation_id", "text", "player_name", "variants")
+    PERSONA_ID_FIELD_NUMBER: _ClassVar[int]
+    CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    PLAYER_NAME_FIELD_NUMBER: _ClassVar[int]
+    VARIANTS_FIELD_NUMBER: _ClassVar[int]
+    persona_id: str
+    conversation_id: str
+    text: str
+    player_name: str
+    variants: _containers.RepeatedCompositeFieldContainer[CompareVariant]
+    def __init__(self, persona_id: _Optional[str] = ..., conversation_id: _Optional[str] = ..., text: _Optional[str] = ..., player_name: _Optional[str] = ..., variants: _Optional[_Iterable[_Union[CompareVariant, _Mapping]]] = ...) -> None: ...
+
+class CompareResult(_message.Message):
+    __slots__ = ("label", "final", "persona")
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    FINAL_FIELD_NUMBER: _ClassVar[int]
+    PERSONA_FIELD_NUMBER: _ClassVar[int]
+    label: str
+    final: CompletionFinal
+    persona: Persona
+    def __init__(self, label: _Optional[str] = ..., final: _Optional[_Union[CompletionFinal, _Mapping]] = ..., persona: _Optional[_Union[Persona, _Mapping]] = ...) -> None: ...
+
+class CompareResponse(_message.Message):
+    __slots__ = ("results", "peak_batch", "engine_steps")
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    PEAK_BATCH_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_STEPS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[CompareResult]
+    peak_batch: int
+    engine_steps: int
+    def __init__(self, results: _Optional[_Iterable[_Union[CompareResult, _Mapping]]] = ..., peak_batch: _Optional[int] = ..., engine_steps: _Optional[int] = ...) -> None: ...

@@ -795,6 +795,128 @@ class ConversationService:
             _registered_method=True)
 
 
+class DesignerServiceStub:
+    """The designer's workbench: see what the model receives, and try variants side by side. Needs a designer.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.RenderPrompt = channel.unary_unary(
+                '/npcserver.api.v1.DesignerService/RenderPrompt',
+                request_serializer=npcserver_dot_api_dot_v1_dot_npcserver__pb2.RenderPromptRequest.SerializeToString,
+                response_deserializer=npcserver_dot_api_dot_v1_dot_npcserver__pb2.RenderPromptResponse.FromString,
+                _registered_method=True)
+        self.Compare = channel.unary_unary(
+                '/npcserver.api.v1.DesignerService/Compare',
+                request_serializer=npcserver_dot_api_dot_v1_dot_npcserver__pb2.CompareRequest.SerializeToString,
+                response_deserializer=npcserver_dot_api_dot_v1_dot_npcserver__pb2.CompareResponse.FromString,
+                _registered_method=True)
+
+
+class DesignerServiceServicer:
+    """The designer's workbench: see what the model receives, and try variants side by side. Needs a designer.
+    """
+
+    def RenderPrompt(self, request, context):
+        """Dry-runs a Talk or a chat completion: the exact prompt, its sections with their tokens, the turns left out for
+        length, the grammar and the resolved sampling parameters. Nothing is generated or stored.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Compare(self, request, context):
+        """Runs one player line through 2 to 4 variants in one engine batch, against a conversation's history, which it
+        leaves unchanged. To keep a variant, UpdatePersona with the persona its result carries.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_DesignerServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'RenderPrompt': grpc.unary_unary_rpc_method_handler(
+                    servicer.RenderPrompt,
+                    request_deserializer=npcserver_dot_api_dot_v1_dot_npcserver__pb2.RenderPromptRequest.FromString,
+                    response_serializer=npcserver_dot_api_dot_v1_dot_npcserver__pb2.RenderPromptResponse.SerializeToString,
+            ),
+            'Compare': grpc.unary_unary_rpc_method_handler(
+                    servicer.Compare,
+                    request_deserializer=npcserver_dot_api_dot_v1_dot_npcserver__pb2.CompareRequest.FromString,
+                    response_serializer=npcserver_dot_api_dot_v1_dot_npcserver__pb2.CompareResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'npcserver.api.v1.DesignerService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('npcserver.api.v1.DesignerService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class DesignerService:
+    """The designer's workbench: see what the model receives, and try variants side by side. Needs a designer.
+    """
+
+    @staticmethod
+    def RenderPrompt(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/npcserver.api.v1.DesignerService/RenderPrompt',
+            npcserver_dot_api_dot_v1_dot_npcserver__pb2.RenderPromptRequest.SerializeToString,
+            npcserver_dot_api_dot_v1_dot_npcserver__pb2.RenderPromptResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Compare(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/npcserver.api.v1.DesignerService/Compare',
+            npcserver_dot_api_dot_v1_dot_npcserver__pb2.CompareRequest.SerializeToString,
+            npcserver_dot_api_dot_v1_dot_npcserver__pb2.CompareResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
 class PresetServiceStub:
     """Named sampling presets (factual, dialogue, storytelling, ...).
     """

@@ -92,6 +92,24 @@ namespace NpcServer.Api.V1
     }
 
     /// <summary>
+    /// The designer's workbench: see what the model receives, and try variants side by side. Needs a designer.
+    /// </summary>
+    /// <remarks>gRPC-Web paths of its methods.</remarks>
+    public static class DesignerServicePaths
+    {
+        /// <summary>
+        /// Dry-runs a Talk or a chat completion: the exact prompt, its sections with their tokens, the turns left out for
+        /// length, the grammar and the resolved sampling parameters. Nothing is generated or stored.
+        /// </summary>
+        public const string RenderPrompt = "/npcserver.api.v1.DesignerService/RenderPrompt";
+        /// <summary>
+        /// Runs one player line through 2 to 4 variants in one engine batch, against a conversation's history, which it
+        /// leaves unchanged. To keep a variant, UpdatePersona with the persona its result carries.
+        /// </summary>
+        public const string Compare = "/npcserver.api.v1.DesignerService/Compare";
+    }
+
+    /// <summary>
     /// Named sampling presets (factual, dialogue, storytelling, ...).
     /// </summary>
     /// <remarks>gRPC-Web paths of its methods.</remarks>
@@ -4588,5 +4606,695 @@ namespace NpcServer.Api.V1
 
         /// <summary>Parses protobuf bytes.</summary>
         public static ListModelsResponse ParseFrom(byte[] data) { return ProtoReader.Parse<ListModelsResponse>(data); }
+    }
+
+    /// <summary>
+    /// Request to inspect the prompt of a Talk or a chat completion.
+    /// </summary>
+    public sealed partial class RenderPromptRequest : IProtoMessage
+    {
+        /// <summary>
+        /// Talk only: persona fields that replace the stored persona's, as in a CompareVariant (checked like a persona
+        /// update, so an editor can validate as the designer types and see the prompt it would make).
+        /// </summary>
+        /// <remarks>Null when unset.</remarks>
+        public Persona Persona { get; set; }
+
+        /// <summary>Which field of the Request oneof is set.</summary>
+        public enum RequestOneofCase
+        {
+            /// <summary>No field is set.</summary>
+            None = 0,
+            /// <summary>Talk is set.</summary>
+            Talk = 1,
+            /// <summary>Chat is set.</summary>
+            Chat = 2,
+        }
+
+        object _request;
+        RequestOneofCase _requestCase;
+
+        /// <summary>Which field of the Request oneof is set.</summary>
+        public RequestOneofCase RequestCase { get { return _requestCase; } }
+
+        /// <summary>Clears the Request oneof.</summary>
+        public void ClearRequest() { _request = null; _requestCase = RequestOneofCase.None; }
+
+        /// <summary>
+        /// A Talk: the persona, the conversation's stored history and the player's line.
+        /// </summary>
+        public TalkRequest Talk
+        {
+            get { return _requestCase == RequestOneofCase.Talk ? (TalkRequest)_request : null; }
+            set { _request = value; _requestCase = value == null ? RequestOneofCase.None : RequestOneofCase.Talk; }
+        }
+
+        /// <summary>
+        /// A chat completion.
+        /// </summary>
+        public CreateChatCompletionRequest Chat
+        {
+            get { return _requestCase == RequestOneofCase.Chat ? (CreateChatCompletionRequest)_request : null; }
+            set { _request = value; _requestCase = value == null ? RequestOneofCase.None : RequestOneofCase.Chat; }
+        }
+
+        /// <summary>Writes every set field in field-number order.</summary>
+        public void WriteTo(ProtoWriter writer)
+        {
+            if (Talk != null) { writer.WriteTag(1, WireType.LengthDelimited); writer.WriteMessage(Talk); }
+            if (Chat != null) { writer.WriteTag(2, WireType.LengthDelimited); writer.WriteMessage(Chat); }
+            if (Persona != null) { writer.WriteTag(3, WireType.LengthDelimited); writer.WriteMessage(Persona); }
+        }
+
+        /// <summary>Reads fields until the reader ends; unknown fields are skipped.</summary>
+        public void MergeFrom(ProtoReader reader)
+        {
+            int number;
+            WireType wire;
+            while (reader.ReadTag(out number, out wire))
+            {
+                switch (number)
+                {
+                    case 1:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        {
+                            var item = Talk ?? new TalkRequest();
+                            reader.ReadMessage(item);
+                            Talk = item;
+                        }
+                        break;
+                    case 2:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        {
+                            var item = Chat ?? new CreateChatCompletionRequest();
+                            reader.ReadMessage(item);
+                            Chat = item;
+                        }
+                        break;
+                    case 3:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        {
+                            var item = Persona ?? new Persona();
+                            reader.ReadMessage(item);
+                            Persona = item;
+                        }
+                        break;
+                    default:
+                        reader.SkipField(wire);
+                        break;
+                }
+            }
+        }
+
+        /// <summary>Serializes this message to protobuf bytes.</summary>
+        public byte[] ToByteArray() { return ProtoWriter.Serialize(this); }
+
+        /// <summary>Parses protobuf bytes.</summary>
+        public static RenderPromptRequest ParseFrom(byte[] data) { return ProtoReader.Parse<RenderPromptRequest>(data); }
+    }
+
+    /// <summary>
+    /// One section of a prompt. The sections, in order, make up the prompt's text.
+    /// </summary>
+    public sealed partial class PromptSection : IProtoMessage
+    {
+        /// <summary>
+        /// persona, examples, history, post_history_instructions, player_line, reply_start (Talk); system, history,
+        /// last_message, reply_start (chat). More may come (lore, memory): show what is there.
+        /// </summary>
+        public string Name { get; set; } = "";
+
+        /// <summary>
+        /// The section's exact text, chat-template markup included.
+        /// </summary>
+        public string Text { get; set; } = "";
+
+        /// <summary>
+        /// Its tokens. The sections' tokens add up to prompt_tokens.
+        /// </summary>
+        public int Tokens { get; set; }
+
+        /// <summary>Writes every set field in field-number order.</summary>
+        public void WriteTo(ProtoWriter writer)
+        {
+            if (Name.Length != 0) { writer.WriteTag(1, WireType.LengthDelimited); writer.WriteString(Name); }
+            if (Text.Length != 0) { writer.WriteTag(2, WireType.LengthDelimited); writer.WriteString(Text); }
+            if (Tokens != 0) { writer.WriteTag(3, WireType.Varint); writer.WriteInt32(Tokens); }
+        }
+
+        /// <summary>Reads fields until the reader ends; unknown fields are skipped.</summary>
+        public void MergeFrom(ProtoReader reader)
+        {
+            int number;
+            WireType wire;
+            while (reader.ReadTag(out number, out wire))
+            {
+                switch (number)
+                {
+                    case 1:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        Name = reader.ReadString();
+                        break;
+                    case 2:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        Text = reader.ReadString();
+                        break;
+                    case 3:
+                        if (wire != WireType.Varint) { reader.SkipField(wire); break; }
+                        Tokens = reader.ReadInt32();
+                        break;
+                    default:
+                        reader.SkipField(wire);
+                        break;
+                }
+            }
+        }
+
+        /// <summary>Serializes this message to protobuf bytes.</summary>
+        public byte[] ToByteArray() { return ProtoWriter.Serialize(this); }
+
+        /// <summary>Parses protobuf bytes.</summary>
+        public static PromptSection ParseFrom(byte[] data) { return ProtoReader.Parse<PromptSection>(data); }
+    }
+
+    /// <summary>
+    /// One sampling parameter as the request would use it.
+    /// </summary>
+    public sealed partial class ResolvedParameter : IProtoMessage
+    {
+        /// <summary>
+        /// temperature, top_p, top_k, min_p, repeat_penalty, max_tokens or seed.
+        /// </summary>
+        public string Name { get; set; } = "";
+
+        /// <summary>
+        /// The value. Unset for a seed the request did not give (a random one is drawn).
+        /// </summary>
+        /// <remarks>Null when unset: the server then applies its default.</remarks>
+        public double? Value { get; set; }
+
+        /// <summary>
+        /// Where it came from: "request", "preset" (the preset the request named), "persona" (its default preset or its
+        /// own field) or "server_default".
+        /// </summary>
+        public string Source { get; set; } = "";
+
+        /// <summary>
+        /// The preset it came from, when it came from one.
+        /// </summary>
+        public string Preset { get; set; } = "";
+
+        /// <summary>Writes every set field in field-number order.</summary>
+        public void WriteTo(ProtoWriter writer)
+        {
+            if (Name.Length != 0) { writer.WriteTag(1, WireType.LengthDelimited); writer.WriteString(Name); }
+            if (Value.HasValue) { writer.WriteTag(2, WireType.Fixed64); writer.WriteDouble(Value.Value); }
+            if (Source.Length != 0) { writer.WriteTag(3, WireType.LengthDelimited); writer.WriteString(Source); }
+            if (Preset.Length != 0) { writer.WriteTag(4, WireType.LengthDelimited); writer.WriteString(Preset); }
+        }
+
+        /// <summary>Reads fields until the reader ends; unknown fields are skipped.</summary>
+        public void MergeFrom(ProtoReader reader)
+        {
+            int number;
+            WireType wire;
+            while (reader.ReadTag(out number, out wire))
+            {
+                switch (number)
+                {
+                    case 1:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        Name = reader.ReadString();
+                        break;
+                    case 2:
+                        if (wire != WireType.Fixed64) { reader.SkipField(wire); break; }
+                        Value = reader.ReadDouble();
+                        break;
+                    case 3:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        Source = reader.ReadString();
+                        break;
+                    case 4:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        Preset = reader.ReadString();
+                        break;
+                    default:
+                        reader.SkipField(wire);
+                        break;
+                }
+            }
+        }
+
+        /// <summary>Serializes this message to protobuf bytes.</summary>
+        public byte[] ToByteArray() { return ProtoWriter.Serialize(this); }
+
+        /// <summary>Parses protobuf bytes.</summary>
+        public static ResolvedParameter ParseFrom(byte[] data) { return ProtoReader.Parse<ResolvedParameter>(data); }
+    }
+
+    /// <summary>
+    /// What the model would receive.
+    /// </summary>
+    public sealed partial class RenderPromptResponse : IProtoMessage
+    {
+        /// <summary>
+        /// The prompt's exact text.
+        /// </summary>
+        public string Text { get; set; } = "";
+
+        /// <summary>
+        /// Its sections, in order.
+        /// </summary>
+        public List<PromptSection> Sections { get; private set; } = new List<PromptSection>();
+
+        /// <summary>
+        /// The prompt's tokens: what usage.prompt_tokens reports for the same request.
+        /// </summary>
+        public int PromptTokens { get; set; }
+
+        /// <summary>
+        /// Indexes (oldest first, from 0) of the conversation's turns (Talk) or the messages (chat) left out for length.
+        /// </summary>
+        public List<int> LeftOut { get; private set; } = new List<int>();
+
+        /// <summary>
+        /// The GBNF grammar replies would be sampled with; empty for free text.
+        /// </summary>
+        public string Grammar { get; set; } = "";
+
+        /// <summary>
+        /// What set the grammar: "persona response_schema" or "request response_format"; empty without one.
+        /// </summary>
+        public string GrammarSource { get; set; } = "";
+
+        /// <summary>
+        /// The resolved sampling parameters.
+        /// </summary>
+        public List<ResolvedParameter> Sampling { get; private set; } = new List<ResolvedParameter>();
+
+        /// <summary>
+        /// Every stop sequence in force: the request's, the persona's and the rendering's.
+        /// </summary>
+        public List<string> Stop { get; private set; } = new List<string>();
+
+        /// <summary>Writes every set field in field-number order.</summary>
+        public void WriteTo(ProtoWriter writer)
+        {
+            if (Text.Length != 0) { writer.WriteTag(1, WireType.LengthDelimited); writer.WriteString(Text); }
+            foreach (var item in Sections) { writer.WriteTag(2, WireType.LengthDelimited); writer.WriteMessage(item); }
+            if (PromptTokens != 0) { writer.WriteTag(3, WireType.Varint); writer.WriteInt32(PromptTokens); }
+            if (LeftOut.Count != 0)
+            {
+                var packed = new ProtoWriter();
+                foreach (var item in LeftOut) packed.WriteInt32(item);
+                writer.WriteTag(4, WireType.LengthDelimited);
+                var bytes = packed.ToArray();
+                writer.WriteRawVarint((ulong)bytes.Length);
+                writer.WriteRawBytes(bytes, 0, bytes.Length);
+            }
+            if (Grammar.Length != 0) { writer.WriteTag(5, WireType.LengthDelimited); writer.WriteString(Grammar); }
+            if (GrammarSource.Length != 0) { writer.WriteTag(6, WireType.LengthDelimited); writer.WriteString(GrammarSource); }
+            foreach (var item in Sampling) { writer.WriteTag(7, WireType.LengthDelimited); writer.WriteMessage(item); }
+            foreach (var item in Stop) { writer.WriteTag(8, WireType.LengthDelimited); writer.WriteString(item); }
+        }
+
+        /// <summary>Reads fields until the reader ends; unknown fields are skipped.</summary>
+        public void MergeFrom(ProtoReader reader)
+        {
+            int number;
+            WireType wire;
+            while (reader.ReadTag(out number, out wire))
+            {
+                switch (number)
+                {
+                    case 1:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        Text = reader.ReadString();
+                        break;
+                    case 2:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        {
+                            var item = new PromptSection();
+                            reader.ReadMessage(item);
+                            Sections.Add(item);
+                        }
+                        break;
+                    case 3:
+                        if (wire != WireType.Varint) { reader.SkipField(wire); break; }
+                        PromptTokens = reader.ReadInt32();
+                        break;
+                    case 4:
+                        if (wire == WireType.LengthDelimited)
+                        {
+                            var packed = reader.ReadPacked();
+                            while (!packed.IsAtEnd) LeftOut.Add(packed.ReadInt32());
+                        }
+                        else if (wire == WireType.Varint) LeftOut.Add(reader.ReadInt32());
+                        else reader.SkipField(wire);
+                        break;
+                    case 5:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        Grammar = reader.ReadString();
+                        break;
+                    case 6:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        GrammarSource = reader.ReadString();
+                        break;
+                    case 7:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        {
+                            var item = new ResolvedParameter();
+                            reader.ReadMessage(item);
+                            Sampling.Add(item);
+                        }
+                        break;
+                    case 8:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        Stop.Add(reader.ReadString());
+                        break;
+                    default:
+                        reader.SkipField(wire);
+                        break;
+                }
+            }
+        }
+
+        /// <summary>Serializes this message to protobuf bytes.</summary>
+        public byte[] ToByteArray() { return ProtoWriter.Serialize(this); }
+
+        /// <summary>Parses protobuf bytes.</summary>
+        public static RenderPromptResponse ParseFrom(byte[] data) { return ProtoReader.Parse<RenderPromptResponse>(data); }
+    }
+
+    /// <summary>
+    /// One column of a comparison.
+    /// </summary>
+    public sealed partial class CompareVariant : IProtoMessage
+    {
+        /// <summary>
+        /// A name to show; empty means "variant N".
+        /// </summary>
+        public string Label { get; set; } = "";
+
+        /// <summary>
+        /// A preset name from ListPresets.
+        /// </summary>
+        /// <remarks>Null when unset: the server then applies its default.</remarks>
+        public string Preset { get; set; }
+
+        /// <summary>
+        /// Sampling options for this variant (temperature, seed, ...).
+        /// </summary>
+        /// <remarks>Null when unset.</remarks>
+        public SamplingOptions Sampling { get; set; }
+
+        /// <summary>
+        /// Persona fields that replace the stored persona's for this variant: every field set here (non-empty text or
+        /// lists, a set max_tokens) does. id, source, load_error and description are ignored.
+        /// </summary>
+        /// <remarks>Null when unset.</remarks>
+        public Persona Persona { get; set; }
+
+        /// <summary>Writes every set field in field-number order.</summary>
+        public void WriteTo(ProtoWriter writer)
+        {
+            if (Label.Length != 0) { writer.WriteTag(1, WireType.LengthDelimited); writer.WriteString(Label); }
+            if (Preset != null) { writer.WriteTag(2, WireType.LengthDelimited); writer.WriteString(Preset); }
+            if (Sampling != null) { writer.WriteTag(3, WireType.LengthDelimited); writer.WriteMessage(Sampling); }
+            if (Persona != null) { writer.WriteTag(4, WireType.LengthDelimited); writer.WriteMessage(Persona); }
+        }
+
+        /// <summary>Reads fields until the reader ends; unknown fields are skipped.</summary>
+        public void MergeFrom(ProtoReader reader)
+        {
+            int number;
+            WireType wire;
+            while (reader.ReadTag(out number, out wire))
+            {
+                switch (number)
+                {
+                    case 1:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        Label = reader.ReadString();
+                        break;
+                    case 2:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        Preset = reader.ReadString();
+                        break;
+                    case 3:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        {
+                            var item = Sampling ?? new SamplingOptions();
+                            reader.ReadMessage(item);
+                            Sampling = item;
+                        }
+                        break;
+                    case 4:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        {
+                            var item = Persona ?? new Persona();
+                            reader.ReadMessage(item);
+                            Persona = item;
+                        }
+                        break;
+                    default:
+                        reader.SkipField(wire);
+                        break;
+                }
+            }
+        }
+
+        /// <summary>Serializes this message to protobuf bytes.</summary>
+        public byte[] ToByteArray() { return ProtoWriter.Serialize(this); }
+
+        /// <summary>Parses protobuf bytes.</summary>
+        public static CompareVariant ParseFrom(byte[] data) { return ProtoReader.Parse<CompareVariant>(data); }
+    }
+
+    /// <summary>
+    /// Request to run one line through several variants.
+    /// </summary>
+    public sealed partial class CompareRequest : IProtoMessage
+    {
+        /// <summary>
+        /// The persona id.
+        /// </summary>
+        public string PersonaId { get; set; } = "";
+
+        /// <summary>
+        /// The conversation whose history the variants answer after. It is not changed.
+        /// </summary>
+        public string ConversationId { get; set; } = "";
+
+        /// <summary>
+        /// What the player says.
+        /// </summary>
+        public string Text { get; set; } = "";
+
+        /// <summary>
+        /// The player's name for this line. Empty means the persona's player_name.
+        /// </summary>
+        public string PlayerName { get; set; } = "";
+
+        /// <summary>
+        /// 2 to 4 variants.
+        /// </summary>
+        public List<CompareVariant> Variants { get; private set; } = new List<CompareVariant>();
+
+        /// <summary>Writes every set field in field-number order.</summary>
+        public void WriteTo(ProtoWriter writer)
+        {
+            if (PersonaId.Length != 0) { writer.WriteTag(1, WireType.LengthDelimited); writer.WriteString(PersonaId); }
+            if (ConversationId.Length != 0) { writer.WriteTag(2, WireType.LengthDelimited); writer.WriteString(ConversationId); }
+            if (Text.Length != 0) { writer.WriteTag(3, WireType.LengthDelimited); writer.WriteString(Text); }
+            if (PlayerName.Length != 0) { writer.WriteTag(4, WireType.LengthDelimited); writer.WriteString(PlayerName); }
+            foreach (var item in Variants) { writer.WriteTag(5, WireType.LengthDelimited); writer.WriteMessage(item); }
+        }
+
+        /// <summary>Reads fields until the reader ends; unknown fields are skipped.</summary>
+        public void MergeFrom(ProtoReader reader)
+        {
+            int number;
+            WireType wire;
+            while (reader.ReadTag(out number, out wire))
+            {
+                switch (number)
+                {
+                    case 1:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        PersonaId = reader.ReadString();
+                        break;
+                    case 2:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        ConversationId = reader.ReadString();
+                        break;
+                    case 3:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        Text = reader.ReadString();
+                        break;
+                    case 4:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        PlayerName = reader.ReadString();
+                        break;
+                    case 5:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        {
+                            var item = new CompareVariant();
+                            reader.ReadMessage(item);
+                            Variants.Add(item);
+                        }
+                        break;
+                    default:
+                        reader.SkipField(wire);
+                        break;
+                }
+            }
+        }
+
+        /// <summary>Serializes this message to protobuf bytes.</summary>
+        public byte[] ToByteArray() { return ProtoWriter.Serialize(this); }
+
+        /// <summary>Parses protobuf bytes.</summary>
+        public static CompareRequest ParseFrom(byte[] data) { return ProtoReader.Parse<CompareRequest>(data); }
+    }
+
+    /// <summary>
+    /// One variant's reply.
+    /// </summary>
+    public sealed partial class CompareResult : IProtoMessage
+    {
+        /// <summary>
+        /// The variant's label.
+        /// </summary>
+        public string Label { get; set; } = "";
+
+        /// <summary>
+        /// The reply, with usage and timings.
+        /// </summary>
+        /// <remarks>Null when unset.</remarks>
+        public CompletionFinal Final { get; set; }
+
+        /// <summary>
+        /// The persona the variant spoke as: UpdatePersona with it saves the variant.
+        /// </summary>
+        /// <remarks>Null when unset.</remarks>
+        public Persona Persona { get; set; }
+
+        /// <summary>Writes every set field in field-number order.</summary>
+        public void WriteTo(ProtoWriter writer)
+        {
+            if (Label.Length != 0) { writer.WriteTag(1, WireType.LengthDelimited); writer.WriteString(Label); }
+            if (Final != null) { writer.WriteTag(2, WireType.LengthDelimited); writer.WriteMessage(Final); }
+            if (Persona != null) { writer.WriteTag(3, WireType.LengthDelimited); writer.WriteMessage(Persona); }
+        }
+
+        /// <summary>Reads fields until the reader ends; unknown fields are skipped.</summary>
+        public void MergeFrom(ProtoReader reader)
+        {
+            int number;
+            WireType wire;
+            while (reader.ReadTag(out number, out wire))
+            {
+                switch (number)
+                {
+                    case 1:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        Label = reader.ReadString();
+                        break;
+                    case 2:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        {
+                            var item = Final ?? new CompletionFinal();
+                            reader.ReadMessage(item);
+                            Final = item;
+                        }
+                        break;
+                    case 3:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        {
+                            var item = Persona ?? new Persona();
+                            reader.ReadMessage(item);
+                            Persona = item;
+                        }
+                        break;
+                    default:
+                        reader.SkipField(wire);
+                        break;
+                }
+            }
+        }
+
+        /// <summary>Serializes this message to protobuf bytes.</summary>
+        public byte[] ToByteArray() { return ProtoWriter.Serialize(this); }
+
+        /// <summary>Parses protobuf bytes.</summary>
+        public static CompareResult ParseFrom(byte[] data) { return ProtoReader.Parse<CompareResult>(data); }
+    }
+
+    /// <summary>
+    /// The replies, in the order of the variants.
+    /// </summary>
+    public sealed partial class CompareResponse : IProtoMessage
+    {
+        /// <summary>
+        /// One result per variant.
+        /// </summary>
+        public List<CompareResult> Results { get; private set; } = new List<CompareResult>();
+
+        /// <summary>
+        /// The most sequences the engine decoded at once during the comparison (the variants share one batch).
+        /// </summary>
+        public int PeakBatch { get; set; }
+
+        /// <summary>
+        /// Engine decode steps during the comparison: fewer than the replies' tokens together when they shared steps.
+        /// </summary>
+        public int EngineSteps { get; set; }
+
+        /// <summary>Writes every set field in field-number order.</summary>
+        public void WriteTo(ProtoWriter writer)
+        {
+            foreach (var item in Results) { writer.WriteTag(1, WireType.LengthDelimited); writer.WriteMessage(item); }
+            if (PeakBatch != 0) { writer.WriteTag(2, WireType.Varint); writer.WriteInt32(PeakBatch); }
+            if (EngineSteps != 0) { writer.WriteTag(3, WireType.Varint); writer.WriteInt32(EngineSteps); }
+        }
+
+        /// <summary>Reads fields until the reader ends; unknown fields are skipped.</summary>
+        public void MergeFrom(ProtoReader reader)
+        {
+            int number;
+            WireType wire;
+            while (reader.ReadTag(out number, out wire))
+            {
+                switch (number)
+                {
+                    case 1:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        {
+                            var item = new CompareResult();
+                            reader.ReadMessage(item);
+                            Results.Add(item);
+                        }
+                        break;
+                    case 2:
+                        if (wire != WireType.Varint) { reader.SkipField(wire); break; }
+                        PeakBatch = reader.ReadInt32();
+                        break;
+                    case 3:
+                        if (wire != WireType.Varint) { reader.SkipField(wire); break; }
+                        EngineSteps = reader.ReadInt32();
+                        break;
+                    default:
+                        reader.SkipField(wire);
+                        break;
+                }
+            }
+        }
+
+        /// <summary>Serializes this message to protobuf bytes.</summary>
+        public byte[] ToByteArray() { return ProtoWriter.Serialize(this); }
+
+        /// <summary>Parses protobuf bytes.</summary>
+        public static CompareResponse ParseFrom(byte[] data) { return ProtoReader.Parse<CompareResponse>(data); }
     }
 }
