@@ -68,6 +68,13 @@ class TalkOptions(TypedDict, total=False):
     timeout: float
 
 
+def _check_names(options: Mapping[str, object], allowed: type, what: str) -> None:
+    # Keyword options are a TypedDict only for type checkers: an unknown name would otherwise vanish unnoticed.
+    unknown = sorted(set(options) - set(allowed.__annotations__))
+    if unknown:
+        raise TypeError(f"{what} got unknown options {unknown}; known: {sorted(allowed.__annotations__)}")
+
+
 def _stops(stop: Sequence[str] | str) -> list[str]:
     # A lone string is one stop sequence, not a sequence of one-character stops.
     return [stop] if isinstance(stop, str) else list(stop)
@@ -75,6 +82,7 @@ def _stops(stop: Sequence[str] | str) -> list[str]:
 
 def chat_request(messages: Sequence[ChatMessage], options: ChatOptions) -> pb.CreateChatCompletionRequest:
     """Builds the unary request; the streaming one has identical fields (see :func:`stream_chat_request`)."""
+    _check_names(options, ChatOptions, "a chat completion")
     req = pb.CreateChatCompletionRequest(
         model=options.get("model", ""),
         messages=[m.to_pb() for m in messages],
@@ -111,6 +119,7 @@ def stream_chat_request(messages: Sequence[ChatMessage], options: ChatOptions) -
 
 
 def talk_request(npc: str, conversation: str, text: str, options: TalkOptions) -> pb.TalkRequest:
+    _check_names(options, TalkOptions, "Talk")
     req = pb.TalkRequest(
         persona_id=npc, conversation_id=conversation, text=text, player_name=options.get("player_name", "")
     )

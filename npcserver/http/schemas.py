@@ -196,9 +196,28 @@ class DocumentBody(_Body):
 #: chat_template_kwargs this server passes on to the chat template (vLLM's way to send enable_thinking).
 TEMPLATE_KWARGS = ("enable_thinking",)
 
+#: OpenAI chat-completion fields this server cannot honour, with the values that leave them off (accepted). Any
+#: other value is a 400 naming the field: it would change the reply, so it is never silently dropped.
+UNSUPPORTED: dict[str, tuple[Any, ...]] = {
+    "logprobs": (None, False),
+    "top_logprobs": (None, 0),
+    "presence_penalty": (None, 0),
+    "frequency_penalty": (None, 0),
+    "logit_bias": (None, {}),
+    "reasoning_effort": (None,),
+    "modalities": (None, ["text"]),
+    "audio": (None,),
+    "prediction": (None,),
+    "web_search_options": (None,),
+}
+
 
 class ChatCompletionBody(_Sampling):
     """POST /v1/chat/completions."""
+
+    # Unknown fields are kept (not parsed) so the unsupported ones can be refused by name; the rest (user, store,
+    # metadata, service_tier, ...) do not change the reply and are ignored.
+    model_config = ConfigDict(extra="allow")
 
     model: str = ""
     messages: list[ChatMessageBody]
@@ -218,6 +237,10 @@ class ChatCompletionBody(_Sampling):
     parallel_tool_calls: bool | None = None
 
     def to_core(self) -> ChatRequest:
+        for name, value in (self.model_extra or {}).items():
+            if name in UNSUPPORTED and value not in UNSUPPORTED[name]:
+                hint = "; use enable_thinking" if name == "reasoning_effort" else ""
+                raise InvalidArgument(f"{name} is not supported by this server; leave it out{hint}", param=name)
         if self.parallel_tool_calls:
             # Refused, never ignored: a client that relies on several calls per reply must know.
             raise InvalidArgument(

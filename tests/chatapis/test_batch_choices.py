@@ -120,6 +120,8 @@ async def test_sdk_batch_chat(door: str) -> None:
         assert results[0].usage.prompt_tokens > results[1].usage.prompt_tokens
         with pytest.raises(NpcInvalidArgument, match=r"conversations\[0\]: temperature"):
             await npc.batch_chat(["Hello"], temperature=9.0)
+        with pytest.raises(TypeError, match="temprature"):  # a misspelt option is never dropped unnoticed
+            await npc.batch_chat(["Hello"], temprature=0.5)  # type: ignore[call-arg]
 
 
 async def test_the_sdks_server_not_running_error_is_a_runtime_error() -> None:
@@ -147,3 +149,23 @@ async def test_batches_and_choices_need_the_designer_role(tmp_path: Path, creden
     service.admit(CREDENTIALS["designer key"])
     assert len(await service.batch_chat([hi, hi])) == 2
     assert (await final_of(service.stream_chat(hi))).text == "Two silver."
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("logprobs", True), ("presence_penalty", 0.5), ("logit_bias", {"42": 5}), ("reasoning_effort", "low")],
+)
+async def test_openai_fields_this_server_cannot_honour_are_400_naming_them(
+    rest: tuple[httpx.AsyncClient, FakeEngine], field: str, value: Any
+) -> None:
+    client, _ = rest
+    refused = await client.post(CHAT, json={"messages": HI, field: value})
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == field
+
+
+async def test_fields_left_off_and_fields_that_do_not_change_the_reply_are_accepted(
+    rest: tuple[httpx.AsyncClient, FakeEngine],
+) -> None:
+    client, _ = rest
+    body = {"messages": HI, "logprobs": False, "presence_penalty": 0, "user": "p1", "store": False, "metadata": {}}
+    assert (await client.post(CHAT, json=body)).status_code == 200
