@@ -127,14 +127,15 @@ namespace NpcServer.Dialogue.Unity
         public void RegisterAction(string actionName, string description, string parametersSchema, bool awaitResult,
             Func<NpcActionCall, string> handler)
         {
-            RegisterAction(actionName, description, parametersSchema, awaitResult, Async(handler));
+            RegisterAsyncAction(actionName, description, parametersSchema, awaitResult, Async(handler));
         }
 
         /// <summary>
         /// <see cref="RegisterAction(string, string, string, bool, Func{NpcActionCall, string})"/> with an async
-        /// handler (it starts on the main thread; the NPC waits for its task when the action awaits a result).
+        /// handler (it starts on the main thread; the NPC waits for its task when the action awaits a result). A
+        /// name of its own, so that a handler returning null is not ambiguous.
         /// </summary>
-        public void RegisterAction(string actionName, string description, string parametersSchema, bool awaitResult,
+        public void RegisterAsyncAction(string actionName, string description, string parametersSchema, bool awaitResult,
             Func<NpcActionCall, Task<string>> handler)
         {
             NpcActionCall.CheckName(actionName);
@@ -156,11 +157,11 @@ namespace NpcServer.Dialogue.Unity
         /// </summary>
         public void HandleAction(string actionName, Func<NpcActionCall, string> handler)
         {
-            HandleAction(actionName, Async(handler));
+            HandleAsyncAction(actionName, Async(handler));
         }
 
         /// <summary><see cref="HandleAction(string, Func{NpcActionCall, string})"/> with an async handler.</summary>
-        public void HandleAction(string actionName, Func<NpcActionCall, Task<string>> handler)
+        public void HandleAsyncAction(string actionName, Func<NpcActionCall, Task<string>> handler)
         {
             NpcActionCall.CheckName(actionName);
             if (handler == null) throw new ArgumentNullException("handler");

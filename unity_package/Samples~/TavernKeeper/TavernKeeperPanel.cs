@@ -15,6 +15,7 @@ namespace NpcServer.Dialogue.Samples
     public sealed class TavernKeeperPanel : MonoBehaviour
     {
         const string SaveKey = "npc-dialogue-sample/tavern_keeper";
+        const string PayLine = "Here are three silver. I'll take the room.";
 
         [Tooltip("Connection settings; the sample ships TavernKeeperSettings (http://127.0.0.1:8080).")]
         [SerializeField]
@@ -25,6 +26,7 @@ namespace NpcServer.Dialogue.Samples
         string conversationId = "tavern-sample";
 
         readonly List<string> _transcript = new List<string>();
+        readonly List<string> _inventory = new List<string>();
         NpcSpeaker _speaker;
         NpcNarrator _narrator;
         string _input = "Good evening. What's on the menu?";
@@ -40,6 +42,13 @@ namespace NpcServer.Dialogue.Samples
             _speaker.PlayerName = "Traveler";
             _speaker.LineFinished += line => _transcript.Add("Greta: " + line.Text);
             _speaker.Failed += error => _status = "Error: " + error.Message;
+            // Greta's persona declares give_item (an enum of items); its handler runs on the main thread.
+            _speaker.HandleAction("give_item", call =>
+            {
+                _inventory.Add(call.GetString("item"));
+                _transcript.Add("(Greta hands you the " + call.GetString("item") + ")");
+                return null;
+            });
 
             _narrator = gameObject.AddComponent<NpcNarrator>();
             _narrator.Speaker = _speaker;
@@ -66,6 +75,7 @@ namespace NpcServer.Dialogue.Samples
                 _input = "";
             }
             GUI.enabled = true;
+            if (GUILayout.Button("Pay 3 silver", GUILayout.Width(110)) && !_speaker.IsTalking) Pay();
             if (GUILayout.Button("Stop", GUILayout.Width(60))) _speaker.Cancel();
             GUILayout.EndHorizontal();
 
@@ -74,8 +84,31 @@ namespace NpcServer.Dialogue.Samples
             if (GUILayout.Button("Load")) Load();
             if (GUILayout.Button("Forget")) Forget();
             GUILayout.EndHorizontal();
+            GUILayout.Label("Inventory: " + (_inventory.Count == 0 ? "(empty)" : string.Join(", ", _inventory.ToArray())));
             if (_status.Length > 0) GUILayout.Label(_status);
             GUILayout.EndArea();
+        }
+
+        // Paying is when Greta must hand something over, so this line names her give_item action: the server then
+        // guarantees the call, and she picks the item from the persona's enum.
+        async void Pay()
+        {
+            _transcript.Add("You: " + PayLine);
+            _status = "";
+            _speaker.ActionChoice = NpcActionChoice.Named;
+            _speaker.ActionChoiceName = "give_item";
+            try
+            {
+                await _speaker.SayAsync(PayLine);
+            }
+            catch (Exception)
+            {
+                // Reported through Failed.
+            }
+            finally
+            {
+                _speaker.ActionChoice = NpcActionChoice.Auto;
+            }
         }
 
         // A save game: the exported conversation is a plain string, so PlayerPrefs or any save file can hold it.

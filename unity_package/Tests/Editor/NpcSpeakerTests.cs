@@ -363,7 +363,7 @@ namespace NpcServer.Dialogue.EditorTests
                 .Message(Call("call_3", "ring_bell", "{}")).Message(Final("", FinishReason.Action, call)).Trailer(0)
                 .NextCall().Message(Final("Ding.", FinishReason.Stop)).Trailer(0);
             var speaker = Speaker(transport, log);
-            speaker.RegisterAction("ring_bell", "Rings the bell.", "", true, (Func<NpcActionCall, string>)null);
+            speaker.RegisterAction("ring_bell", "Rings the bell.", "", true, null);
             var line = Pump(speaker, speaker.SayAsync("Ring it."));
             Assert.IsTrue(line.AwaitsResults);
             Assert.IsNull(line.FollowUp);
