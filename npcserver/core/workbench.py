@@ -18,10 +18,13 @@ from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from npcserver.core import actions as acts
+from npcserver.core import knowledge
 from npcserver.core import personas as rules
 from npcserver.core.inputs import check_strings
 from npcserver.core.prompt import BuiltPrompt, Span, Unit, overflow_start
 from npcserver.core.structured import CompiledFormat, compile_format_async, compile_persona_schema
+from npcserver.core.templates import TemplateOptions
 from npcserver.core.types import ChatRequest, Completion, Persona, SamplingOverrides, TalkRequest, new_id
 from npcserver.engine.base import SamplingParams
 from npcserver.errors import Internal, InvalidArgument
@@ -176,6 +179,7 @@ def _inspection(
     sampling: tuple[ResolvedParam, ...],
     compiled: CompiledFormat,
     grammar_source: str,
+    plan: acts.ActionPlan | None,
 ) -> Inspection:
     engine = core.engine
 
@@ -193,8 +197,9 @@ def _inspection(
         sections=sections,
         prompt_tokens=len(prompt.tokens),
         left_out=tuple(range(prompt.left_out)),
-        grammar=compiled.grammar or "",
-        grammar_source=grammar_source if compiled.grammar else "",
+        # As NpcCore._generate picks it: the actions' grammar (which holds the reply's format too) when there are any.
+        grammar=plan.grammar if plan is not None else compiled.grammar or "",
+        grammar_source="actions" if plan is not None else grammar_source if compiled.grammar else "",
         sampling=sampling,
         stop=_stops(params, prompt),
     )
@@ -214,15 +219,19 @@ async def _talk_format(core: NpcCore, request: TalkRequest, persona: Persona) ->
 
 
 def _check_talk(core: NpcCore, request: TalkRequest) -> None:
+    from npcserver.core.app import _check_request_id
+
     """The checks of a Talk request, as NpcCore.stream_talk makes them."""
     check_strings(request)
     rules.check_persona_id(request.persona_id)
     rules.check_conversation_id(request.conversation_id)
-    if not request.text.strip():
+    if not request.text.strip() and not request.action_results:
         raise InvalidArgument("text must not be empty: it is what the player says", param="text")
     core._check_chars(request.text, "text")
     rules.check_name(request.player_name, field="player_name")
+    _check_request_id(request.request_id)
     core._check_overrides(request.overrides)
+    knowledge.check_game_state(request.game_state)
 
 
 async def render_talk(core: NpcCore, request: TalkRequest, persona_fields: dict[str, Any] | None = None) -> Inspection:
@@ -235,26 +244,36 @@ async def render_talk(core: NpcCore, request: TalkRequest, persona_fields: dict[
         await core.validate_persona(persona)
     compiled, grammar_source = await _talk_format(core, request, persona)
     params, sampling = explain_sampling(core, request.overrides, request.preset, persona)
+    plan, persona = await acts.prepare_talk(request, persona, compiled)
     prompt = await talk_prompt(core, request, persona, params, compiled)
-    return await asyncio.to_thread(_inspection, core, prompt, params, sampling, compiled, grammar_source)
+    return await asyncio.to_thread(_inspection, core, prompt, params, sampling, compiled, grammar_source, plan)
 
 
 async def talk_prompt(
     core: NpcCore, request: TalkRequest, persona: Persona, params: SamplingParams, compiled: CompiledFormat
 ) -> BuiltPrompt:
-    """The Talk prompt exactly as NpcCore.stream_talk builds it (keep the two in step): the newest turns that fit,
+    """The Talk prompt exactly as NpcCore.stream_talk builds it (keep the two in step; ``persona`` is the one
+    actions.prepare_talk returned): the newest turns that fit,
     an overflowing history cut in big steps; ``left_out`` and ``truncated_turns`` count every turn left out."""
-    room = await asyncio.to_thread(core.prompts.history_room, persona, params.max_tokens)
+    known = await asyncio.to_thread(knowledge.plan, core, persona, request)
+    room = await asyncio.to_thread(
+        core.prompts.history_room, persona, params.max_tokens, fixed_text=known.fixed_text, reserved=known.reserved
+    )
     history = await asyncio.to_thread(core.store.load_recent, request.persona_id, request.conversation_id, room)
     start = overflow_start([t.tokens for t in history.turns], history.tokens_before, room)
+    line, shown = acts.prepare_turns(request, history.turns, start)
+    for_line = await asyncio.to_thread(knowledge.for_line, core, known, request, shown, line)
+    enable_thinking = request.enable_thinking if request.enable_thinking is not None else persona.enable_thinking
     prompt = await asyncio.to_thread(
         core.prompts.talk,
         persona,
-        history.turns[start:],
-        request.text,
+        shown,
+        line,
         player_name=request.player_name or persona.player_name,
         max_tokens=params.max_tokens,
         structured=compiled.grammar is not None,
+        options=TemplateOptions(enable_thinking=enable_thinking),
+        knowledge=for_line,
     )
     before = history.first + start
     return replace(prompt, truncated_turns=before + prompt.truncated_turns, left_out=before + prompt.left_out)
@@ -273,15 +292,26 @@ async def render_chat(core: NpcCore, request: ChatRequest) -> Inspection:
     core._check_messages(request)
     core._check_overrides(request.overrides)
     compiled = await compile_format_async(request.response_format)
+    plan, request = await acts.prepare_chat(request, compiled)
     params, sampling = explain_sampling(core, request.overrides, request.preset, None)
+    # As NpcCore.stream_chat builds it (keep the two in step).
+    options = TemplateOptions(
+        enable_thinking=request.enable_thinking,
+        add_generation_prompt=request.add_generation_prompt,
+        content_format=request.chat_template_content_format,
+    )
     prompt = await asyncio.to_thread(
         core.prompts.chat,
         request.messages,
         max_tokens=params.max_tokens,
         continue_final=request.continue_final_message,
         chat_template=request.chat_template,
+        options=options,
+        documents=request.documents,
     )
-    return await asyncio.to_thread(_inspection, core, prompt, params, sampling, compiled, "request response_format")
+    return await asyncio.to_thread(
+        _inspection, core, prompt, params, sampling, compiled, "request response_format", plan
+    )
 
 
 # --- side by side ------------------------------------------------------------------------------------------------
@@ -322,13 +352,24 @@ async def compare(core: NpcCore, request: TalkRequest, variants: Sequence[Varian
             core.presets.get(v.preset, param=f"{where}.preset")
         compiled, _ = await _talk_format(core, request, persona)
         params, _ = explain_sampling(core, v.overrides, v.preset, persona)
-        prompt = await talk_prompt(core, request, persona, params, compiled)
-        prepared.append((v.label or f"variant {i + 1}", persona, prompt, params, compiled))
+        # The variant speaks with its actions described (as a Talk would); its result keeps the persona as edited.
+        plan, speaking = await acts.prepare_talk(request, persona, compiled)
+        prompt = await talk_prompt(core, request, speaking, params, compiled)
+        prepared.append((v.label or f"variant {i + 1}", persona, prompt, params, compiled, plan))
 
-    async def one(prompt: BuiltPrompt, params: SamplingParams, compiled: CompiledFormat) -> Completion:
+    async def one(
+        prompt: BuiltPrompt, params: SamplingParams, compiled: CompiledFormat, plan: acts.ActionPlan | None
+    ) -> Completion:
         # No session: a variant neither reuses nor disturbs the conversation's own KV.
         events: AsyncIterator[Any] = core._generate(
-            new_id("compare"), request.created, prompt, params, compiled, session=None
+            new_id("compare"),
+            request.created,
+            prompt,
+            params,
+            compiled,
+            session=None,
+            template=core.engine.info.chat_template,
+            plan=plan,
         )
         async with aclosing(events) as stream:  # type: ignore[type-var]
             async for event in stream:
@@ -352,7 +393,7 @@ async def compare(core: NpcCore, request: TalkRequest, variants: Sequence[Varian
         # A TaskGroup: when one fails, the others stop too.
         try:
             async with asyncio.TaskGroup() as group:
-                tasks = [group.create_task(one(p, params, c)) for _, _, p, params, c in prepared]
+                tasks = [group.create_task(one(p, params, c, plan)) for _, _, p, params, c, plan in prepared]
         except ExceptionGroup as failed:  # the doors map one domain error, not a group
             raise failed.exceptions[0] from None
         completions = [t.result() for t in tasks]

@@ -184,3 +184,19 @@ def test_compare_refuses_bad_requests_precisely(api: Api, hilda: str) -> None:
     with pytest.raises(grpc.RpcError) as err:
         api.designer.RenderPrompt(pb.RenderPromptRequest(), timeout=30)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "set talk or chat" in (err.value.details() or "")
+
+
+def test_the_inspector_of_a_persona_with_actions_matches_its_talk(api: Api) -> None:
+    """Greta's file declares actions: the prompt describes them, and the actions' grammar is the one in force."""
+    talk = pb.TalkRequest(
+        persona_id="tavern_keeper",
+        conversation_id=f"acts-{uuid.uuid4().hex[:8]}",
+        text="A mug of ale, please.",
+        sampling=pb.SamplingOptions(max_tokens=8, seed=2, temperature=0),
+    )
+    inspected = api.designer.RenderPrompt(pb.RenderPromptRequest(talk=talk), timeout=60)
+    assert sum(s.tokens for s in inspected.sections) == inspected.prompt_tokens
+    assert inspected.grammar and inspected.grammar_source == "actions"
+    assert "give_item" in inspected.sections[0].text
+    finals = [r.final for r in api.conversations.Talk(talk, timeout=120) if r.HasField("final")]
+    assert finals[0].usage.prompt_tokens == inspected.prompt_tokens
