@@ -662,6 +662,10 @@ class UpstreamEngine:
         prompt_tokens = len(request.prompt)
         self.prompt_tokens_admitted += prompt_tokens
         self.cached_prompt_tokens += cached
+        if prompt_ms is not None:
+            # Everything before the first token that was not the upstream reading the prompt was waiting: here, on
+            # the network, and in the upstream's own queue (a slot still finishing a closed stream, say).
+            queue_ms = max(queue_ms, ttft - float(prompt_ms))
         return GenerationStats(
             finish_reason=reason,
             prompt_tokens=prompt_tokens,

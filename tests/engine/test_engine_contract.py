@@ -1,5 +1,7 @@
 """The engine contract on the real embedded model, at one sequence and at four (the ``engine`` fixture is
 parametrized): streaming, sampling, stops, limits, cancellation, the queue, UTF-8, grammars, loading and closing.
+The same tests run on the upstream engine over a real llama-server with as many slots (``engine_kind``); the few
+that cannot hold there are listed with the reason in conftest's ``UPSTREAM_DIFFERENCES``.
 
 At one sequence requests run strictly one after another; at four, the tests that need a queue first occupy every
 sequence with a long generation (``occupy``), so the same checks hold however many run at once.
@@ -30,7 +32,11 @@ from npcserver.engine.base import (
     TextDelta,
 )
 from npcserver.engine.batched import BatchedEngine
+from npcserver.engine.upstream import UpstreamEngine
 from npcserver.errors import InvalidArgument, NotReady, QueueFull
+
+#: The engines the contract runs on (the ``engine`` fixture's kinds).
+ContractEngine = BatchedEngine | UpstreamEngine
 
 TAVERN = (
     "A tavern in the mountains. Brom, the gruff tavern keeper, answers travellers in one short line.\n"
@@ -42,13 +48,13 @@ TAVERN = (
 STORY = "Once upon a time, in a kingdom by the sea, there lived"
 
 
-def request(engine: BatchedEngine, prompt: str, grammar: str | None = None, **params: Any) -> GenerationRequest:
+def request(engine: ContractEngine, prompt: str, grammar: str | None = None, **params: Any) -> GenerationRequest:
     return GenerationRequest(
         prompt=engine.tokenize(prompt, add_bos=True), params=SamplingParams(**params), grammar=grammar
     )
 
 
-def stream(engine: BatchedEngine, req: GenerationRequest) -> AsyncGenerator[GenerationEvent, None]:
+def stream(engine: ContractEngine, req: GenerationRequest) -> AsyncGenerator[GenerationEvent, None]:
     """``generate`` typed as the async generator it is, so a test can ``aclose()`` it."""
     gen = engine.generate(req)
     assert isinstance(gen, AsyncGenerator)
@@ -75,7 +81,7 @@ async def first_delta(gen: AsyncGenerator[GenerationEvent, None]) -> str:
     return event.text
 
 
-async def occupy(engine: BatchedEngine, n: int | None = None) -> list[AsyncGenerator[GenerationEvent, None]]:
+async def occupy(engine: ContractEngine, n: int | None = None) -> list[AsyncGenerator[GenerationEvent, None]]:
     """Starts ``n`` (default: every sequence) long generations and waits until each has produced text."""
     gens = [
         stream(engine, request(engine, STORY, temperature=0.8, max_tokens=400, seed=100 + i))
@@ -91,7 +97,7 @@ async def release(gens: list[AsyncGenerator[GenerationEvent, None]]) -> None:
         await gen.aclose()
 
 
-async def until_outstanding(engine: BatchedEngine, n: int) -> None:
+async def until_outstanding(engine: ContractEngine, n: int) -> None:
     for _ in range(10_000):
         if engine.outstanding >= n:
             return
@@ -102,18 +108,19 @@ async def until_outstanding(engine: BatchedEngine, n: int) -> None:
 # -- basics ------------------------------------------------------------------------------------------------------
 
 
-async def test_model_info(engine: BatchedEngine, engine_ctx_size: int, n_seq: int) -> None:
+async def test_model_info(engine: ContractEngine, engine_ctx_size: int, n_seq: int, engine_kind: str) -> None:
     assert isinstance(engine, Engine)
     assert engine.ready
     info = engine.info
     assert info.id == "gemma-3-270m-q4_k_m"
     assert info.context_size == engine_ctx_size
-    assert info.backend == "CPU" and info.gpu_layers == 0
+    # The upstream engine runs no model here: its backend is the other server's.
+    assert info.backend == ("CPU" if engine_kind == "batched" else "upstream") and info.gpu_layers == 0
     assert info.chat_template is None  # the embedded base model has none
     assert (info.bos_token, info.eos_token, info.add_bos) == ("<bos>", "<eos>", True)
     assert info.load_ms > 0 and info.created > 0
     assert info.extra["architecture"] == "gemma3"
-    assert info.extra["engine"] == "batched" and info.extra["n_seq"] == str(n_seq)
+    assert info.extra["engine"] == engine_kind and info.extra["n_seq"] == str(n_seq)
 
 
 async def test_not_ready_before_start(model_path: Path) -> None:
@@ -125,7 +132,7 @@ async def test_not_ready_before_start(model_path: Path) -> None:
         await anext(cold.generate(GenerationRequest(prompt=[2, 100], params=SamplingParams())))
 
 
-async def test_tokenize_round_trip(engine: BatchedEngine) -> None:
+async def test_tokenize_round_trip(engine: ContractEngine) -> None:
     ids = engine.tokenize("Hello there, traveller.", add_bos=True)
     assert ids[0] == 2  # <bos>
     assert engine.detokenize(ids[1:]) == "Hello there, traveller."
@@ -158,7 +165,7 @@ async def test_a_model_llama_cpp_cannot_load_is_a_clear_error(tmp_path: Path) ->
 # -- streaming and sampling ----------------------------------------------------------------------------------------
 
 
-async def test_stream_matches_llama_cpp_python_greedy_output(engine: BatchedEngine, model_path: Path) -> None:
+async def test_stream_matches_llama_cpp_python_greedy_output(engine: ContractEngine, model_path: Path) -> None:
     """The streamed deltas, joined, are exactly what llama-cpp-python itself generates for the same prompt."""
     deltas, stats = await collect(engine, request(engine, STORY, temperature=0, repeat_penalty=1.0, max_tokens=24))
     assert len(deltas) >= 5, deltas
@@ -175,7 +182,7 @@ async def test_stream_matches_llama_cpp_python_greedy_output(engine: BatchedEngi
     assert "".join(deltas) == out["choices"][0]["text"]  # type: ignore[index]
 
 
-async def test_same_seed_same_output(engine: BatchedEngine) -> None:
+async def test_same_seed_same_output(engine: ContractEngine) -> None:
     greedy = [await collect(engine, request(engine, TAVERN, temperature=0, max_tokens=16)) for _ in range(2)]
     assert "".join(greedy[0][0]) == "".join(greedy[1][0])
 
@@ -189,7 +196,7 @@ async def test_same_seed_same_output(engine: BatchedEngine) -> None:
     assert len(others | {a}) >= 2, "different seeds should give different stories"
 
 
-async def test_max_tokens_finishes_with_length(engine: BatchedEngine) -> None:
+async def test_max_tokens_finishes_with_length(engine: ContractEngine) -> None:
     _, stats = await collect(engine, request(engine, STORY, temperature=0, max_tokens=5))
     assert stats.finish_reason == "length"
     assert stats.completion_tokens == 5
@@ -197,7 +204,7 @@ async def test_max_tokens_finishes_with_length(engine: BatchedEngine) -> None:
     assert stats.time_to_first_token_ms >= stats.prompt_eval_ms
 
 
-async def test_stop_string_cuts_the_reply(engine: BatchedEngine) -> None:
+async def test_stop_string_cuts_the_reply(engine: ContractEngine) -> None:
     free, _ = await collect(engine, request(engine, STORY, temperature=0, repeat_penalty=1.0, max_tokens=30))
     text = "".join(free)
     # A stop string taken from the middle of the free reply, so it certainly occurs (and likely spans tokens).
@@ -213,7 +220,7 @@ async def test_stop_string_cuts_the_reply(engine: BatchedEngine) -> None:
     assert all(stop not in d for d in deltas)
 
 
-async def test_eos_finishes_with_stop(engine: BatchedEngine) -> None:
+async def test_eos_finishes_with_stop(engine: ContractEngine) -> None:
     # The grammar allows exactly one word, so the model must end with its end-of-generation token right after.
     deltas, stats = await collect(engine, request(engine, TAVERN, grammar='root ::= " Stew."', temperature=0))
     assert "".join(deltas) == " Stew."
@@ -238,7 +245,7 @@ async def test_end_of_context_finishes_with_length(model_path: Path, n_seq: int)
         await small.close()
 
 
-async def test_bad_requests_are_rejected_before_any_event(engine: BatchedEngine) -> None:
+async def test_bad_requests_are_rejected_before_any_event(engine: ContractEngine) -> None:
     with pytest.raises(InvalidArgument, match="empty"):
         await anext(engine.generate(GenerationRequest(prompt=[], params=SamplingParams())))
     with pytest.raises(InvalidArgument, match="token ids"):
@@ -252,7 +259,7 @@ async def test_bad_requests_are_rejected_before_any_event(engine: BatchedEngine)
 # -- UTF-8 -------------------------------------------------------------------------------------------------------
 
 
-async def test_multibyte_characters_split_over_tokens_arrive_whole(engine: BatchedEngine) -> None:
+async def test_multibyte_characters_split_over_tokens_arrive_whole(engine: ContractEngine) -> None:
     # These characters are not in the vocabulary, so the model must spell them with byte tokens, one byte each.
     target = " 𝄞𓀀"
     deltas, stats = await collect(engine, request(engine, TAVERN, grammar=f'root ::= "{target}"', temperature=0))
@@ -264,7 +271,7 @@ async def test_multibyte_characters_split_over_tokens_arrive_whole(engine: Batch
 # -- cancellation and the queue ------------------------------------------------------------------------------------
 
 
-async def test_closing_the_stream_frees_its_sequence_at_once(engine: BatchedEngine) -> None:
+async def test_closing_the_stream_frees_its_sequence_at_once(engine: ContractEngine) -> None:
     running = await occupy(engine)
     try:
         await running[0].aclose()
@@ -275,7 +282,7 @@ async def test_closing_the_stream_frees_its_sequence_at_once(engine: BatchedEngi
         await release(running)
 
 
-async def test_cancelling_the_consumer_task_frees_its_sequence(engine: BatchedEngine) -> None:
+async def test_cancelling_the_consumer_task_frees_its_sequence(engine: ContractEngine) -> None:
     others = await occupy(engine, engine.n_seq - 1)
     started = asyncio.Event()
 
@@ -298,7 +305,7 @@ async def test_cancelling_the_consumer_task_frees_its_sequence(engine: BatchedEn
         await release(others)
 
 
-async def test_a_cancelled_queued_request_never_runs(engine: BatchedEngine) -> None:
+async def test_a_cancelled_queued_request_never_runs(engine: ContractEngine) -> None:
     running = await occupy(engine)
     try:
         queued_task = asyncio.create_task(collect(engine, request(engine, STORY, temperature=0.8, max_tokens=400)))
@@ -315,7 +322,7 @@ async def test_a_cancelled_queued_request_never_runs(engine: BatchedEngine) -> N
         await release(running)
 
 
-async def test_max_queue_counts_the_requests_waiting_beyond_the_running_ones(engine: BatchedEngine) -> None:
+async def test_max_queue_counts_the_requests_waiting_beyond_the_running_ones(engine: ContractEngine) -> None:
     max_queue = engine.max_queue
     assert max_queue > 0
     running = await occupy(engine)
@@ -334,7 +341,7 @@ async def test_max_queue_counts_the_requests_waiting_beyond_the_running_ones(eng
     assert engine.outstanding == 0
 
 
-async def test_waiting_requests_are_served_in_arrival_order(engine: BatchedEngine) -> None:
+async def test_waiting_requests_are_served_in_arrival_order(engine: ContractEngine) -> None:
     running = await occupy(engine)
     order: list[int] = []
 
@@ -355,7 +362,7 @@ async def test_waiting_requests_are_served_in_arrival_order(engine: BatchedEngin
     assert order == list(range(n))
 
 
-async def test_tokenize_is_safe_while_generating(engine: BatchedEngine) -> None:
+async def test_tokenize_is_safe_while_generating(engine: ContractEngine) -> None:
     expected = engine.tokenize(TAVERN, add_bos=True)
     gen = stream(engine, request(engine, STORY, temperature=0.8, max_tokens=60, seed=5))
     await first_delta(gen)
@@ -365,7 +372,7 @@ async def test_tokenize_is_safe_while_generating(engine: BatchedEngine) -> None:
     await gen.aclose()
 
 
-async def test_prompt_prefix_kv_is_reused(engine: BatchedEngine) -> None:
+async def test_prompt_prefix_kv_is_reused(engine: ContractEngine) -> None:
     _, first = await collect(engine, request(engine, TAVERN, temperature=0, max_tokens=4))
     longer = TAVERN + " Stew and bread.\nTraveller: And to drink?\nBrom:"
     _, second = await collect(engine, request(engine, longer, temperature=0, max_tokens=4))
@@ -431,7 +438,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
 
 
 @pytest.mark.parametrize("name", sorted(SCHEMAS))
-async def test_schema_grammar_output_parses_and_validates(engine: BatchedEngine, name: str) -> None:
+async def test_schema_grammar_output_parses_and_validates(engine: ContractEngine, name: str) -> None:
     compiled = compile_format(ResponseFormat(type="json_schema", schema=SCHEMAS[name], name=name))
     assert compiled.grammar is not None
     grammar = allow_leading_space(compiled.grammar)
@@ -443,7 +450,7 @@ async def test_schema_grammar_output_parses_and_validates(engine: BatchedEngine,
     assert result.value == json.loads(text)
 
 
-async def test_sampled_schema_output_validates_too(engine: BatchedEngine) -> None:
+async def test_sampled_schema_output_validates_too(engine: ContractEngine) -> None:
     compiled = compile_format(ResponseFormat(type="json_schema", schema=SCHEMAS["npc_line"], name="npc"))
     assert compiled.grammar is not None
     for seed in (1, 2):
@@ -453,7 +460,7 @@ async def test_sampled_schema_output_validates_too(engine: BatchedEngine) -> Non
         assert result is not None and result.valid, ("".join(deltas), result)
 
 
-async def test_json_object_output_is_an_object(engine: BatchedEngine) -> None:
+async def test_json_object_output_is_an_object(engine: ContractEngine) -> None:
     compiled = compile_format(ResponseFormat(type="json_object"))
     assert compiled.grammar is not None
     # An open-ended object can run on; what matters is that whatever comes out is judged honestly.
@@ -470,7 +477,7 @@ async def test_json_object_output_is_an_object(engine: BatchedEngine) -> None:
         assert not result.valid and "cut off" in result.error
 
 
-async def test_json_cut_off_by_max_tokens_is_flagged_invalid(engine: BatchedEngine) -> None:
+async def test_json_cut_off_by_max_tokens_is_flagged_invalid(engine: ContractEngine) -> None:
     compiled = compile_format(ResponseFormat(type="json_schema", schema=SCHEMAS["npc_line"], name="npc"))
     assert compiled.grammar is not None
     deltas, stats = await collect(
