@@ -157,7 +157,16 @@ def bench_env(omp_wait: str) -> dict[str, str]:
 class NpcServer:
     """One ``python -m npcserver serve`` process; its two doors are two peers."""
 
-    def __init__(self, model: Path, threads: int, ctx: int, parallel: int, data_dir: Path, omp: str):
+    def __init__(
+        self,
+        model: Path,
+        threads: int,
+        ctx: int,
+        parallel: int,
+        data_dir: Path,
+        omp: str,
+        extra_env: dict[str, str] | None = None,
+    ):
         env = bench_env(omp)
         env.update(
             {
@@ -179,6 +188,8 @@ class NpcServer:
             '[bench]\ndescription = "benchmark: greedy, no penalty"\n'
             "temperature = 0.0\ntop_p = 1.0\ntop_k = 40\nmin_p = 0.0\nrepeat_penalty = 1.0\n"
         )
+        env.update(extra_env or {})
+        self.data_dir = data_dir
         self.process = _Process([sys.executable, "-m", "npcserver", "serve"], env, "npcserver")
         self.grpc_target = ""
         self.http_url = ""

@@ -125,6 +125,29 @@ async def run_peer(peer: Peer, args: argparse.Namespace, count_tokens: Any, resu
         if "npc" in args.workloads and not w.is_serial(peer):
             r["npc"] = await w.npc_workload(peer, args.npc_conversations, args.npc_turns, args.npc_tokens, "npc")
             logging.info("  %s npc: %s", name, r["npc"])
+        if "world" in args.workloads:
+            r["world"] = await w.shared_world(peer, args.world_npcs, args.world_tokens, count_tokens, "bench")
+            logging.info("  %s world: %s", name, r["world"])
+        if "long" in args.workloads:
+            r["long"] = []
+            ours = isinstance(peer, NpcGrpc)
+            for stored in args.long_stored:
+                if not ours and stored > max(x for x in args.long_stored if x <= 1000):
+                    continue  # a client that drops old turns itself sends the same window at 1,000 and at 20,000
+                lc = await w.long_conversation(
+                    peer, stored, args.long_lines, args.long_tokens, args.ctx, count_tokens, "long"
+                )
+                r["long"].append(lc)
+                logging.info("  %s long %d: %s", name, stored, lc)
+        if "town" in args.workloads and not w.is_serial(peer):
+            server = peer.server if isinstance(peer, NpcGrpc) else None
+            proc = server.process.proc if server is not None else getattr(getattr(peer, "process", None), "proc", None)
+            r["town"] = await w.town(
+                peer, args.town_conversations, args.slots, args.town_tokens, "town",
+                pid=proc.pid if proc is not None else None,
+                kv_dir=server.data_dir / "kv-cache" if server is not None else None,
+            )  # fmt: skip
+            logging.info("  %s town: %s", name, r["town"])
         results[name] = r
     finally:
         await peer.stop()
@@ -227,9 +250,75 @@ def report(results: dict[str, Any], meta: dict[str, Any]) -> str:
             rows,
         )
     )
+    out.extend(report_round2(results))
     out.append("\n## Ratios against the targets")
     out.extend(targets(results, tg))
     return "\n".join(out)
+
+
+def report_round2(results: dict[str, Any]) -> list[str]:
+    """Issue 10's tables: long conversations, a town of NPCs, a shared world prefix (each with its target)."""
+    out: list[str] = []
+    rows = []
+    for p in results:
+        longs = results[p].get("long") or []
+        empty = next((lc.ttft_p50_ms for lc in longs if lc.stored_turns == 0), float("nan"))
+        for lc in longs:
+            rows.append(
+                [
+                    p, lc.stored_turns, lc.first_ttft_ms, lc.ttft_p50_ms, lc.ttft_p95_ms, lc.ttft_max_ms,
+                    ratio(lc.ttft_p50_ms, empty), ratio(lc.ttft_p95_ms, empty),
+                ]
+            )  # fmt: skip
+    if rows:
+        out.append(
+            table(
+                "Long conversations: stored turns imported, then consecutive lines (target p50 <= 1.2x and "
+                "p95 <= 3x the empty history's p50)",
+                ["peer", "stored turns", "first line ms", "p50 ms", "p95 ms", "max ms", "p50 / empty p50",
+                 "p95 / empty p50"],
+                rows,
+            )
+        )  # fmt: skip
+    rows = []
+    for p in results:
+        t = results[p].get("town")
+        if t:
+            rows.append(
+                [
+                    p, f"{t.conversations} x 3", t.first_ttft_p50_ms, t.followup_ttft_p50_ms, t.followup_ttft_p95_ms,
+                    t.resident_followup_p50_ms, ratio(t.followup_ttft_p50_ms, t.resident_followup_p50_ms), t.wall_s,
+                    t.rss_mb, t.disk_mb / max(t.idle_conversations, 1),
+                ]
+            )  # fmt: skip
+    if rows:
+        out.append(
+            table(
+                "A town of NPCs: each conversation comes back for a 2nd and 3rd line in random order, one request "
+                "per slot in flight",
+                ["peer", "conversations x lines", "first line TTFT p50 ms", "follow-up TTFT p50 ms",
+                 "follow-up TTFT p95 ms", "resident follow-up p50 ms", "follow-up / resident", "wall s",
+                 "server RSS MB", "disk MB per idle NPC"],
+                rows,
+            )
+        )  # fmt: skip
+    rows = []
+    for p in results:
+        wd = results[p].get("world")
+        if wd:
+            rows.append([p, wd.npcs, wd.preamble_tokens, wd.first_ttft_ms, wd.others_ttft_p50_ms,
+                         wd.others_ttft_max_ms, wd.ratio])  # fmt: skip
+    if rows:
+        out.append(
+            table(
+                "Shared world prefix: first lines of NPCs whose prompts start with the same world text (target: "
+                "NPC 2..n at most 0.3x NPC 1)",
+                ["peer", "NPCs", "world tokens", "NPC 1 TTFT ms", "NPC 2..n TTFT p50 ms", "NPC 2..n max ms",
+                 "p50 / NPC 1"],
+                rows,
+            )
+        )  # fmt: skip
+    return out
 
 
 def targets(results: dict[str, Any], tg: float) -> list[str]:
@@ -336,7 +425,10 @@ async def amain(args: argparse.Namespace) -> int:
             peer_list: list[Peer]
             server: NpcServer | None = None
             if name == "npc-batched":
-                server = NpcServer(model, args.threads, args.ctx, args.parallel, Path(tmp) / "npc", args.omp)
+                extra = {"NPCSERVER_KV_DISK_MB": str(args.kv_disk_mb), "NPCSERVER_RAM_CACHE_MB": str(args.ram_cache_mb)}
+                server = NpcServer(
+                    model, args.threads, args.ctx, args.parallel, Path(tmp) / "npc", args.omp, extra_env=extra
+                )
                 await server.start()
                 peer_list = [NpcGrpc(server)]
                 if args.http and server.http_url:
@@ -396,6 +488,16 @@ def main() -> int:
     ap.add_argument("--npc-turns", type=int, default=4)
     ap.add_argument("--npc-tokens", type=int, default=48)
     ap.add_argument("--history-turns", type=int, default=27, help="turns of imported history (~1.5k tokens)")
+    # Issue 10's workloads (not in the default set): --workloads long town world
+    ap.add_argument("--long-stored", type=int, nargs="+", default=[0, 100, 1000, 5000, 20000])
+    ap.add_argument("--long-lines", type=int, default=20, help="consecutive lines after the import")
+    ap.add_argument("--long-tokens", type=int, default=16)
+    ap.add_argument("--town-conversations", type=int, default=1000)
+    ap.add_argument("--town-tokens", type=int, default=16)
+    ap.add_argument("--world-npcs", type=int, default=16)
+    ap.add_argument("--world-tokens", type=int, default=16)
+    ap.add_argument("--ram-cache-mb", type=int, default=256, help="our server's RAM tier for evicted KV")
+    ap.add_argument("--kv-disk-mb", type=int, default=8192, help="our server's disk tier for evicted KV")
     ap.add_argument("--quiet-wait", type=float, default=120, help="seconds to wait for an idle machine per peer")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")

@@ -10,7 +10,9 @@ import asyncio
 import random
 import statistics
 import time
+from collections import deque
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from bench.peers import LlamaCppDirect, Npc, NpcGrpc, Peer, Result, canonical
@@ -291,3 +293,212 @@ async def followup_ttft(peer: Peer, history_turns: int, count_tokens: Any) -> Fo
 
 def is_serial(peer: Peer) -> bool:
     return isinstance(peer, LlamaCppDirect)
+
+
+# ------------------------------------------------------------------------- issue 10: long conversations
+
+
+@dataclass
+class LongConversation:
+    stored_turns: int
+    first_ttft_ms: float
+    ttft_p50_ms: float
+    ttft_p95_ms: float
+    ttft_max_ms: float
+    lines: int
+    ttfts_ms: list[float]
+
+
+#: The most turns one ImportConversation takes (npcserver.core.limits).
+MAX_IMPORT_TURNS = 10_000
+
+
+def fit_history(npc: Npc, turns: list[tuple[str, str]], line: str, budget: int, count_tokens: Any) -> int:
+    """For a peer without memory: how many of the oldest turns a client drops, one at a time, to fit ``budget``
+    (what a game does on its own, and what the server did before issue 10)."""
+    lo, hi = 0, len(turns)
+    while lo < hi:  # the fewest dropped that fit (a transcript never grows when older turns leave it)
+        mid = (lo + hi) // 2
+        if count_tokens(npc.transcript(turns[mid:], line)) <= budget:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+async def long_conversation(
+    peer: Peer, stored: int, lines: int, max_tokens: int, ctx: int, count_tokens: Any, tag: str
+) -> LongConversation:
+    """Issue 10 section 1: a conversation whose ``stored`` turns are imported first, then ``lines`` consecutive
+    lines; TTFT of each (the first is the first read of the window). Our server holds the history; a peer without
+    memory gets the newest turns that fit its window, the oldest dropped one at a time."""
+    npc = PERSONAS[0]
+    history = long_history(npc, stored, 10 + stored)
+    conv = f"{tag}-{stored}"
+    if isinstance(peer, NpcGrpc):
+        if stored <= MAX_IMPORT_TURNS:
+            await peer.import_history(npc, conv, history)
+        else:
+            # More than one import may carry: written straight into the server's SQLite file, with the token
+            # counts the server would have stored (the transcript line, as core.prompt renders it).
+            from npcserver.store.base import Turn
+            from npcserver.store.sqlite import SqliteStore
+
+            await peer.ensure_persona(npc)
+            db = SqliteStore(peer.server.data_dir / "npcserver.db")
+            try:
+                turns = [
+                    Turn(p, n, tokens=count_tokens(f"{npc.player}: {p}\n{npc.display_name}: {n}\n") - 1)
+                    for p, n in history
+                ]
+                await asyncio.to_thread(db.replace_turns, npc.id, conv, turns)
+            finally:
+                db.close()
+    ttfts: list[float] = []
+    for i in range(lines):
+        line = PLAYER_LINES[i % len(PLAYER_LINES)]
+        shown = history
+        if not isinstance(peer, NpcGrpc):
+            shown = history[fit_history(npc, history, line, ctx - max_tokens - 8, count_tokens) :]
+        r = await peer.talk(npc, conv, shown, line, max_tokens)
+        ttfts.append(r.ttft_s * 1000)
+        history = [*history, (line, r.text.strip())]
+    return LongConversation(
+        stored, ttfts[0], pct(ttfts, 0.5), pct(ttfts, 0.95), max(ttfts), lines, [round(t, 1) for t in ttfts]
+    )
+
+
+# ------------------------------------------------------------------------------ issue 10: thousands of NPCs
+
+
+@dataclass
+class Town:
+    conversations: int
+    lines: int
+    first_ttft_p50_ms: float
+    followup_ttft_p50_ms: float
+    followup_ttft_p95_ms: float
+    resident_followup_p50_ms: float
+    wall_s: float
+    rss_mb: float
+    disk_mb: float
+    idle_conversations: int
+
+
+def _rss_mb(pid: int | None) -> float:
+    if pid is None:
+        return float("nan")
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _dir_mb(folder: Path | None) -> float:
+    if folder is None or not folder.exists():
+        return 0.0
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 1e6
+
+
+async def town(
+    peer: Peer, conversations: int, clients: int, max_tokens: int, tag: str, *, pid: int | None, kv_dir: Path | None
+) -> Town:
+    """Issue 10 section 2: ``conversations`` NPC conversations, each coming back for a second and a third line in
+    random order, ``clients`` requests in flight at once (one per slot). Follow-up TTFT against a resident
+    conversation's (8 conversations that never leave their slots), the server's RSS and the KV files on disk."""
+    # Resident baseline: as many conversations as clients, three lines each, never evicted.
+    resident: list[float] = []
+    for c in range(clients):
+        npc = PERSONAS[c % len(PERSONAS)]
+        hist: list[tuple[str, str]] = []
+        for t in range(3):
+            line = PLAYER_LINES[(c + t) % len(PLAYER_LINES)]
+            r = await peer.talk(npc, f"{tag}-resident-{c}", hist, line, max_tokens)
+            if t:
+                resident.append(r.ttft_s * 1000)
+            hist.append((line, r.text.strip()))
+    rng = random.Random(10)
+    order = [c for c in range(conversations) for _ in range(3)]
+    rng.shuffle(order)
+    histories: dict[int, list[tuple[str, str]]] = {c: [] for c in range(conversations)}
+    busy: dict[int, asyncio.Event] = {}
+    firsts: list[float] = []
+    follows: list[float] = []
+    queue = deque(order)
+
+    async def client() -> None:
+        while queue:
+            c = queue.popleft()
+            while c in busy:  # this conversation's previous line is still being answered
+                await busy[c].wait()
+            busy[c] = done = asyncio.Event()
+            hist = histories[c]
+            line = PLAYER_LINES[(c + len(hist)) % len(PLAYER_LINES)]
+            r = await peer.talk(PERSONAS[c % len(PERSONAS)], f"{tag}-{c}", hist, line, max_tokens)
+            (follows if hist else firsts).append(r.ttft_s * 1000)
+            hist.append((line, r.text.strip()))
+            del busy[c]
+            done.set()
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(clients)))
+    wall = time.perf_counter() - t0
+    return Town(
+        conversations, len(order), pct(firsts, 0.5), pct(follows, 0.5), pct(follows, 0.95), pct(resident, 0.5),
+        wall, _rss_mb(pid), _dir_mb(kv_dir), conversations,
+    )  # fmt: skip
+
+
+# ------------------------------------------------------------------------- issue 10: shared world prefix
+
+WORLD_FACTS = [
+    "The realm of Esterhold lies between the Greywater river and the Ironback mountains.",
+    "Its capital, Carrow, is ruled by Queen Maelis, who came to the throne after the long winter war.",
+    "Three guilds hold the real power: the Smiths of Ashford, the Salt Merchants of Port Veyra, and the Lantern "
+    "Order, who keep the roads lit and the old shrines clean.",
+    "Coins are the gold crown, the silver mark and the copper penny; twelve pennies make a mark.",
+    "Bandits have troubled the east road since the bridge at Holloway fell in the spring floods.",
+    "The marshes south of Carrow glow at night, and the common folk say the drowned king walks there.",
+    "Every village keeps a bell; three rings mean fire, five mean raiders, and a long toll means a death.",
+    "Travellers are welcome at any chapel of Saint Aude for one night, but must leave before the morning hymn.",
+]
+
+
+def world_preamble(count_tokens: Any, target: int = 1000) -> str:
+    """A lore text of about ``target`` tokens that every NPC of the world workload starts its prompt with."""
+    parts: list[str] = []
+    i = 0
+    while count_tokens(" ".join(parts)) < target:
+        parts.append(f"({i // len(WORLD_FACTS) + 1}.{i % len(WORLD_FACTS) + 1}) {WORLD_FACTS[i % len(WORLD_FACTS)]}")
+        i += 1
+    return " ".join(parts)
+
+
+@dataclass
+class World:
+    npcs: int
+    preamble_tokens: int
+    first_ttft_ms: float
+    others_ttft_p50_ms: float
+    others_ttft_max_ms: float
+
+    @property
+    def ratio(self) -> float:
+        return self.others_ttft_p50_ms / self.first_ttft_ms if self.first_ttft_ms else float("nan")
+
+
+async def shared_world(peer: Peer, npcs: int, max_tokens: int, count_tokens: Any, tag: str) -> World:
+    """Issue 10 section 3: ``npcs`` personas whose system prompts start with the same ~1,000-token world text, then
+    their own description; each gets its first line in turn. NPC 2..n should find the world already read."""
+    world = world_preamble(count_tokens)
+    ttfts: list[float] = []
+    for n in range(npcs):
+        base = PERSONAS[n % len(PERSONAS)]
+        npc = Npc(
+            f"{tag}_world_{n}", f"{base.display_name} {n}", base.player,
+            f"{world}\n\n{base.system_prompt}", base.examples,
+        )  # fmt: skip
+        r = await peer.talk(npc, f"{tag}-world-{n}", [], PLAYER_LINES[n % len(PLAYER_LINES)], max_tokens)
+        ttfts.append(r.ttft_s * 1000)
+    others = ttfts[1:]
+    return World(npcs, count_tokens(world), ttfts[0], pct(others, 0.5), max(others))
