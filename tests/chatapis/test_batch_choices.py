@@ -169,3 +169,33 @@ async def test_fields_left_off_and_fields_that_do_not_change_the_reply_are_accep
     client, _ = rest
     body = {"messages": HI, "logprobs": False, "presence_penalty": 0, "user": "p1", "store": False, "metadata": {}}
     assert (await client.post(CHAT, json=body)).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("extra", "param", "fragment"),
+    [
+        ({"documents": [{"title": "Log"}]}, "documents[0]", 'needs a "text"'),
+        ({"documents": [{"text": "  "}]}, "documents", "documents[0].text must not be empty"),
+        ({"documents": [{"text": "x"}] * 33}, "documents", "at most 32"),
+        ({"chat_template_kwargs": {"tools_in_user": True}}, "chat_template_kwargs.tools_in_user", "not supported"),
+        ({"chat_template_kwargs": {"enable_thinking": "yes"}}, "chat_template_kwargs.enable_thinking", "true or"),
+    ],
+)
+async def test_bad_template_fields_are_400_naming_them(
+    rest: tuple[httpx.AsyncClient, FakeEngine], extra: dict[str, Any], param: str, fragment: str
+) -> None:
+    client, _ = rest
+    refused = await client.post(CHAT, json={"messages": HI, **extra})
+    assert refused.status_code == 400, refused.text
+    error = refused.json()["error"]
+    assert error["param"] == param and fragment in error["message"]
+
+
+async def test_an_unknown_content_format_over_grpc_names_the_field(door: str) -> None:
+    async with grpc.aio.insecure_channel(door) as channel:
+        request = conversation(1)
+        request.chat_template_content_format = "xml"
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await pb_grpc.ChatServiceStub(channel).CreateChatCompletion(request)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "chat_template_content_format 'xml' is unknown" in (refused.value.details() or "")
