@@ -82,10 +82,12 @@ def check_actions(actions: tuple[Action, ...], *, param: str = "actions", also: 
             raise InvalidArgument(
                 f"{param}[{i}].description is {len(a.description)} characters; at most {MAX_DESCRIPTION}", param=param
             )
-        if a.parameters is not None and (not isinstance(a.parameters, dict) or a.parameters.get("type") != "object"):
+        if a.parameters is not None and (
+            not isinstance(a.parameters, dict) or a.parameters.get("type", "object") != "object"
+        ):
             raise InvalidArgument(
-                f'{param}[{i}].parameters_schema must be a JSON Schema object with "type": "object" (the '
-                "arguments are a JSON object)",
+                f'{param}[{i}].parameters_schema must be the JSON Schema of an object ("type": "object" or no '
+                "type): the arguments are a JSON object",
                 param=param,
             )
 
@@ -104,7 +106,10 @@ def parse_schema_text(text: str, *, where: str, param: str = "actions") -> dict[
 
 
 def schema_of(action: Action) -> dict[str, Any]:
-    return action.parameters if action.parameters is not None else _EMPTY_OBJECT
+    """The arguments' schema: always an object (``{}`` or a schema without a type means an object of any fields)."""
+    if action.parameters is None:
+        return _EMPTY_OBJECT
+    return {**action.parameters, "type": "object"}
 
 
 async def compile_actions(actions: tuple[Action, ...], *, param: str = "actions") -> dict[str, CompiledFormat]:

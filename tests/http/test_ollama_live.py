@@ -129,7 +129,7 @@ def test_options_seed_and_num_predict(client: ollama.Client, model: str) -> None
         ({"options": {"mirostat": 2}}, "mirostat"),
         ({"options": {"num_predict": 0}}, "num_predict"),
         ({"options": {"temperature": 9}}, "temperature"),
-        ({"tools": [{"type": "function", "function": {"name": "open_door", "parameters": {}}}]}, "tools"),
+        ({"tools": [{"type": "function", "function": {"name": "open door", "parameters": {}}}]}, "not an identifier"),
         ({"think": "high"}, "think"),
         ({"format": "yaml"}, "format"),
         ({"keep_alive": "soon"}, "keep_alive"),
