@@ -45,6 +45,7 @@ Semantics every backend keeps:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -102,6 +103,40 @@ class History:
     def after(self) -> int:
         """The index the next turn gets: the number of turns in the conversation."""
         return self.first + len(self.turns)
+
+
+@dataclass(frozen=True)
+class Summary:
+    """A conversation's rolling summary: what was said in the turns before index ``through``."""
+
+    text: str
+    through: int = 0
+    update_time_ms: int = 0
+
+
+@dataclass(frozen=True)
+class Memory:
+    """A fact a conversation remembers ("the player returned the ring"). ``id`` is the store's (0 on write)."""
+
+    text: str
+    #: 1 (trivia) to 10 (life-changing).
+    importance: int = 5
+    create_time_ms: int = 0
+    #: "game" (recorded by the game) or "model" (proposed by the NPC's reply).
+    source: str = "game"
+    id: int = field(default=0, compare=False)
+
+
+@dataclass(frozen=True)
+class MemoryHit:
+    """A memory found for a query, and how well its text matches (0 when it was found for recency or importance)."""
+
+    memory: Memory
+    relevance: float
+
+
+#: The most memories ``search_memories`` returns per kind (matches, newest, most important).
+SEARCH_CANDIDATES = 64
 
 
 class Store(Protocol):
@@ -174,15 +209,71 @@ class Store(Protocol):
         ...
 
     def reset(self, persona_id: str, conversation_id: str) -> int:
-        """Deletes every turn of a conversation and starts a new epoch. Returns how many turns were deleted."""
+        """Deletes every turn of a conversation (and its summary and memories) and starts a new epoch. Returns how
+        many turns were deleted."""
         ...
 
-    def replace_turns(self, persona_id: str, conversation_id: str, turns: list[Turn]) -> int:
+    def replace_turns(
+        self,
+        persona_id: str,
+        conversation_id: str,
+        turns: list[Turn],
+        *,
+        summary: Summary | None = None,
+        memories: Sequence[Memory] = (),
+    ) -> int:
         """Replaces a whole conversation with ``turns`` (indexes 0…n-1) in a new epoch. Returns how many were stored.
 
         An empty list leaves the conversation empty. If any turn cannot be stored, the call raises and the old
-        conversation is untouched.
+        conversation is untouched. The conversation's summary and memories are replaced by ``summary`` and
+        ``memories`` in the same transaction (an export restored whole).
         """
+        ...
+
+    # --- knowledge: lore books, summaries, memories ----------------------------------------------------------------
+
+    def get_lore_book(self, book_id: str) -> PersonaBody | None:
+        """A lore book's stored body (a JSON object), or None."""
+        ...
+
+    def put_lore_book(self, book_id: str, body: PersonaBody, *, mode: PutMode) -> bool:
+        """Writes a lore book; the modes are those of ``put_persona``."""
+        ...
+
+    def list_lore_books(self, after: str, limit: int) -> list[PersonaBody]:
+        """Lore book bodies by id after ``after``, as ``list_personas``."""
+        ...
+
+    def delete_lore_book(self, book_id: str) -> bool:
+        """Deletes a lore book; False when there was none."""
+        ...
+
+    def get_summary(self, persona_id: str, conversation_id: str) -> Summary | None:
+        """The conversation's summary, or None (reset, replace and persona deletion remove it)."""
+        ...
+
+    def put_summary(self, persona_id: str, conversation_id: str, summary: Summary, *, epoch: int | None) -> None:
+        """Writes the summary (an empty text removes it). With ``epoch``, only while the conversation is still in
+        that epoch: otherwise ``Aborted`` (code ``epoch``) and nothing is written (a reset won meanwhile)."""
+        ...
+
+    def add_memory(self, persona_id: str, conversation_id: str, memory: Memory, *, limit: int) -> Memory:
+        """Stores a memory and returns it with its id. ``npcserver.errors.ResourceExhausted``, writing nothing,
+        when the conversation already holds ``limit`` memories."""
+        ...
+
+    def list_memories(self, persona_id: str, conversation_id: str, after_id: int, limit: int) -> list[Memory]:
+        """Memories with an id above ``after_id``, oldest first (keyset paging)."""
+        ...
+
+    def delete_memory(self, persona_id: str, conversation_id: str, memory_id: int) -> bool:
+        """Deletes one memory; False when the conversation has no such memory."""
+        ...
+
+    def search_memories(self, persona_id: str, conversation_id: str, words: list[str]) -> list[MemoryHit]:
+        """Candidates for recall: the memories whose text best matches any of ``words`` (full-text relevance,
+        higher is better), the newest and the most important ones, each at most ``SEARCH_CANDIDATES``, without
+        repeats. Reads an index, not the whole conversation."""
         ...
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from typing import Any, LiteralString
 
 import psycopg
@@ -25,7 +26,20 @@ from psycopg.rows import TupleRow
 from psycopg_pool import ConnectionPool
 
 from npcserver.clock import now_ms
-from npcserver.store.base import PUT_MODES, History, PersonaBody, PutMode, Turn, check_position, turn_tokens
+from npcserver.errors import Aborted, ResourceExhausted
+from npcserver.store.base import (
+    PUT_MODES,
+    SEARCH_CANDIDATES,
+    History,
+    Memory,
+    MemoryHit,
+    PersonaBody,
+    PutMode,
+    Summary,
+    Turn,
+    check_position,
+    turn_tokens,
+)
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +105,41 @@ MIGRATIONS: list[tuple[int, str, list[LiteralString]]] = [
             "WHERE request_id <> ''",
         ],
     ),
+    (
+        4,
+        "lore books, rolling summaries, memories with a full-text index",
+        [
+            """CREATE TABLE lore_books (
+                id          text COLLATE "C" PRIMARY KEY,
+                body        jsonb NOT NULL,
+                updated_ms  bigint NOT NULL
+            )""",
+            """CREATE TABLE summaries (
+                persona_id      text COLLATE "C" NOT NULL REFERENCES personas (id) ON DELETE CASCADE,
+                conversation_id text COLLATE "C" NOT NULL,
+                text            text NOT NULL,
+                through         integer NOT NULL,
+                update_time_ms  bigint NOT NULL,
+                PRIMARY KEY (persona_id, conversation_id)
+            )""",
+            # 'simple': no stemming or stop words of one language; players write in any.
+            """CREATE TABLE memories (
+                id              bigserial PRIMARY KEY,
+                persona_id      text COLLATE "C" NOT NULL REFERENCES personas (id) ON DELETE CASCADE,
+                conversation_id text COLLATE "C" NOT NULL,
+                text            text NOT NULL,
+                importance      integer NOT NULL,
+                create_time_ms  bigint NOT NULL,
+                source          text NOT NULL,
+                tsv             tsvector GENERATED ALWAYS AS (to_tsvector('simple', text)) STORED
+            )""",
+            "CREATE INDEX memories_conversation ON memories (persona_id, conversation_id, id)",
+            "CREATE INDEX memories_importance ON memories (persona_id, conversation_id, importance, id)",
+            "CREATE INDEX memories_tsv ON memories USING gin (tsv)",
+        ],
+    ),
 ]
+_MEMORY_COLUMNS = "id, text, importance, create_time_ms, source"
 
 #: The migration's pg_advisory_xact_lock key (conversations lock with the two-key form, a separate space).
 _MIGRATION_LOCK = 0x6E7063736572  # "npcser"
@@ -324,15 +372,35 @@ class PostgresStore:
             )
             deleted = cur.rowcount
             self._new_epoch(conn, persona_id, conversation_id)
+            self._clear_knowledge(conn, persona_id, conversation_id)
         return deleted
 
-    def replace_turns(self, persona_id: str, conversation_id: str, turns: list[Turn]) -> int:
+    @staticmethod
+    def _clear_knowledge(conn: Connection[TupleRow], persona_id: str, conversation_id: str) -> None:
+        key = (persona_id, conversation_id)
+        conn.execute("DELETE FROM summaries WHERE persona_id = %s AND conversation_id = %s", key)
+        conn.execute("DELETE FROM memories WHERE persona_id = %s AND conversation_id = %s", key)
+
+    def replace_turns(
+        self,
+        persona_id: str,
+        conversation_id: str,
+        turns: list[Turn],
+        *,
+        summary: Summary | None = None,
+        memories: Sequence[Memory] = (),
+    ) -> int:
         with self._pool.connection() as conn:
             self._lock_conversation(conn, persona_id, conversation_id)
             conn.execute(
                 "DELETE FROM turns WHERE persona_id = %s AND conversation_id = %s", (persona_id, conversation_id)
             )
             self._new_epoch(conn, persona_id, conversation_id)
+            self._clear_knowledge(conn, persona_id, conversation_id)
+            if summary is not None and summary.text:
+                self._put_summary(conn, persona_id, conversation_id, summary)
+            for m in memories:
+                self._add_memory(conn, persona_id, conversation_id, m)
             rows = []
             before = 0
             for i, t in enumerate(turns):
@@ -359,3 +427,168 @@ class PostgresStore:
                     rows,
                 )
         return len(turns)
+
+    # --- knowledge ---------------------------------------------------------------------------------------------------
+
+    def get_lore_book(self, book_id: str) -> PersonaBody | None:
+        with self._pool.connection() as conn:
+            row = conn.execute("SELECT body FROM lore_books WHERE id = %s", (book_id,)).fetchone()
+        return None if row is None else dict(row[0])
+
+    def put_lore_book(self, book_id: str, body: PersonaBody, *, mode: PutMode) -> bool:
+        if mode not in PUT_MODES:
+            raise ValueError(f"mode {mode!r} is unknown; use one of: {', '.join(PUT_MODES)}")
+        text = json.dumps(body, ensure_ascii=False, sort_keys=True, allow_nan=False)
+        with self._pool.connection() as conn:
+            if mode == "create":
+                cur = conn.execute(
+                    "INSERT INTO lore_books (id, body, updated_ms) VALUES (%s, %s::jsonb, %s) ON CONFLICT DO NOTHING",
+                    (book_id, text, now_ms()),
+                )
+            elif mode == "update":
+                cur = conn.execute(
+                    "UPDATE lore_books SET body = %s::jsonb, updated_ms = %s WHERE id = %s", (text, now_ms(), book_id)
+                )
+            else:
+                cur = conn.execute(
+                    "INSERT INTO lore_books (id, body, updated_ms) VALUES (%s, %s::jsonb, %s) "
+                    "ON CONFLICT (id) DO UPDATE SET body = excluded.body, updated_ms = excluded.updated_ms",
+                    (book_id, text, now_ms()),
+                )
+        return cur.rowcount > 0
+
+    def list_lore_books(self, after: str, limit: int) -> list[PersonaBody]:
+        if limit < 0:
+            raise ValueError(f"limit must not be negative, got {limit}")
+        with self._pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT body FROM lore_books WHERE id > %s ORDER BY id LIMIT %s", (after, limit)
+            ).fetchall()
+        return [dict(r[0]) for r in rows]
+
+    def delete_lore_book(self, book_id: str) -> bool:
+        with self._pool.connection() as conn:
+            return conn.execute("DELETE FROM lore_books WHERE id = %s", (book_id,)).rowcount > 0
+
+    def get_summary(self, persona_id: str, conversation_id: str) -> Summary | None:
+        with self._pool.connection() as conn:
+            row = conn.execute(
+                "SELECT text, through, update_time_ms FROM summaries WHERE persona_id = %s AND conversation_id = %s",
+                (persona_id, conversation_id),
+            ).fetchone()
+        return None if row is None else Summary(row[0], int(row[1]), int(row[2]))
+
+    def put_summary(self, persona_id: str, conversation_id: str, summary: Summary, *, epoch: int | None) -> None:
+        with self._pool.connection() as conn:
+            self._lock_conversation(conn, persona_id, conversation_id)
+            if epoch is not None:
+                row = conn.execute(
+                    "SELECT epoch FROM conversations WHERE persona_id = %s AND conversation_id = %s",
+                    (persona_id, conversation_id),
+                ).fetchone()
+                if (0 if row is None else int(row[0])) != epoch:
+                    raise Aborted(
+                        f"conversation {conversation_id!r} of persona {persona_id!r} was reset or replaced while its "
+                        "summary was written",
+                        code="epoch",
+                    )
+            if not summary.text:
+                conn.execute(
+                    "DELETE FROM summaries WHERE persona_id = %s AND conversation_id = %s",
+                    (persona_id, conversation_id),
+                )
+                return
+            self._put_summary(conn, persona_id, conversation_id, summary)
+
+    @staticmethod
+    def _put_summary(conn: Connection[TupleRow], persona_id: str, conversation_id: str, summary: Summary) -> None:
+        conn.execute(
+            "INSERT INTO summaries (persona_id, conversation_id, text, through, update_time_ms) "
+            "SELECT %s, %s, %s, %s, %s WHERE EXISTS (SELECT 1 FROM personas WHERE id = %s) "
+            "ON CONFLICT (persona_id, conversation_id) DO UPDATE SET text = excluded.text, through = excluded.through, "
+            "update_time_ms = excluded.update_time_ms",
+            (
+                persona_id,
+                conversation_id,
+                summary.text,
+                summary.through,
+                summary.update_time_ms or now_ms(),
+                persona_id,
+            ),
+        )
+
+    def add_memory(self, persona_id: str, conversation_id: str, memory: Memory, *, limit: int) -> Memory:
+        with self._pool.connection() as conn:
+            # Under the conversation's lock: two adds racing at the limit cannot both pass the count.
+            self._lock_conversation(conn, persona_id, conversation_id)
+            row = conn.execute(
+                "SELECT COUNT(*) FROM memories WHERE persona_id = %s AND conversation_id = %s",
+                (persona_id, conversation_id),
+            ).fetchone()
+            count = 0 if row is None else int(row[0])
+            if count >= limit:
+                raise ResourceExhausted(
+                    f"conversation {conversation_id!r} of persona {persona_id!r} holds {count} memories, the "
+                    f"server's limit (max_memories = {limit}): delete some first",
+                    param="memory",
+                )
+            return self._add_memory(conn, persona_id, conversation_id, memory)
+
+    @staticmethod
+    def _add_memory(conn: Connection[TupleRow], persona_id: str, conversation_id: str, memory: Memory) -> Memory:
+        stamp = memory.create_time_ms or now_ms()
+        row = conn.execute(
+            "INSERT INTO memories (persona_id, conversation_id, text, importance, create_time_ms, source) "
+            "VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
+            (persona_id, conversation_id, memory.text, memory.importance, stamp, memory.source),
+        ).fetchone()
+        assert row is not None
+        return Memory(memory.text, memory.importance, stamp, memory.source, id=int(row[0]))
+
+    def list_memories(self, persona_id: str, conversation_id: str, after_id: int, limit: int) -> list[Memory]:
+        if limit < 0:
+            raise ValueError(f"limit must not be negative, got {limit}")
+        with self._pool.connection() as conn:
+            rows = conn.execute(
+                f"SELECT {_MEMORY_COLUMNS} FROM memories WHERE persona_id = %s AND conversation_id = %s AND id > %s "
+                "ORDER BY id LIMIT %s",
+                (persona_id, conversation_id, after_id, limit),
+            ).fetchall()
+        return [_memory(r) for r in rows]
+
+    def delete_memory(self, persona_id: str, conversation_id: str, memory_id: int) -> bool:
+        with self._pool.connection() as conn:
+            cur = conn.execute(
+                "DELETE FROM memories WHERE persona_id = %s AND conversation_id = %s AND id = %s",
+                (persona_id, conversation_id, memory_id),
+            )
+        return cur.rowcount > 0
+
+    def search_memories(self, persona_id: str, conversation_id: str, words: list[str]) -> list[MemoryHit]:
+        key = {"p": persona_id, "c": conversation_id, "n": SEARCH_CANDIDATES}
+        found: dict[int, MemoryHit] = {}
+        with self._pool.connection() as conn:
+            if words:
+                # websearch_to_tsquery reads any text without syntax errors; "or" joins the words.
+                rows = conn.execute(
+                    f"SELECT {_MEMORY_COLUMNS}, ts_rank(tsv, q) FROM memories, "
+                    "websearch_to_tsquery('simple', %(q)s) q WHERE persona_id = %(p)s AND conversation_id = %(c)s "
+                    "AND tsv @@ q ORDER BY ts_rank(tsv, q) DESC LIMIT %(n)s",
+                    {**key, "q": " or ".join(words)},
+                ).fetchall()
+                for r in rows:
+                    found[int(r[0])] = MemoryHit(_memory(r[:-1]), float(r[-1]))
+            rows = conn.execute(
+                f"(SELECT {_MEMORY_COLUMNS} FROM memories WHERE persona_id = %(p)s AND conversation_id = %(c)s "
+                "ORDER BY id DESC LIMIT %(n)s) UNION ALL "
+                f"(SELECT {_MEMORY_COLUMNS} FROM memories WHERE persona_id = %(p)s AND conversation_id = %(c)s "
+                "ORDER BY importance DESC, id DESC LIMIT %(n)s)",
+                key,
+            ).fetchall()
+            for r in rows:
+                found.setdefault(int(r[0]), MemoryHit(_memory(r), 0.0))
+        return list(found.values())
+
+
+def _memory(row: Sequence[Any]) -> Memory:
+    return Memory(str(row[1]), int(row[2]), int(row[3]), str(row[4]), id=int(row[0]))

@@ -8,17 +8,31 @@ are those of ``npcserver.store.base``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 from npcserver.clock import now_ms
-from npcserver.store.base import PUT_MODES, History, PersonaBody, PutMode, Turn, check_position, turn_tokens
+from npcserver.errors import Aborted, ResourceExhausted
+from npcserver.store.base import (
+    PUT_MODES,
+    SEARCH_CANDIDATES,
+    History,
+    Memory,
+    MemoryHit,
+    PersonaBody,
+    PutMode,
+    Summary,
+    Turn,
+    check_position,
+    turn_tokens,
+)
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -47,6 +61,36 @@ CREATE TABLE IF NOT EXISTS conversations (
     conversation_id TEXT NOT NULL,
     epoch           INTEGER NOT NULL,
     PRIMARY KEY (persona_id, conversation_id)
+);
+-- Version 5: lore books of the API, each conversation's rolling summary, and its memories with a full-text index.
+CREATE TABLE IF NOT EXISTS lore_books (
+    id          TEXT PRIMARY KEY,
+    body        TEXT NOT NULL,
+    updated_ms  INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS summaries (
+    persona_id      TEXT NOT NULL,
+    conversation_id TEXT NOT NULL,
+    text            TEXT NOT NULL,
+    through         INTEGER NOT NULL,
+    update_time_ms  INTEGER NOT NULL,
+    PRIMARY KEY (persona_id, conversation_id)
+);
+CREATE TABLE IF NOT EXISTS memories (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    persona_id      TEXT NOT NULL,
+    conversation_id TEXT NOT NULL,
+    text            TEXT NOT NULL,
+    importance      INTEGER NOT NULL,
+    create_time_ms  INTEGER NOT NULL,
+    source          TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS memories_conversation ON memories (persona_id, conversation_id, id);
+CREATE INDEX IF NOT EXISTS memories_importance ON memories (persona_id, conversation_id, importance, id);
+-- The conversation's key is a column of the index, so a search intersects its posting list with the words'
+-- instead of filtering every conversation's matches.
+CREATE VIRTUAL TABLE IF NOT EXISTS memories_fts USING fts5(
+    text, convkey, tokenize = 'unicode61 remove_diacritics 2'
 );
 """
 
@@ -159,6 +203,11 @@ class SqliteStore:
             ).fetchone()
             db.execute("DELETE FROM turns WHERE persona_id = ?", (persona_id,))
             db.execute("DELETE FROM conversations WHERE persona_id = ?", (persona_id,))
+            db.execute("DELETE FROM summaries WHERE persona_id = ?", (persona_id,))
+            db.execute(
+                "DELETE FROM memories_fts WHERE rowid IN (SELECT id FROM memories WHERE persona_id = ?)", (persona_id,)
+            )
+            db.execute("DELETE FROM memories WHERE persona_id = ?", (persona_id,))
         return int(conversations)
 
     # --- conversations -------------------------------------------------------------------------------------------
@@ -285,12 +334,33 @@ class SqliteStore:
                 "DELETE FROM turns WHERE persona_id = ? AND conversation_id = ?", (persona_id, conversation_id)
             )
             self._new_epoch(db, persona_id, conversation_id)
+            self._clear_knowledge(db, persona_id, conversation_id)
         return int(cur.rowcount)
 
-    def replace_turns(self, persona_id: str, conversation_id: str, turns: list[Turn]) -> int:
+    @staticmethod
+    def _clear_knowledge(db: sqlite3.Connection, persona_id: str, conversation_id: str) -> None:
+        key = (persona_id, conversation_id)
+        db.execute("DELETE FROM summaries WHERE persona_id = ? AND conversation_id = ?", key)
+        db.execute("DELETE FROM memories_fts WHERE convkey MATCH ?", (_fts_phrase(_convkey(*key)),))
+        db.execute("DELETE FROM memories WHERE persona_id = ? AND conversation_id = ?", key)
+
+    def replace_turns(
+        self,
+        persona_id: str,
+        conversation_id: str,
+        turns: list[Turn],
+        *,
+        summary: Summary | None = None,
+        memories: Sequence[Memory] = (),
+    ) -> int:
         with self._tx() as db:
             db.execute("DELETE FROM turns WHERE persona_id = ? AND conversation_id = ?", (persona_id, conversation_id))
             self._new_epoch(db, persona_id, conversation_id)
+            self._clear_knowledge(db, persona_id, conversation_id)
+            if summary is not None and summary.text:
+                self._put_summary(db, persona_id, conversation_id, summary)
+            for m in memories:
+                self._add_memory(db, persona_id, conversation_id, m)
             rows = []
             before = 0
             for i, t in enumerate(turns):
@@ -312,3 +382,158 @@ class SqliteStore:
                 before += tokens
             db.executemany(_INSERT_TURN, rows)
         return len(turns)
+
+    # --- knowledge ---------------------------------------------------------------------------------------------------
+
+    def get_lore_book(self, book_id: str) -> PersonaBody | None:
+        with self._tx() as db:
+            row = db.execute("SELECT body FROM lore_books WHERE id = ?", (book_id,)).fetchone()
+        return None if row is None else dict(json.loads(row[0]))
+
+    def put_lore_book(self, book_id: str, body: PersonaBody, *, mode: PutMode) -> bool:
+        if mode not in PUT_MODES:
+            raise ValueError(f"mode {mode!r} is unknown; use one of: {', '.join(PUT_MODES)}")
+        text = json.dumps(body, ensure_ascii=False, sort_keys=True, allow_nan=False)
+        with self._tx() as db:
+            exists = db.execute("SELECT 1 FROM lore_books WHERE id = ?", (book_id,)).fetchone() is not None
+            if (mode == "create" and exists) or (mode == "update" and not exists):
+                return False
+            db.execute(
+                "INSERT INTO lore_books (id, body, updated_ms) VALUES (?, ?, ?) "
+                "ON CONFLICT(id) DO UPDATE SET body = excluded.body, updated_ms = excluded.updated_ms",
+                (book_id, text, now_ms()),
+            )
+        return True
+
+    def list_lore_books(self, after: str, limit: int) -> list[PersonaBody]:
+        if limit < 0:
+            raise ValueError(f"limit must not be negative, got {limit}")
+        with self._tx() as db:
+            rows = db.execute("SELECT body FROM lore_books WHERE id > ? ORDER BY id LIMIT ?", (after, limit)).fetchall()
+        return [dict(json.loads(r[0])) for r in rows]
+
+    def delete_lore_book(self, book_id: str) -> bool:
+        with self._tx() as db:
+            return db.execute("DELETE FROM lore_books WHERE id = ?", (book_id,)).rowcount > 0
+
+    def get_summary(self, persona_id: str, conversation_id: str) -> Summary | None:
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT text, through, update_time_ms FROM summaries WHERE persona_id = ? AND conversation_id = ?",
+                (persona_id, conversation_id),
+            ).fetchone()
+        return None if row is None else Summary(row[0], int(row[1]), int(row[2]))
+
+    def put_summary(self, persona_id: str, conversation_id: str, summary: Summary, *, epoch: int | None) -> None:
+        with self._tx() as db:
+            if epoch is not None and self._epoch(db, persona_id, conversation_id) != epoch:
+                raise Aborted(
+                    f"conversation {conversation_id!r} of persona {persona_id!r} was reset or replaced while its "
+                    "summary was written",
+                    code="epoch",
+                )
+            if not summary.text:
+                db.execute(
+                    "DELETE FROM summaries WHERE persona_id = ? AND conversation_id = ?", (persona_id, conversation_id)
+                )
+                return
+            self._put_summary(db, persona_id, conversation_id, summary)
+
+    @staticmethod
+    def _put_summary(db: sqlite3.Connection, persona_id: str, conversation_id: str, summary: Summary) -> None:
+        db.execute(
+            "INSERT INTO summaries VALUES (?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET text = excluded.text, "
+            "through = excluded.through, update_time_ms = excluded.update_time_ms",
+            (persona_id, conversation_id, summary.text, summary.through, summary.update_time_ms or now_ms()),
+        )
+
+    def add_memory(self, persona_id: str, conversation_id: str, memory: Memory, *, limit: int) -> Memory:
+        with self._tx() as db:
+            (count,) = db.execute(
+                "SELECT COUNT(*) FROM memories WHERE persona_id = ? AND conversation_id = ?",
+                (persona_id, conversation_id),
+            ).fetchone()
+            if count >= limit:
+                raise ResourceExhausted(
+                    f"conversation {conversation_id!r} of persona {persona_id!r} holds {count} memories, the "
+                    f"server's limit (max_memories = {limit}): delete some first",
+                    param="memory",
+                )
+            return self._add_memory(db, persona_id, conversation_id, memory)
+
+    @staticmethod
+    def _add_memory(db: sqlite3.Connection, persona_id: str, conversation_id: str, memory: Memory) -> Memory:
+        stamp = memory.create_time_ms or now_ms()
+        (memory_id,) = db.execute(
+            "INSERT INTO memories (persona_id, conversation_id, text, importance, create_time_ms, source) "
+            "VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+            (persona_id, conversation_id, memory.text, memory.importance, stamp, memory.source),
+        ).fetchone()
+        db.execute(
+            "INSERT INTO memories_fts (rowid, text, convkey) VALUES (?, ?, ?)",
+            (memory_id, memory.text, _convkey(persona_id, conversation_id)),
+        )
+        return Memory(memory.text, memory.importance, stamp, memory.source, id=int(memory_id))
+
+    def list_memories(self, persona_id: str, conversation_id: str, after_id: int, limit: int) -> list[Memory]:
+        if limit < 0:
+            raise ValueError(f"limit must not be negative, got {limit}")
+        with self._tx() as db:
+            rows = db.execute(
+                f"SELECT {_MEMORY_COLUMNS} FROM memories WHERE persona_id = ? AND conversation_id = ? AND id > ? "
+                "ORDER BY id LIMIT ?",
+                (persona_id, conversation_id, after_id, limit),
+            ).fetchall()
+        return [_memory(r) for r in rows]
+
+    def delete_memory(self, persona_id: str, conversation_id: str, memory_id: int) -> bool:
+        with self._tx() as db:
+            gone = db.execute(
+                "DELETE FROM memories WHERE persona_id = ? AND conversation_id = ? AND id = ?",
+                (persona_id, conversation_id, memory_id),
+            ).rowcount
+            if gone:
+                db.execute("DELETE FROM memories_fts WHERE rowid = ?", (memory_id,))
+        return gone > 0
+
+    def search_memories(self, persona_id: str, conversation_id: str, words: list[str]) -> list[MemoryHit]:
+        key = (persona_id, conversation_id)
+        found: dict[int, MemoryHit] = {}
+        with self._lock:  # reads only: WAL readers need no write lock
+            if words:
+                query = f"convkey : {_fts_phrase(_convkey(*key))} AND text : ({' OR '.join(map(_fts_phrase, words))})"
+                rows = self._db.execute(
+                    f"SELECT {_MEMORY_COLUMNS_M}, -bm25(memories_fts, 1.0, 0.0) FROM memories_fts "
+                    "JOIN memories m ON m.id = memories_fts.rowid WHERE memories_fts MATCH ? "
+                    "ORDER BY bm25(memories_fts, 1.0, 0.0) LIMIT ?",
+                    (query, SEARCH_CANDIDATES),
+                ).fetchall()
+                for r in rows:
+                    found[int(r[0])] = MemoryHit(_memory(r[:-1]), float(r[-1]))
+            for order in ("id DESC", "importance DESC, id DESC"):
+                rows = self._db.execute(
+                    f"SELECT {_MEMORY_COLUMNS} FROM memories WHERE persona_id = ? AND conversation_id = ? "
+                    f"ORDER BY {order} LIMIT ?",
+                    (*key, SEARCH_CANDIDATES),
+                ).fetchall()
+                for r in rows:
+                    found.setdefault(int(r[0]), MemoryHit(_memory(r), 0.0))
+        return list(found.values())
+
+
+_MEMORY_COLUMNS = "id, text, importance, create_time_ms, source"
+_MEMORY_COLUMNS_M = "m.id, m.text, m.importance, m.create_time_ms, m.source"
+
+
+def _memory(row: Sequence[object]) -> Memory:
+    return Memory(str(row[1]), int(str(row[2])), int(str(row[3])), str(row[4]), id=int(str(row[0])))
+
+
+def _convkey(persona_id: str, conversation_id: str) -> str:
+    # One token the unicode61 tokenizer keeps whole: ids may hold any printable character.
+    return "k" + hashlib.sha256(f"{persona_id}\0{conversation_id}".encode()).hexdigest()[:32]
+
+
+def _fts_phrase(word: str) -> str:
+    """A word as an FTS5 string: quoted, so no word is read as query syntax."""
+    return '"' + word.replace('"', '""') + '"'

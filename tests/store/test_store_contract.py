@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 
 from npcserver.clock import now_ms
-from npcserver.errors import Aborted
-from npcserver.store.base import History, PersonaBody, Store, Turn, estimate_tokens
+from npcserver.errors import Aborted, ResourceExhausted
+from npcserver.store.base import History, Memory, PersonaBody, Store, Summary, Turn, estimate_tokens
 from npcserver.store.postgres import PostgresStore
 from npcserver.store.sqlite import SqliteStore
 from tests.store.postgres_cluster import PostgresCluster
@@ -699,3 +699,84 @@ def test_replace_and_reset_drop_request_ids(store: Store) -> None:
     append(store, "greta", "p1", Turn("again", "z", request_id="r1"))
     store.reset("greta", "p1")
     assert store.find_turn("greta", "p1", "r1") is None
+
+
+# --- knowledge: lore books, summaries, memories --------------------------------------------------------------------
+
+
+def test_lore_books_put_list_delete(store: Store) -> None:
+    body = {"id": "millbrook", "personas": ["greta"], "entries": [{"keys": ["wolves"], "content": "Wolves."}]}
+    assert store.put_lore_book("millbrook", body, mode="create")
+    assert not store.put_lore_book("millbrook", body, mode="create")
+    assert not store.put_lore_book("other", body, mode="update")
+    assert store.get_lore_book("millbrook") == body
+    assert store.put_lore_book("b-2", {**body, "id": "b-2"}, mode="upsert")
+    assert [b["id"] for b in store.list_lore_books("", 10)] == ["b-2", "millbrook"]
+    assert [b["id"] for b in store.list_lore_books("b-2", 10)] == ["millbrook"]
+    assert store.delete_lore_book("millbrook")
+    assert not store.delete_lore_book("millbrook")
+    assert store.get_lore_book("millbrook") is None
+
+
+def test_summary_is_written_only_in_its_epoch_and_goes_with_a_reset(store: Store) -> None:
+    p = with_persona(store)
+    append(store, p, "c", Turn("hi", "hello"))
+    epoch = store.load_history(p, "c").epoch
+    store.put_summary(p, "c", Summary("They met.", through=1), epoch=epoch)
+    got = store.get_summary(p, "c")
+    assert got is not None and (got.text, got.through) == ("They met.", 1) and got.update_time_ms > 0
+    store.reset(p, "c")
+    assert store.get_summary(p, "c") is None
+    with pytest.raises(Aborted):  # the reset won: a summary of the old turns must not come back
+        store.put_summary(p, "c", Summary("stale", through=1), epoch=epoch)
+    assert store.get_summary(p, "c") is None
+    store.put_summary(p, "c", Summary("game's own"), epoch=None)
+    store.put_summary(p, "c", Summary(""), epoch=None)  # empty removes it
+    assert store.get_summary(p, "c") is None
+
+
+def test_memories_add_list_delete_limit_and_search(store: Store) -> None:
+    p = with_persona(store)
+    added = [
+        store.add_memory(p, "c", Memory(text, importance=i + 1), limit=4)
+        for i, text in enumerate(["The player returned the ring.", "Wolves took two sheep.", "It rained."])
+    ]
+    assert [m.id for m in added] == sorted(m.id for m in added) and added[0].create_time_ms > 0
+    store.add_memory(p, "other", Memory("Wolves elsewhere."), limit=4)
+    store.add_memory(p, "c", Memory("The mayor is ill.", importance=9, source="model"), limit=4)
+    with pytest.raises(ResourceExhausted):
+        store.add_memory(p, "c", Memory("one too many"), limit=4)
+    assert len(store.list_memories(p, "c", 0, 100)) == 4  # nothing half-written
+    hits = store.search_memories(p, "c", ["wolves"])
+    by_text = {h.memory.text: h.relevance for h in hits}
+    assert by_text["Wolves took two sheep."] > 0
+    assert "Wolves elsewhere." not in by_text  # another conversation's memory
+    assert by_text["It rained."] == 0  # a candidate for recency and importance only
+    assert store.list_memories(p, "c", added[0].id, 2) == [added[1], added[2]]
+    assert store.delete_memory(p, "c", added[1].id)
+    assert not store.delete_memory(p, "c", added[1].id)
+    assert not store.delete_memory(p, "other", added[0].id)
+    assert all(h.memory.text != "Wolves took two sheep." for h in store.search_memories(p, "c", ["wolves"]))
+
+
+def test_replace_restores_summary_and_memories_and_reset_clears_them(store: Store) -> None:
+    p = with_persona(store)
+    store.add_memory(p, "c", Memory("old"), limit=10)
+    store.replace_turns(
+        p, "c", [Turn("a", "b")], summary=Summary("Saved.", through=3), memories=[Memory("ring", importance=7)]
+    )
+    summary = store.get_summary(p, "c")
+    assert summary is not None and (summary.text, summary.through) == ("Saved.", 3)
+    assert [(m.text, m.importance) for m in store.list_memories(p, "c", 0, 10)] == [("ring", 7)]
+    assert [h.memory.text for h in store.search_memories(p, "c", ["ring"]) if h.relevance > 0] == ["ring"]
+    store.reset(p, "c")
+    assert store.list_memories(p, "c", 0, 10) == [] and store.search_memories(p, "c", ["ring"]) == []
+
+
+def test_deleting_a_persona_deletes_its_summaries_and_memories(store: Store) -> None:
+    p = with_persona(store)
+    store.add_memory(p, "c", Memory("ring"), limit=10)
+    store.put_summary(p, "c", Summary("s"), epoch=None)
+    store.delete_persona(p)
+    with_persona(store)
+    assert store.get_summary(p, "c") is None and store.list_memories(p, "c", 0, 10) == []
