@@ -694,7 +694,7 @@ class BatchedEngine:
                 on_disk = self.kv_disk.take(req.session)
                 if saved is None and on_disk is not None:
                     tokens, state = on_disk
-                    saved = (tokens, (ctypes.c_uint8 * len(state)).from_buffer_copy(state))
+                    saved = (tokens, (ctypes.c_uint8 * len(state)).from_buffer(state))
         if slot.session != req.session:
             if slot.session is not None and slot.tokens:
                 self.evictions += 1

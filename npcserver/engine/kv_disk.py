@@ -6,8 +6,9 @@ conversation's next line arrives (then the file is removed: its KV lives in a se
 when evicted again). The files together stay under ``max_bytes``; the least recently written go first.
 
 A file is only ever used for the conversation and model it was written for: its header names the conversation and
-a fingerprint of the model and context layout, and a SHA-256 over the tokens and the state covers both, so a
-truncated, corrupted, renamed or foreign file is refused (and deleted) rather than restored. The engine then checks
+a fingerprint of the model and context layout, and a CRC-32 over the tokens and the state covers both (a hash at
+disk speed: a restore is on the path of the NPC's reply), so a truncated, corrupted, renamed or foreign file is
+refused (and deleted) rather than restored. The engine then checks
 the tokens against the new prompt as it does for the RAM tier: only the prefix they share is kept.
 
 Files are written to a temporary name and renamed, so a crash leaves either the old file or the new one. Only the
@@ -20,15 +21,17 @@ import hashlib
 import logging
 import os
 import struct
+import zlib
 from array import array
 from collections import OrderedDict
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-_MAGIC = b"NPCKV001"
+_MAGIC = b"NPCKV002"
 # magic, fingerprint length, session length, token count, state length
 _HEAD = struct.Struct("<8sIIIQ")
+_CRC = struct.Struct("<I")
 _SUFFIX = ".kv"
 
 
@@ -84,13 +87,11 @@ class KvDiskCache:
         self._drop(name)
         sess = session.encode("utf-8")
         toks = array("i", tokens).tobytes()
-        size = _HEAD.size + len(self._fingerprint) + len(sess) + len(toks) + len(state) + 32
+        size = _HEAD.size + len(self._fingerprint) + len(sess) + len(toks) + len(state) + _CRC.size
         if size > self.max_bytes:
             return False
         self._shrink(size)
-        digest = hashlib.sha256()
-        digest.update(toks)
-        digest.update(state)
+        crc = zlib.crc32(state, zlib.crc32(toks))
         path = self.folder / name
         tmp = path.with_name(name + ".tmp")
         try:
@@ -100,7 +101,7 @@ class KvDiskCache:
                 f.write(sess)
                 f.write(toks)
                 f.write(state)
-                f.write(digest.digest())
+                f.write(_CRC.pack(crc))
             os.replace(tmp, path)
         except OSError as exc:
             logger.warning("engine: could not write the KV of %r to %s: %s", session, path, exc)
@@ -111,17 +112,20 @@ class KvDiskCache:
         self.writes += 1
         return True
 
-    def take(self, session: str) -> tuple[list[int], bytes] | None:
+    def take(self, session: str) -> tuple[list[int], memoryview] | None:
         """Reads and removes a conversation's file: (tokens, state), or None when there is none or it fails a
         check (wrong conversation or model, truncated, corrupted), in which case it is deleted."""
         name = _name(session)
         if name not in self._files:
             return None
         path = self.folder / name
+        data = bytearray(self._files[name])
         try:
-            data = path.read_bytes()
+            with open(path, "rb", buffering=0) as f:
+                if f.readinto(data) != len(data) or f.read(1):
+                    data = bytearray()
         except OSError:
-            data = b""
+            data = bytearray()
         self._drop(name)
         got = self._parse(data, session)
         if got is None:
@@ -131,12 +135,12 @@ class KvDiskCache:
         self.reads += 1
         return got
 
-    def _parse(self, data: bytes, session: str) -> tuple[list[int], bytes] | None:
-        if len(data) < _HEAD.size + 32:
+    def _parse(self, data: bytearray, session: str) -> tuple[list[int], memoryview] | None:
+        if len(data) < _HEAD.size + _CRC.size:
             return None
         magic, n_fp, n_sess, n_tok, n_state = _HEAD.unpack_from(data)
         pos = _HEAD.size
-        if magic != _MAGIC or len(data) != pos + n_fp + n_sess + 4 * n_tok + n_state + 32:
+        if magic != _MAGIC or len(data) != pos + n_fp + n_sess + 4 * n_tok + n_state + _CRC.size:
             return None
         if data[pos : pos + n_fp] != self._fingerprint:
             return None
@@ -144,12 +148,13 @@ class KvDiskCache:
         if data[pos : pos + n_sess] != session.encode("utf-8"):
             return None
         pos += n_sess
-        body = data[pos : pos + 4 * n_tok + n_state]
-        if hashlib.sha256(body).digest() != data[-32:]:
+        view = memoryview(data)  # no copies of the state: it can be megabytes
+        toks, state = view[pos : pos + 4 * n_tok], view[pos + 4 * n_tok : len(data) - _CRC.size]
+        if zlib.crc32(state, zlib.crc32(toks)) != _CRC.unpack_from(data, len(data) - _CRC.size)[0]:
             return None
         tokens = array("i")
-        tokens.frombytes(body[: 4 * n_tok])
-        return tokens.tolist(), body[4 * n_tok :]
+        tokens.frombytes(toks)
+        return tokens.tolist(), state
 
     def _drop(self, name: str) -> None:
         size = self._files.pop(name, None)
