@@ -9,6 +9,7 @@ cd "$ROOT"
 echo "==> test tools (Debian chromium, mono, postgresql, pgbouncer; npm playwright-core, the Godot web build, buf)"
 bash tests/godot/install.sh
 bash tests/store/install.sh
+bash tests/engine/install.sh
 bash tests/unity/install.sh
 bash tools/buf/install.sh
 echo "==> ruff and mypy"

@@ -2,7 +2,7 @@
 
 The binary is built from the llama.cpp vendored in the installed llama-cpp-python (``bench.native``), so it is the
 same llama.cpp as the embedded engine. It is cached under ``~/.cache/npcserver-bench``; on a machine without it the
-first use builds it (about 10 minutes on 2 busy cores).
+first use builds it (tens of minutes on 2 cores; tests/engine/install.sh does it before pytest).
 """
 
 from __future__ import annotations
