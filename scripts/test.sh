@@ -15,6 +15,6 @@ bash tools/buf/install.sh
 echo "==> ruff and mypy"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
-.venv/bin/mypy npcserver tools bench
+.venv/bin/mypy npcserver tools bench tests
 echo "==> pytest"
 exec .venv/bin/pytest "$@"

@@ -65,7 +65,8 @@ class Api:
                 type=pb.ResponseFormat.TYPE_JSON_SCHEMA, json_schema=pb.JsonSchema(name="s", schema=json.dumps(schema))
             )
         request = pb.CreateChatCompletionRequest(messages=[pb.ChatMessage(role="user", content="Speak.")], **kw)
-        return self.chat.CreateChatCompletion(request, timeout=HANG_GUARD_S)
+        response: pb.CreateChatCompletionResponse = self.chat.CreateChatCompletion(request, timeout=HANG_GUARD_S)
+        return response
 
     def talk(self, persona: str, text: str) -> list[pb.TalkResponse]:
         request = pb.TalkRequest(persona_id=persona, conversation_id="c-" + uuid.uuid4().hex[:8], text=text)

@@ -97,7 +97,8 @@ def test_stream_concatenation_equals_unary_reply_at_temperature_zero(api: Api) -
     # state on both calls, greedy decoding is exactly repeatable, which is what this test is about.
     api.chat.CreateChatCompletion(pb.CreateChatCompletionRequest(**fields), timeout=HANG_GUARD_S)
     unary = api.chat.CreateChatCompletion(pb.CreateChatCompletionRequest(**fields), timeout=HANG_GUARD_S)
-    deltas, finals = [], []
+    deltas: list[pb.StreamChatCompletionResponse] = []
+    finals: list[pb.StreamChatCompletionResponse] = []
     for msg in api.chat.StreamChatCompletion(pb.StreamChatCompletionRequest(**fields), timeout=HANG_GUARD_S):
         (deltas if msg.HasField("delta") else finals).append(msg)
     ids = {(m.id, m.model, m.created) for m in deltas + finals}
@@ -229,7 +230,14 @@ STOP_LETTERS = "etaoinsrhl"
 
 
 def test_talk_accepts_every_sampling_option_and_applies_them(api: Api) -> None:
-    greedy = {"temperature": 0.0, "seed": 3, "top_k": 40, "min_p": 0.05, "repeat_penalty": 1.1, "top_p": 0.9}
+    greedy: dict[str, Any] = {
+        "temperature": 0.0,
+        "seed": 3,
+        "top_k": 40,
+        "min_p": 0.05,
+        "repeat_penalty": 1.1,
+        "top_p": 0.9,
+    }
     line = "What is on the menu tonight?"
     _, one = api.talk("tavern_keeper", conv_id(), line, sampling=pb.SamplingOptions(**greedy, max_tokens=1))
     assert one.finish_reason == pb.FINISH_REASON_LENGTH and one.usage.completion_tokens == 1
@@ -242,11 +250,12 @@ def test_talk_accepts_every_sampling_option_and_applies_them(api: Api) -> None:
     assert stop not in cut.message.content and cut.message.content, (text, cut.message.content)
     assert cut.finish_reason == pb.FINISH_REASON_STOP and cut.usage.completion_tokens < 24
 
-    for bad, field in [
+    bad_options: list[tuple[dict[str, Any], str]] = [
         ({"top_k": -1}, "top_k"),
         ({"min_p": 1.5}, "min_p"),
         ({"repeat_penalty": 0.0}, "repeat_penalty"),
-    ]:
+    ]
+    for bad, field in bad_options:
         with pytest.raises(grpc.RpcError) as info:
             api.talk("tavern_keeper", conv_id(), line, sampling=pb.SamplingOptions(**bad))
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and field in info.value.details()

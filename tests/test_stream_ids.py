@@ -30,7 +30,7 @@ def channel(live_server: Any) -> Iterator[grpc.Channel]:
 def model_id(channel: grpc.Channel) -> str:
     [model] = pb_grpc.ModelServiceStub(channel).ListModels(pb.ListModelsRequest(), timeout=HANG_GUARD_S).models
     assert model.loaded
-    return model.id
+    return str(model.id)
 
 
 def sse_events(response: httpx.Response) -> list[dict[str, Any]]:

@@ -40,7 +40,7 @@ TOOLS: list[Any] = [
         },
     },
 ]
-ASK = [
+ASK: list[Any] = [
     {"role": "system", "content": "You are Greta, a tavern keeper. You hand over what customers pay for."},
     {"role": "user", "content": "Here are three silver for the room key."},
 ]
@@ -176,7 +176,7 @@ def test_ollama_tools_return_tool_calls_in_ollamas_shape(live_server: Any) -> No
     assert model is not None
     # Ollama has no tool_choice, so the conversation shows one earlier call (few-shot, as a game would keep it);
     # the grammar makes any call well formed.
-    messages = [
+    messages: list[Any] = [
         ASK[0],
         {"role": "user", "content": "A brown ale, here is a copper."},
         {
@@ -213,7 +213,7 @@ def test_ollama_tools_return_tool_calls_in_ollamas_shape(live_server: Any) -> No
         ],
         options={"temperature": 0, "num_predict": 40},
     )
-    assert follow.message.content.strip()
+    assert follow.message.content and follow.message.content.strip()
 
 
 def test_grpcweb_talk_carries_the_action_call(live_server: Any) -> None:

@@ -79,7 +79,8 @@ def stubs(server: ServerProcess) -> Iterator[tuple[pb_grpc.ChatServiceStub, Any,
 def complete(chat: pb_grpc.ChatServiceStub, **kw: Any) -> pb.CreateChatCompletionResponse:
     # Sampled (not greedy): the base model then writes words rather than ending its turn at once.
     request = pb.CreateChatCompletionRequest(messages=HI, temperature=1.0, seed=3, max_tokens=12, **kw)
-    return chat.CreateChatCompletion(request, timeout=HANG_GUARD_S)
+    response: pb.CreateChatCompletionResponse = chat.CreateChatCompletion(request, timeout=HANG_GUARD_S)
+    return response
 
 
 def test_the_switch_reaches_the_template_on_every_door(server: ServerProcess, stubs: Any) -> None:

@@ -55,7 +55,7 @@ def test_builtin_gemma_format_would_drop_the_persona_but_ours_keeps_it(vocab: An
 
     greta = PERSONAS["tavern_keeper"]
     messages = [{"role": "system", "content": greta.system_prompt}, {"role": "user", "content": "Hello"}]
-    gemma = llama_chat_format.format_gemma(messages=messages)  # type: ignore[arg-type]
+    gemma = llama_chat_format.format_gemma(messages=messages)
     assert "Rusty Flagon" not in gemma.prompt  # the persona vanishes with the built-in format
     built = builder(vocab, template=DROPS_SYSTEM).talk(
         greta, [], "Hello", player_name="", max_tokens=60, structured=False

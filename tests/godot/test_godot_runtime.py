@@ -13,7 +13,6 @@ import io
 import json
 import os
 import socket
-import sys
 import threading
 import time
 import uuid
@@ -28,9 +27,7 @@ import pytest
 
 from npcserver.api.v1 import npcserver_pb2 as pb
 from npcserver.api.v1 import npcserver_pb2_grpc as pb_grpc
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import godot_harness as harness
+from tests.godot import godot_harness as harness
 
 FIXTURES = harness.REPO / "tests" / "fixtures" / "wire"
 #: How many GDScript tests the suites hold; the run must report at least these.

@@ -17,6 +17,7 @@ import pytest
 from google.protobuf.message import Message
 
 from npcserver.api.v1 import npcserver_pb2 as pb
+from tests.fixtures.wire import build_fixtures
 
 REPO = Path(__file__).resolve().parent.parent.parent
 PROJECT = REPO / "godot_addon"
@@ -83,11 +84,6 @@ def test_wire_fixture_matches_its_json(name: str) -> None:
     data = (FIXTURES / f"{name}.bin").read_bytes()
     message.ParseFromString(data)
     message.DiscardUnknownFields()  # as the GDScript decoder does
-    sys.path.insert(0, str(FIXTURES))
-    try:
-        import build_fixtures
-    finally:
-        sys.path.remove(str(FIXTURES))
     assert build_fixtures.to_value(message) == spec["value"]
     assert (message.SerializeToString() == data) == spec["canonical"]
 

@@ -7,7 +7,7 @@ fields and nested messages up to a depth. ``json_values`` makes JSON of any shap
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from google.protobuf import message_factory
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
@@ -53,7 +53,7 @@ KNOWN_IDS = ["tavern_keeper", "ship_ai", "narrator", "fuzz", "fuzz-2"]
 
 def text() -> st.SearchStrategy[str]:
     # Valid Unicode only: a lone surrogate cannot be serialized by the client (the raw-bytes tests send those).
-    chars = st.characters(exclude_categories=("Cs",))
+    chars = st.characters(exclude_categories=["Cs"])
     return st.one_of(st.text(chars, max_size=40), st.sampled_from(ADVERSARIAL_TEXT), st.sampled_from(KNOWN_IDS))
 
 
@@ -65,7 +65,7 @@ def _scalar(field: FieldDescriptor) -> st.SearchStrategy[Any]:
             st.integers(lo, hi), st.sampled_from([lo, hi, 0, -1, 1, 2, 3]) if lo < 0 else st.sampled_from([0, 1, 2, hi])
         )
     if t in (FieldDescriptor.TYPE_FLOAT, FieldDescriptor.TYPE_DOUBLE):
-        width = 32 if t == FieldDescriptor.TYPE_FLOAT else 64
+        width: Literal[32, 64] = 32 if t == FieldDescriptor.TYPE_FLOAT else 64
         return st.floats(width=width, allow_nan=True, allow_infinity=True)
     if t == FieldDescriptor.TYPE_BOOL:
         return st.booleans()
@@ -74,6 +74,7 @@ def _scalar(field: FieldDescriptor) -> st.SearchStrategy[Any]:
     if t == FieldDescriptor.TYPE_BYTES:
         return st.one_of(st.binary(max_size=200), st.just(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40))
     if t == FieldDescriptor.TYPE_ENUM:
+        assert field.enum_type is not None  # every enum field has its type
         numbers = [v.number for v in field.enum_type.values]
         return st.one_of(st.sampled_from(numbers), st.integers(-5, 1000))
     raise AssertionError(f"unhandled field type {t}")
@@ -94,6 +95,7 @@ def messages(descriptor: Descriptor, depth: int = 0, *, sparse: bool = False) ->
             if field.type == FieldDescriptor.TYPE_MESSAGE:
                 if depth >= 3:
                     continue
+                assert field.message_type is not None  # every message field has its type
                 if repeated:
                     container = getattr(msg, field.name)
                     for sub in draw(st.lists(messages(field.message_type, depth + 1, sparse=sparse), max_size=4)):
@@ -133,7 +135,7 @@ def _valid_requests() -> dict[str, Message]:
     persona = pb.Persona(id="fuzz", display_name="Fuzz", system_prompt="A fuzzing smith.")
     turns = [pb.Turn(player_line="Hello", npc_line="Hi.")]
     user = [pb.ChatMessage(role="user", content="Hello")]
-    conversation = {"persona_id": "tavern_keeper", "conversation_id": "fuzz"}
+    conversation: dict[str, Any] = {"persona_id": "tavern_keeper", "conversation_id": "fuzz"}
     return {
         "CreateChatCompletionRequest": pb.CreateChatCompletionRequest(messages=user, sampling=sampling),
         "StreamChatCompletionRequest": pb.StreamChatCompletionRequest(messages=user, sampling=sampling),

@@ -12,6 +12,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -40,7 +41,7 @@ def small_talk(conversation: str, text: str = "Hello", max_tokens: int = 4) -> p
     )
 
 
-def persona_json(pid: str, **extra: object) -> dict[str, object]:
+def persona_json(pid: str, **extra: object) -> dict[str, Any]:
     return {"id": pid, "display_name": "Tess", "system_prompt": "A smith.", **extra}
 
 
@@ -180,7 +181,7 @@ def test_talks_waiting_on_one_conversation_get_resource_exhausted_past_the_queue
             list(doors.conversations.Talk(small_talk("crowd", f"Hi {i}", max_tokens=16), timeout=120))
             return "OK"
         except grpc.RpcError as exc:
-            return exc.code().name
+            return str(exc.code().name)
 
     with ThreadPoolExecutor(20) as pool:
         codes = list(pool.map(talk, range(20)))

@@ -206,10 +206,10 @@ def test_every_rpc_survives_bytes_that_are_not_its_message(
 REST_ROUTES: list[tuple[str, str, Descriptor | None]] = [
     ("POST", "/v1/chat/completions", None),
     ("POST", "/api/chat", None),
-    ("POST", "/v1/npcs", pb.Persona.DESCRIPTOR),
-    ("PUT", "/v1/npcs/fuzz", pb.Persona.DESCRIPTOR),
-    ("POST", "/v1/npcs/tavern_keeper/conversations/fuzz:talk", pb.TalkRequest.DESCRIPTOR),
-    ("PUT", "/v1/npcs/tavern_keeper/conversations/fuzz", pb.Conversation.DESCRIPTOR),
+    ("POST", "/v1/npcs", pb.DESCRIPTOR.message_types_by_name["Persona"]),
+    ("PUT", "/v1/npcs/fuzz", pb.DESCRIPTOR.message_types_by_name["Persona"]),
+    ("POST", "/v1/npcs/tavern_keeper/conversations/fuzz:talk", pb.DESCRIPTOR.message_types_by_name["TalkRequest"]),
+    ("PUT", "/v1/npcs/tavern_keeper/conversations/fuzz", pb.DESCRIPTOR.message_types_by_name["Conversation"]),
 ]
 
 

@@ -65,7 +65,7 @@ async def test_an_engine_holding_requests_without_steps_is_reported() -> None:
 
 def _grpc_status(stub: health_pb2_grpc.HealthStub) -> str:
     reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
-    return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+    return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
 
 
 def test_a_stopped_server_reports_not_serving_after_it_resumes_then_serving(live_server: ServerProcess) -> None:

@@ -16,7 +16,6 @@ from typing import Any
 
 import grpc
 import pytest
-from grpcweb_wire import WebReply, call, frame
 from starlette.types import Receive, Scope, Send
 
 from npcserver.api.v1 import npcserver_pb2 as pb
@@ -25,6 +24,7 @@ from npcserver.config import Settings
 from npcserver.http.calls import CallTracker
 from npcserver.http.door import HttpDoor
 from npcserver.http.grpcweb import GrpcWebBridge, MethodRegistry, decode_text_body, percent_encode
+from tests.http.grpcweb_wire import WebReply, call, frame
 
 TALK = "/npcserver.api.v1.ConversationService/Talk"
 GET = "/npcserver.api.v1.ConversationService/GetConversation"

@@ -22,9 +22,9 @@ import httpx
 import jsonschema
 import openai
 import pytest
-from grpcweb_wire import WebReply, call
 
 from npcserver.api.v1 import npcserver_pb2 as pb
+from tests.http.grpcweb_wire import WebReply, call
 
 SERVICE = "/npcserver.api.v1."
 TALK = SERVICE + "ConversationService/Talk"
@@ -328,11 +328,12 @@ def test_talk_accepts_every_sampling_option_and_applies_them(door: Door, via: st
     assert cut["finish"] == "FINISH_REASON_STOP" and cut["usage"]["completion_tokens"] < 24
 
     invalid = grpc.StatusCode.INVALID_ARGUMENT.value[0] if via == "grpc-web" else 400
-    for bad, field in [
+    bad_options: list[tuple[dict[str, Any], str]] = [
         ({"top_k": -1}, "top_k"),
         ({"min_p": 1.5}, "min_p"),
         ({"repeat_penalty": 0.0}, "repeat_penalty"),
-    ]:
+    ]
+    for bad, field in bad_options:
         status, error = talk_with(door, via, bad)
         assert status == invalid and field in error["message"], error
         if via == "rest":

@@ -83,7 +83,12 @@ def test_the_gate_gives_each_key_its_role_and_remembers_a_checked_key(
     assert gate.authenticate("bearer env-admin").role is Role.ADMIN
 
     checks: list[str] = []
-    monkeypatch.setattr(auth, "verify_key", lambda key, encoded: checks.append(key) or False)
+
+    def counted_verify(key: str, encoded: str) -> bool:
+        checks.append(key)
+        return False
+
+    monkeypatch.setattr(auth, "verify_key", counted_verify)
     for _ in range(3):
         assert gate.authenticate("Bearer designer-secret").role is Role.DESIGNER  # remembered: no scrypt
         with pytest.raises(Unauthenticated, match="the API key is wrong"):
@@ -102,7 +107,12 @@ def test_a_generated_key_is_checked_against_its_own_entry_only(monkeypatch: pyte
     gate = Gate(keys)
     checked: list[str] = []
     real_verify = auth.verify_key
-    monkeypatch.setattr(auth, "verify_key", lambda key, encoded: checked.append(encoded) or real_verify(key, encoded))
+
+    def counted_verify(key: str, encoded: str) -> bool:
+        checked.append(encoded)
+        return real_verify(key, encoded)
+
+    monkeypatch.setattr(auth, "verify_key", counted_verify)
     assert gate.authenticate(f"Bearer {generated}").name == "game"
     assert checked == [keys[3].hash]
     checked.clear()
@@ -162,7 +172,7 @@ def _claims(**changes: object) -> dict[str, object]:
         (jwt.encode(_claims(conversation_prefix=""), SECRET, "HS256"), "'conversation_prefix' must be a non-empty"),
         (jwt.encode(_claims(personas="tavern_keeper"), SECRET, "HS256"), "'personas' must be a list"),
         (jwt.encode(_claims(exp=int(time.time()) + 10 * 86400), SECRET, "HS256"), "lives longer than"),
-        (jwt.encode(_claims(), None, "none"), "signed with 'none'; this server accepts HS256"),
+        (jwt.encode(_claims(), "", "none"), "signed with 'none'; this server accepts HS256"),
         (jwt.encode(_claims(), b"u" * 64, "HS512"), "signed with 'HS512'"),
         ("eyJhbGciOiJIUzI1NiJ9.not-json.x", "the player token"),
     ],
@@ -252,7 +262,7 @@ def test_hash_key_generates_a_key_shown_once_on_stderr(tmp_path: Path) -> None:
 
 
 def test_secrets_are_not_flags_and_tls_needs_both_files(tmp_path: Path) -> None:
-    serve_flags = build_parser()._subparsers._group_actions[0].choices["serve"]._option_string_actions  # type: ignore[union-attr]
+    serve_flags = build_parser()._subparsers._group_actions[0].choices["serve"]._option_string_actions  # type: ignore[union-attr, index]
     assert "--player-token-secret" not in serve_flags and "--player-token-secret-file" in serve_flags
     with pytest.raises(ValueError, match="TLS needs both tls_cert_file and tls_key_file"):
         Settings(tls_cert_file=tmp_path / "cert.pem")

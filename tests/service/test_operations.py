@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -63,6 +64,7 @@ async def test_talk_stream_then_final_and_the_turn_is_stored(tmp_path: Path) -> 
 async def test_a_stream_left_early_is_closed_and_stores_nothing(tmp_path: Path) -> None:
     service = await service_over(tmp_path, FakeEngine("one two three four five six", delay_s=0.01))
     stream = service.stream_talk(TalkRequest("tavern_keeper", "c", "Hi"))
+    assert isinstance(stream, AsyncGenerator)  # one a door can close
     first = await anext(stream)
     assert isinstance(first, TextDelta)
     await stream.aclose()  # what aclosing() does for a door whose client went away
@@ -72,7 +74,7 @@ async def test_a_stream_left_early_is_closed_and_stores_nothing(tmp_path: Path) 
 async def test_final_of_closes_the_stream_it_reads(tmp_path: Path) -> None:
     closed: list[bool] = []
 
-    async def events():  # type: ignore[no-untyped-def]
+    async def events() -> AsyncIterator[TextDelta]:
         try:
             yield TextDelta("no final")
         finally:

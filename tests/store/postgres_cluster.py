@@ -145,7 +145,7 @@ pidfile = {pidfile}
         name = f"t_{uuid.uuid4().hex[:16]}"
         with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
             conn.execute(
-                f"CREATE DATABASE {name} TEMPLATE template0 ENCODING 'UTF8' "  # type: ignore[arg-type]
+                f"CREATE DATABASE {name} TEMPLATE template0 ENCODING 'UTF8' "
                 "LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C.UTF-8'"
             )
         return name
@@ -153,7 +153,7 @@ pidfile = {pidfile}
     def drop_database(self, name: str) -> None:
         with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
             # FORCE: the bouncer may still hold server connections to it.
-            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")  # type: ignore[arg-type]
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
     def stop(self) -> None:
         if self._bouncer_pid is not None:

@@ -55,9 +55,10 @@ class Served:
         kw.setdefault("preset", "factual")
         kw.setdefault("seed", 7)
         kw.setdefault("temperature", 0.0)  # greedy: the base model copies the pattern of the turns before
-        return self.chat.CreateChatCompletion(
+        response: pb.CreateChatCompletionResponse = self.chat.CreateChatCompletion(
             pb.CreateChatCompletionRequest(messages=messages, **kw), timeout=HANG_GUARD_S
         )
+        return response
 
     def talk(self, persona: str, conversation: str, text: str, **kw: Any) -> tuple[str, pb.CompletionFinal]:
         kw.setdefault("preset", "factual")

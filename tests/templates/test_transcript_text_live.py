@@ -34,7 +34,9 @@ def talk(conv: pb_grpc.ConversationServiceStub, text: str, **kw: Any) -> pb.Comp
     request = pb.TalkRequest(
         persona_id="tavern_keeper", conversation_id="x-" + uuid.uuid4().hex[:12], text=text, max_tokens=1, **kw
     )
-    finals = [m.final for m in conv.Talk(request, timeout=HANG_GUARD_S) if m.HasField("final")]
+    finals: list[pb.CompletionFinal] = [
+        m.final for m in conv.Talk(request, timeout=HANG_GUARD_S) if m.HasField("final")
+    ]
     assert len(finals) == 1
     return finals[0]
 

@@ -21,10 +21,7 @@ import pytest
 import trustme
 
 from npcserver.client import mint_player_token
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import package_layout
-import wire_fixtures
+from tests.unity import package_layout, wire_fixtures
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent

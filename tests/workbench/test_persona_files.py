@@ -21,7 +21,7 @@ from npcserver.api.v1 import npcserver_pb2_grpc as pb_grpc
 from npcserver.config import Settings
 from npcserver.core.app import NpcCore
 from npcserver.core.presets import PresetBook
-from npcserver.core.types import Persona, TalkRequest
+from npcserver.core.types import Completion, Persona, TalkRequest
 from npcserver.core.watch import PersonaFiles
 from npcserver.errors import ManagedByFile, NotFound
 from npcserver.grpc.server import GrpcDoor
@@ -102,7 +102,7 @@ async def test_a_saved_file_applies_within_a_second(bench: Bench) -> None:
     final = None
     async for event in bench.core.stream_talk(TalkRequest("tavern_keeper", "c", "Hello")):
         final = event
-    assert final is not None and final.stored
+    assert isinstance(final, Completion) and final.stored
 
 
 @pytest.mark.parametrize(

@@ -33,7 +33,8 @@ class Api:
         self.http = httpx.Client(base_url=server.http_url, timeout=120)
 
     def persona(self, persona_id: str = "tavern_keeper") -> pb.Persona:
-        return self.personas.GetPersona(pb.GetPersonaRequest(persona_id=persona_id), timeout=30).persona
+        persona: pb.Persona = self.personas.GetPersona(pb.GetPersonaRequest(persona_id=persona_id), timeout=30).persona
+        return persona
 
     def talk(self, text: str, conversation: str = "c1", persona_id: str = "tavern_keeper") -> pb.CompletionFinal:
         request = pb.TalkRequest(
@@ -42,7 +43,9 @@ class Api:
             text=text,
             sampling=pb.SamplingOptions(max_tokens=6, seed=1),
         )
-        finals = [r.final for r in self.conversations.Talk(request, timeout=120) if r.HasField("final")]
+        finals: list[pb.CompletionFinal] = [
+            r.final for r in self.conversations.Talk(request, timeout=120) if r.HasField("final")
+        ]
         assert len(finals) == 1
         return finals[0]
 
