@@ -11,7 +11,7 @@ const CHROMIUM = process.env.NPC_CHROMIUM || '/usr/bin/chromium';
 
 const browser = await chromium.launch({
   executablePath: CHROMIUM,
-  // Software GL and no background services: what worked headless on these machines (see engine-testing.md).
+  // Software GL and no background services: what runs the engine headless on a machine without a GPU.
   args: ['--no-sandbox', '--disable-gpu', '--use-angle=swiftshader', '--enable-unsafe-swiftshader',
     '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update',
     '--disable-sync'],

@@ -1,6 +1,6 @@
 """Runs GDScript in the official Godot 4.6 web build, inside headless Chromium, from pytest.
 
-The pieces (see ../../../shared/docs/engine-testing.md for why each is needed):
+The pieces, and why each is needed:
 
 - ``build_pack`` zips the Godot project in ``godot_addon/`` into a main pack: text scenes and scripts need no
   editor import, but ``class_name`` globals only resolve with ``.godot/global_script_class_cache.cfg``, which is

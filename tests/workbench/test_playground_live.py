@@ -21,7 +21,7 @@ pytestmark = pytest.mark.model
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-#: The lead looks at the last screenshot here.
+#: A copy of the last screenshot, to look at after a run.
 SHOT_COPY = Path("/tmp/playground.png")
 
 
