@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping, Sequence
 from typing import TypedDict
+from urllib.parse import quote
 
 from npcserver.api.v1 import npcserver_pb2 as pb
 from npcserver.client.types import Action, ChatMessage, ResponseFormatLike, to_response_format
+
+#: The conversation's key as a header (``persona/conversation``, percent-encoded), for a proxy's consistent hashing.
+CONVERSATION_HEADER = "x-npc-conversation"
 
 
 class ChatOptions(TypedDict, total=False):
@@ -66,6 +71,9 @@ class TalkOptions(TypedDict, total=False):
     action_results: Mapping[str, str]
     #: Seconds before the call is abandoned (DEADLINE_EXCEEDED); default: the client's ``timeout``.
     timeout: float
+    #: The line's id (AIP-155), the same on every retry of it: a retry of a line already answered returns the stored
+    #: reply instead of a new one. Default: a new UUID for each call (``talk`` reuses it on its own retries).
+    request_id: str
 
 
 def _check_names(options: Mapping[str, object], allowed: type, what: str) -> None:
@@ -140,4 +148,10 @@ def talk_request(npc: str, conversation: str, text: str, options: TalkOptions) -
     req.action_results.extend(
         pb.ActionResult(call_id=k, content=v) for k, v in options.get("action_results", {}).items()
     )
+    req.request_id = options.get("request_id") or str(uuid.uuid4())
     return req
+
+
+def conversation_metadata(npc: str, conversation: str) -> tuple[tuple[str, str], ...]:
+    """The header a proxy in front of several servers hashes on, so a conversation stays where its cache is warm."""
+    return ((CONVERSATION_HEADER, quote(f"{npc}/{conversation}", safe="/:@-._~")),)

@@ -25,9 +25,16 @@ from npcserver.client._common import (
     Stubs,
     auth_metadata,
 )
-from npcserver.client.errors import from_rpc_error
+from npcserver.client.errors import NpcClientError, from_rpc_error
 from npcserver.client.local import LocalServer
-from npcserver.client.options import ChatOptions, TalkOptions, chat_request, stream_chat_request, talk_request
+from npcserver.client.options import (
+    ChatOptions,
+    TalkOptions,
+    chat_request,
+    conversation_metadata,
+    stream_chat_request,
+    talk_request,
+)
 from npcserver.client.streams import ReplyStream
 from npcserver.client.types import (
     ChatMessage,
@@ -40,6 +47,11 @@ from npcserver.client.types import (
     history_messages,
     to_message,
 )
+
+#: How many times ``talk`` sends a line before it gives up (the first try included).
+TALK_ATTEMPTS = 3
+#: Failures after which sending the same line again is safe: its request id makes the server replay a stored turn.
+RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.ABORTED})
 
 
 class NpcClient:
@@ -180,10 +192,14 @@ class NpcClient:
         except grpc.RpcError as err:
             raise from_rpc_error(err, self.target) from None
 
-    def _stream(self, method: Callable[..., Any], request: Any, call_timeout: float | None) -> ReplyStream:
+    def _stream(
+        self, method: Callable[..., Any], request: Any, call_timeout: float | None, metadata: tuple[Any, ...] = ()
+    ) -> ReplyStream:
         # A streaming call does not fail here; errors surface on iteration, where the stream maps them.
         call = method(
-            request, timeout=call_timeout if call_timeout is not None else self.timeout, metadata=self._metadata
+            request,
+            timeout=call_timeout if call_timeout is not None else self.timeout,
+            metadata=(*self._metadata, *metadata),
         )
         return ReplyStream(call, self.target)
 
@@ -239,16 +255,29 @@ class NpcClient:
     def talk(self, npc: str, conversation: str, text: str, **overrides: Unpack[TalkOptions]) -> ChatResult:
         """The player says ``text`` to persona ``npc`` in ``conversation``; returns the NPC's whole reply.
 
-        The server stores the turn once the reply completes.
+        The server stores the turn once the reply completes. A broken connection or an ABORTED race is retried
+        (``TALK_ATTEMPTS`` in all) with the same request id, so a line already answered returns its stored reply
+        (``result.replayed``), never a second turn.
         """
-        # Leaving the with block early (task cancelled, Ctrl-C) cancels the stream, so the server stops generating.
-        with self.stream_talk(npc, conversation, text, **overrides) as stream:
-            return stream.result()
+        options = TalkOptions(**overrides)
+        options["request_id"] = overrides.get("request_id") or talk_request(npc, conversation, text, {}).request_id
+        for attempt in range(TALK_ATTEMPTS):
+            try:
+                # Leaving the with block early (task cancelled, Ctrl-C) cancels the stream: the server stops.
+                with self.stream_talk(npc, conversation, text, **options) as stream:
+                    return stream.result()
+            except NpcClientError as err:
+                if err.code not in RETRYABLE or attempt == TALK_ATTEMPTS - 1:
+                    raise
+                backend.sleep(0.2 * 2**attempt)
+        raise AssertionError("unreachable")
 
     def stream_talk(self, npc: str, conversation: str, text: str, **overrides: Unpack[TalkOptions]) -> ReplyStream:
         """Like :meth:`talk`, but yields the reply's text pieces as they are sampled. Cancelling stores nothing."""
         req = talk_request(npc, conversation, text, overrides)
-        return self._stream(self._stubs.conversations.Talk, req, overrides.get("timeout"))
+        return self._stream(
+            self._stubs.conversations.Talk, req, overrides.get("timeout"), conversation_metadata(npc, conversation)
+        )
 
     def send_action_results(
         self, npc: str, conversation: str, results: Mapping[str, str], **overrides: Unpack[TalkOptions]

@@ -234,6 +234,8 @@ class ChatResult:
     reasoning: str = ""
     #: The actions the NPC called (tools, for a chat completion), in order.
     action_calls: tuple[ActionCall, ...] = ()
+    #: Talk only: the reply stored earlier for this line's request id (a retry), not generated again.
+    replayed: bool = False
 
     @property
     def text(self) -> str:
@@ -261,6 +263,7 @@ class ChatResult:
             created=created,
             reasoning=final.message.reasoning_content,
             action_calls=tuple(ActionCall.from_pb(c) for c in final.action_calls),
+            replayed=final.replayed,
         )
 
     @classmethod

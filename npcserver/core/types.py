@@ -173,6 +173,8 @@ class TalkRequest:
     action_choice: ActionChoice | None = None
     #: Results for the calls the previous reply awaited (``text`` is then empty).
     action_results: tuple[ActionResult, ...] = ()
+    #: The client's id for this line (AIP-155), the same on every retry: a Talk whose turn is stored replays it.
+    request_id: str = ""
     id: str = field(default_factory=lambda: new_id("talk"))
     created: int = field(default_factory=_now)
 
@@ -266,6 +268,8 @@ class Completion:
     action_calls: tuple[ActionCall, ...] = ()
     #: For Talk: whether the turn was stored.
     stored: bool = False
+    #: For Talk: the reply is the turn stored earlier under the same request id, not generated again.
+    replayed: bool = False
     #: Milliseconds from the service accepting the request to this result (set by the service layer).
     total_ms: float = 0.0
     #: Milliseconds this request waited for the model to load again after a keep_alive unload (0 when loaded).

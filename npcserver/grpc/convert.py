@@ -204,6 +204,7 @@ def talk_request_from_pb(msg: pb.TalkRequest) -> TalkRequest:
         action_choice=choice_from_pb(msg.action_choice, "action_choice"),
         action_results=tuple(ActionResult(r.call_id, r.content) for r in msg.action_results),
         player_name=msg.player_name,
+        request_id=msg.request_id,
         enable_thinking=_opt(msg, "enable_thinking"),
     )
 
@@ -255,6 +256,7 @@ def final_to_pb(c: Completion) -> pb.CompletionFinal:
         structured=structured_to_pb(c.structured),
         truncated_turns=c.truncated_turns,
         action_calls=[call_to_pb(x) for x in c.action_calls],
+        replayed=c.replayed,
     )
     msg.message.tool_calls.extend(msg.action_calls)
     return msg

@@ -36,7 +36,8 @@ Designer routes (DesignerService; off with the designer_endpoints setting):
                                                                     Bearer, or Basic with the key as password)
 
 Ids in the path fill the body's id fields; a body id that differs from the path's is a 400. A Talk final is the
-gRPC CompletionFinal's JSON plus ``stored`` (whether the turn was stored). Errors are OpenAI error bodies.
+gRPC CompletionFinal's JSON plus ``stored`` (whether the turn was stored) and ``replayed``. A Talk's
+``Idempotency-Key`` header is its ``request_id``. Errors are OpenAI error bodies.
 """
 
 from __future__ import annotations
@@ -172,6 +173,7 @@ def talk_event_json(event: StreamEvent, talk: TalkRequest, model: str) -> dict[s
     data = to_json(convert.talk_event_to_pb(event, talk, model))
     if isinstance(event, Completion):
         data["final"]["stored"] = event.stored
+        data["final"]["replayed"] = event.replayed
     return data
 
 
@@ -443,6 +445,14 @@ class RestRoutes:
         data = _fill_ids(
             await _parse_object(request), {"persona_id": p["persona_id"], "conversation_id": p["conversation_id"]}
         )
+        # The Idempotency-Key header is REST's spelling of the body's request_id (AIP-155).
+        key = request.headers.get("idempotency-key")
+        if key is not None and data.setdefault("request_id", key) != key:
+            raise InvalidArgument(
+                f"the Idempotency-Key header {key!r} differs from the body's request_id {data['request_id']!r}: "
+                "send one of them",
+                param="request_id",
+            )
         # "stream" is the REST door's own switch, not a field of TalkRequest.
         stream = data.pop("stream", True)
         if not isinstance(stream, bool):

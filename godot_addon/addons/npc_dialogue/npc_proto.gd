@@ -116,6 +116,11 @@ class TalkRequest:
 			has_enable_thinking = true
 	## Whether [member enable_thinking] is set; when false the server uses its default.
 	var has_enable_thinking: bool = false
+	## The client's id for this line (AIP-155): a UUID, new for each line and the same on each retry
+	## of it. A retry of a line whose turn is already stored returns that turn (final.replayed)
+	## instead of generating again, on any replica. 1-128 printable ASCII characters without spaces;
+	## empty: no retry protection.
+	var request_id: String = ""
 
 	## Encodes this message in the protobuf binary wire format.
 	func to_bytes() -> PackedByteArray:
@@ -150,6 +155,8 @@ class TalkRequest:
 			w.put_bytes(14, item.to_bytes())
 		if has_enable_thinking:
 			w.put_bool(20, enable_thinking)
+		if not request_id.is_empty():
+			w.put_string(21, request_id)
 		return w.data
 
 	## Decodes protobuf binary wire bytes. Returns null when they are malformed.
@@ -194,6 +201,8 @@ class TalkRequest:
 					m.action_results.append(ActionResult.read_from(r, r.read_length_end()))
 				160:
 					m.enable_thinking = r.read_bool()
+				170:
+					m.request_id = r.read_string()
 				_:
 					r.skip(tag)
 		r.expect_end(end)
@@ -233,6 +242,7 @@ class TalkRequest:
 		d["action_results"] = action_results_list
 		if has_enable_thinking:
 			d["enable_thinking"] = enable_thinking
+		d["request_id"] = request_id
 		return d
 
 	## Builds the message from a Dictionary shaped like [method to_dict]'s (missing keys keep their
@@ -271,6 +281,8 @@ class TalkRequest:
 				m.action_results.append(ActionResult.from_dict(item))
 		if d.has("enable_thinking"):
 			m.enable_thinking = bool(d["enable_thinking"])
+		if d.has("request_id"):
+			m.request_id = str(d["request_id"])
 		return m
 
 
@@ -969,6 +981,10 @@ class CompletionFinal:
 	## The action calls of the reply, in order: the same as the action_call events (and
 	## message.tool_calls).
 	var action_calls: Array[ActionCall] = []
+	## Talk only: this is the turn stored earlier under the request's request_id (a retry of a line
+	## that was already answered), not a new reply; usage is zero. Its message is the stored reply,
+	## even if deltas said otherwise.
+	var replayed: bool = false
 
 	## Encodes this message in the protobuf binary wire format.
 	func to_bytes() -> PackedByteArray:
@@ -987,6 +1003,8 @@ class CompletionFinal:
 			w.put_varint(6, truncated_turns)
 		for item in action_calls:
 			w.put_bytes(7, item.to_bytes())
+		if replayed:
+			w.put_bool(8, replayed)
 		return w.data
 
 	## Decodes protobuf binary wire bytes. Returns null when they are malformed.
@@ -1015,6 +1033,8 @@ class CompletionFinal:
 					m.truncated_turns = r.read_int32()
 				58:
 					m.action_calls.append(ActionCall.read_from(r, r.read_length_end()))
+				64:
+					m.replayed = r.read_bool()
 				_:
 					r.skip(tag)
 		r.expect_end(end)
@@ -1038,6 +1058,7 @@ class CompletionFinal:
 		for item in action_calls:
 			action_calls_list.append(item.to_dict())
 		d["action_calls"] = action_calls_list
+		d["replayed"] = replayed
 		return d
 
 	## Builds the message from a Dictionary shaped like [method to_dict]'s (missing keys keep their
@@ -1059,6 +1080,8 @@ class CompletionFinal:
 		for item: Variant in d.get("action_calls", []):
 			if item is Dictionary:
 				m.action_calls.append(ActionCall.from_dict(item))
+		if d.has("replayed"):
+			m.replayed = bool(d["replayed"])
 		return m
 
 

@@ -187,7 +187,7 @@ class ContentDelta(_message.Message):
     def __init__(self, content: _Optional[str] = ..., reasoning_content: _Optional[str] = ...) -> None: ...
 
 class CompletionFinal(_message.Message):
-    __slots__ = ("message", "finish_reason", "usage", "timings", "structured", "truncated_turns", "action_calls")
+    __slots__ = ("message", "finish_reason", "usage", "timings", "structured", "truncated_turns", "action_calls", "replayed")
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
@@ -195,6 +195,7 @@ class CompletionFinal(_message.Message):
     STRUCTURED_FIELD_NUMBER: _ClassVar[int]
     TRUNCATED_TURNS_FIELD_NUMBER: _ClassVar[int]
     ACTION_CALLS_FIELD_NUMBER: _ClassVar[int]
+    REPLAYED_FIELD_NUMBER: _ClassVar[int]
     message: ChatMessage
     finish_reason: FinishReason
     usage: Usage
@@ -202,7 +203,8 @@ class CompletionFinal(_message.Message):
     structured: StructuredOutput
     truncated_turns: int
     action_calls: _containers.RepeatedCompositeFieldContainer[ActionCall]
-    def __init__(self, message: _Optional[_Union[ChatMessage, _Mapping]] = ..., finish_reason: _Optional[_Union[FinishReason, str]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., structured: _Optional[_Union[StructuredOutput, _Mapping]] = ..., truncated_turns: _Optional[int] = ..., action_calls: _Optional[_Iterable[_Union[ActionCall, _Mapping]]] = ...) -> None: ...
+    replayed: bool
+    def __init__(self, message: _Optional[_Union[ChatMessage, _Mapping]] = ..., finish_reason: _Optional[_Union[FinishReason, str]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., structured: _Optional[_Union[StructuredOutput, _Mapping]] = ..., truncated_turns: _Optional[int] = ..., action_calls: _Optional[_Iterable[_Union[ActionCall, _Mapping]]] = ..., replayed: _Optional[bool] = ...) -> None: ...
 
 class CreateChatCompletionRequest(_message.Message):
     __slots__ = ("model", "messages", "temperature", "top_p", "max_tokens", "stop", "seed", "preset", "response_format", "continue_final_message", "chat_template", "top_k", "min_p", "repeat_penalty", "sampling", "tools", "tool_choice", "parallel_tool_calls", "enable_thinking", "add_generation_prompt", "chat_template_content_format", "documents")
@@ -509,7 +511,7 @@ class ExportCharacterCardResponse(_message.Message):
     def __init__(self, card: _Optional[bytes] = ..., media_type: _Optional[str] = ...) -> None: ...
 
 class TalkRequest(_message.Message):
-    __slots__ = ("persona_id", "conversation_id", "text", "preset", "temperature", "top_p", "max_tokens", "seed", "response_format", "player_name", "sampling", "actions", "action_choice", "action_results", "enable_thinking")
+    __slots__ = ("persona_id", "conversation_id", "text", "preset", "temperature", "top_p", "max_tokens", "seed", "response_format", "player_name", "sampling", "actions", "action_choice", "action_results", "enable_thinking", "request_id")
     PERSONA_ID_FIELD_NUMBER: _ClassVar[int]
     CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
@@ -525,6 +527,7 @@ class TalkRequest(_message.Message):
     ACTION_CHOICE_FIELD_NUMBER: _ClassVar[int]
     ACTION_RESULTS_FIELD_NUMBER: _ClassVar[int]
     ENABLE_THINKING_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     persona_id: str
     conversation_id: str
     text: str
@@ -540,7 +543,8 @@ class TalkRequest(_message.Message):
     action_choice: ActionChoice
     action_results: _containers.RepeatedCompositeFieldContainer[ActionResult]
     enable_thinking: bool
-    def __init__(self, persona_id: _Optional[str] = ..., conversation_id: _Optional[str] = ..., text: _Optional[str] = ..., preset: _Optional[str] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., max_tokens: _Optional[int] = ..., seed: _Optional[int] = ..., response_format: _Optional[_Union[ResponseFormat, _Mapping]] = ..., player_name: _Optional[str] = ..., sampling: _Optional[_Union[SamplingOptions, _Mapping]] = ..., actions: _Optional[_Iterable[_Union[Action, _Mapping]]] = ..., action_choice: _Optional[_Union[ActionChoice, _Mapping]] = ..., action_results: _Optional[_Iterable[_Union[ActionResult, _Mapping]]] = ..., enable_thinking: _Optional[bool] = ...) -> None: ...
+    request_id: str
+    def __init__(self, persona_id: _Optional[str] = ..., conversation_id: _Optional[str] = ..., text: _Optional[str] = ..., preset: _Optional[str] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., max_tokens: _Optional[int] = ..., seed: _Optional[int] = ..., response_format: _Optional[_Union[ResponseFormat, _Mapping]] = ..., player_name: _Optional[str] = ..., sampling: _Optional[_Union[SamplingOptions, _Mapping]] = ..., actions: _Optional[_Iterable[_Union[Action, _Mapping]]] = ..., action_choice: _Optional[_Union[ActionChoice, _Mapping]] = ..., action_results: _Optional[_Iterable[_Union[ActionResult, _Mapping]]] = ..., enable_thinking: _Optional[bool] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class TalkResponse(_message.Message):
     __slots__ = ("delta", "final", "action_call", "id", "model", "created")

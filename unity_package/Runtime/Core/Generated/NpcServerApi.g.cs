@@ -1169,6 +1169,12 @@ namespace NpcServer.Api.V1
         /// </summary>
         public List<ActionCall> ActionCalls { get; private set; } = new List<ActionCall>();
 
+        /// <summary>
+        /// Talk only: this is the turn stored earlier under the request's request_id (a retry of a line that was already
+        /// answered), not a new reply; usage is zero. Its message is the stored reply, even if deltas said otherwise.
+        /// </summary>
+        public bool Replayed { get; set; } = false;
+
         /// <summary>Writes every set field in field-number order.</summary>
         public void WriteTo(ProtoWriter writer)
         {
@@ -1179,6 +1185,7 @@ namespace NpcServer.Api.V1
             if (Structured != null) { writer.WriteTag(5, WireType.LengthDelimited); writer.WriteMessage(Structured); }
             if (TruncatedTurns != 0) { writer.WriteTag(6, WireType.Varint); writer.WriteInt32(TruncatedTurns); }
             foreach (var item in ActionCalls) { writer.WriteTag(7, WireType.LengthDelimited); writer.WriteMessage(item); }
+            if (Replayed) { writer.WriteTag(8, WireType.Varint); writer.WriteBool(Replayed); }
         }
 
         /// <summary>Reads fields until the reader ends; unknown fields are skipped.</summary>
@@ -1237,6 +1244,10 @@ namespace NpcServer.Api.V1
                             reader.ReadMessage(item);
                             ActionCalls.Add(item);
                         }
+                        break;
+                    case 8:
+                        if (wire != WireType.Varint) { reader.SkipField(wire); break; }
+                        Replayed = reader.ReadBool();
                         break;
                     default:
                         reader.SkipField(wire);
@@ -3393,6 +3404,13 @@ namespace NpcServer.Api.V1
         /// <remarks>Null when unset: the server then applies its default.</remarks>
         public bool? EnableThinking { get; set; }
 
+        /// <summary>
+        /// The client's id for this line (AIP-155): a UUID, new for each line and the same on each retry of it. A retry of a
+        /// line whose turn is already stored returns that turn (final.replayed) instead of generating again, on any replica.
+        /// 1-128 printable ASCII characters without spaces; empty: no retry protection.
+        /// </summary>
+        public string RequestId { get; set; } = "";
+
         /// <summary>Writes every set field in field-number order.</summary>
         public void WriteTo(ProtoWriter writer)
         {
@@ -3411,6 +3429,7 @@ namespace NpcServer.Api.V1
             if (ActionChoice != null) { writer.WriteTag(13, WireType.LengthDelimited); writer.WriteMessage(ActionChoice); }
             foreach (var item in ActionResults) { writer.WriteTag(14, WireType.LengthDelimited); writer.WriteMessage(item); }
             if (EnableThinking.HasValue) { writer.WriteTag(20, WireType.Varint); writer.WriteBool(EnableThinking.Value); }
+            if (RequestId.Length != 0) { writer.WriteTag(21, WireType.LengthDelimited); writer.WriteString(RequestId); }
         }
 
         /// <summary>Reads fields until the reader ends; unknown fields are skipped.</summary>
@@ -3501,6 +3520,10 @@ namespace NpcServer.Api.V1
                     case 20:
                         if (wire != WireType.Varint) { reader.SkipField(wire); break; }
                         EnableThinking = reader.ReadBool();
+                        break;
+                    case 21:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        RequestId = reader.ReadString();
                         break;
                     default:
                         reader.SkipField(wire);
