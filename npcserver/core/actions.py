@@ -426,6 +426,11 @@ async def finish_reply(
     return call, problem
 
 
+def failed_call(structured: StructuredResult) -> bool:
+    """Whether a final's structured result reports a dropped action call (rather than a JSON reply)."""
+    return not structured.valid and structured.schema_name == "action"
+
+
 async def check_persona_actions(persona: Persona) -> None:
     """A persona's actions: names, schemas that compile, and no response schema beside them."""
     check_actions(persona.actions, param="persona.actions")

@@ -248,3 +248,18 @@ def test_chat_tools_on_grpc(api: Api) -> None:
         )
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "parallel_tool_calls" in (info.value.details() or "")
+
+
+def test_a_call_cut_off_by_max_tokens_is_never_sent_and_nothing_half_made_is_stored(api: Api) -> None:
+    conv = conv_id()
+    events, final = api.talk(
+        conv,
+        PAYS,
+        action_choice=pb.ActionChoice(mode=Mode.MODE_REQUIRED),
+        sampling=pb.SamplingOptions(temperature=0, max_tokens=4),
+    )
+    assert not calls_of(events) and not final.action_calls
+    assert final.HasField("structured") and not final.structured.valid
+    assert final.structured.schema_name == "action" and "cut off" in final.structured.error
+    # Required puts the call first, so there is no spoken line to keep: nothing is stored.
+    assert api.turns(conv) == []
