@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import weakref
 from collections.abc import AsyncIterator, Sequence
 from contextlib import aclosing
@@ -49,8 +50,17 @@ from npcserver.core.types import (
     Turn,
 )
 from npcserver.core.watchdog import Watchdog
-from npcserver.engine.base import Engine, Finished, FinishReason, GenerationRequest, SamplingParams, TextDelta
+from npcserver.engine.base import (
+    Engine,
+    Finished,
+    FinishReason,
+    GenerationRequest,
+    GenerationStats,
+    SamplingParams,
+    TextDelta,
+)
 from npcserver.errors import (
+    Aborted,
     AlreadyExists,
     FailedPrecondition,
     Internal,
@@ -61,6 +71,7 @@ from npcserver.errors import (
     QueueFull,
 )
 from npcserver.store.base import PutMode, Store
+from npcserver.store.base import Turn as StoredTurn
 
 log = logging.getLogger(__name__)
 
@@ -200,6 +211,7 @@ class NpcCore:
             raise InvalidArgument("text must not be empty: it is what the player says", param="text")
         self._check_chars(request.text, "text")
         rules.check_name(request.player_name, field="player_name")
+        _check_request_id(request.request_id)
         self._check_overrides(request.overrides)
         persona = await self._usable_persona(request.persona_id)
         deletions = self._deletions.get(request.persona_id, 0)
@@ -216,6 +228,12 @@ class NpcCore:
         key = (request.persona_id, request.conversation_id)
         lock = self._lock(key)
         async with self._queued(lock):
+            # A retry of a line whose turn is stored (by this replica or another) gets that turn, not a new reply.
+            replay = await self._stored_reply(request)
+            if replay is not None:
+                for event in replay:
+                    yield event
+                return
             # Only the newest turns that can fit are read, and an overflowing history leaves in big steps, so a
             # line costs the same at 20 turns and at 20,000 and most lines extend the cached prompt (core.prompt).
             room = await asyncio.to_thread(self.prompts.history_room, persona, params.max_tokens)
@@ -261,7 +279,11 @@ class NpcCore:
             kept = final.structured is None or final.structured.valid or acts.failed_call(final.structured)
             if kept and (final.text.strip() or final.action_calls):
                 turn = acts.stored_turn(request, final, now_ms())
-                turn = replace(turn, tokens=await asyncio.to_thread(self.prompts.turn_tokens, persona, turn))
+                turn = replace(
+                    turn,
+                    tokens=await asyncio.to_thread(self.prompts.turn_tokens, persona, turn),
+                    request_id=request.request_id,
+                )
                 async with self._persona_write(request.persona_id):
                     if self._deletions.get(request.persona_id, 0) != deletions:
                         raise NotFound(
@@ -271,11 +293,31 @@ class NpcCore:
                         )
                     # Stored only right after the turns the reply was made from: another replica that stored a turn
                     # here meanwhile (or a reset) makes this ABORTED, and the client retries.
-                    await asyncio.to_thread(
-                        self.store.append_turn, *key, turn, after=history.after, epoch=history.epoch
-                    )
+                    try:
+                        await asyncio.to_thread(
+                            self.store.append_turn, *key, turn, after=history.after, epoch=history.epoch
+                        )
+                    except Aborted:
+                        # Another replica stored this very line first (the client retried while we generated):
+                        # its turn is the one the conversation has, so that is the reply.
+                        replay = await self._stored_reply(request)
+                        if replay is None:
+                            raise
+                        yield replay[-1]
+                        return
                 final.stored = True
             yield final
+
+    async def _stored_reply(self, request: TalkRequest) -> list[StreamEvent] | None:
+        """The events that replay the turn stored under ``request.request_id``, or None when there is none."""
+        if not request.request_id:
+            return None
+        found = await asyncio.to_thread(
+            self.store.find_turn, request.persona_id, request.conversation_id, request.request_id
+        )
+        if found is None:
+            return None
+        return _replay_events(request, found[1], self.engine.info.id)
 
     # --- the generation loop shared by chat and Talk -------------------------------------------------------------
 
@@ -678,6 +720,38 @@ class NpcCore:
                     f"(0 to {limits.MAX_TIME_MS}; 0 stamps the import's time)",
                     param="turns",
                 )
+
+
+_REQUEST_ID = re.compile(r"[!-~]{1,128}")
+
+
+def _check_request_id(request_id: str) -> None:
+    if request_id and not _REQUEST_ID.fullmatch(request_id):
+        raise InvalidArgument(
+            f"request_id {request_id[:200]!r} is invalid: use 1-128 printable ASCII characters without spaces "
+            "(a UUID, new for each line and the same on its retries), or leave it empty",
+            param="request_id",
+        )
+
+
+def _replay_events(request: TalkRequest, turn: StoredTurn, model: str) -> list[StreamEvent]:
+    """A stored turn as a Talk stream: its text and calls as events, then a final marked replayed (and stored)."""
+    text, calls = acts.decode_npc_line(turn.npc_line)
+    events: list[StreamEvent] = [TextDelta(text)] if text else []
+    events.extend(calls)
+    finish: FinishReason = "action" if any(c.await_result for c in calls) else "stop"
+    final = Completion(
+        id=request.id,
+        model=model,
+        created=request.created,
+        text=text,
+        finish_reason=finish,
+        stats=GenerationStats(finish_reason=finish, prompt_tokens=0, completion_tokens=0),
+        action_calls=calls,
+        stored=True,
+        replayed=True,
+    )
+    return [*events, final]
 
 
 def _queue_capacity(engine: Engine) -> int | None:
