@@ -324,14 +324,20 @@ class UpstreamEngine:
     async def _get_ready(self, path: str) -> Any:
         """GET ``path`` until the server answers (it may still be loading), within start()'s own deadline."""
         client = self._require_client()
+        said = False
         while True:
             try:
                 resp = await client.get(path)
             except httpx.TransportError as exc:
-                logger.info("waiting for the inference server at %s: %s", self._url, exc)
+                if not said:  # once: the server may take minutes to come up
+                    logger.info("waiting for the inference server at %s (%s)", self._url, exc)
+                    said = True
                 await asyncio.sleep(_POLL_S)
                 continue
             if resp.status_code == 503:  # loading the model
+                if not said:
+                    logger.info("waiting for the inference server at %s to load its model", self._url)
+                    said = True
                 await asyncio.sleep(_POLL_S)
                 continue
             if resp.status_code in (401, 403):

@@ -50,16 +50,19 @@ class LlamaServer:
         return sum(1 for s in slots if s.get("is_processing"))
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
-def start_llama_server(model: Path, *, parallel: int, ctx_per_slot: int, threads: int = 2) -> LlamaServer:
-    """Starts llama-server on a free loopback port with ``parallel`` slots of ``ctx_per_slot`` tokens each."""
+def start_llama_server(
+    model: Path, *, parallel: int, ctx_per_slot: int, threads: int = 2, port: int | None = None
+) -> LlamaServer:
+    """Starts llama-server on loopback (a free port unless given) with ``parallel`` slots of ``ctx_per_slot``
+    tokens each, and waits until it is healthy."""
     binary = ensure_native_tools()["llama-server"]
-    port = _free_port()
+    port = port or free_port()
     cmd = [
         str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(port),
         "--parallel", str(parallel), "--ctx-size", str(ctx_per_slot * parallel), "--threads", str(threads),

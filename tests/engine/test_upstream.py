@@ -18,7 +18,8 @@ from npcserver.core.structured import CompiledFormat, check_output, compile_form
 from npcserver.core.types import ResponseFormat
 from npcserver.engine.base import Finished, GenerationRequest, GenerationStats, SamplingParams, TextDelta
 from npcserver.engine.upstream import UpstreamApi, UpstreamEngine
-from tests.engine.llama_server import LlamaServer, llama_server
+from npcserver.errors import NotReady
+from tests.engine.llama_server import LlamaServer, free_port, llama_server, start_llama_server
 
 CTX = 2048
 TAVERN = (
@@ -185,3 +186,50 @@ async def until_idle(server: LlamaServer, *, within_s: float) -> None:
     while await asyncio.to_thread(server.busy_slots):
         assert time.monotonic() < deadline, "llama-server kept generating after the stream was closed"
         await asyncio.sleep(0.05)
+
+
+async def test_close_ends_running_and_waiting_requests_with_not_ready(
+    upstream_server: LlamaServer, model_path: Path
+) -> None:
+    own = await engine_for(upstream_server, model_path, "llama-server")
+    own_n_seq = own.n_seq
+    running = [own.generate(req(own, STORY, temperature=0.8, max_tokens=1500, seed=s)) for s in range(own_n_seq)]
+    for gen in running:
+        assert isinstance(await anext(gen), TextDelta)
+    waiting = asyncio.create_task(collect(own, req(own, TAVERN, max_tokens=4)))
+    for _ in range(3000):
+        if own.outstanding > own_n_seq:
+            break
+        await asyncio.sleep(0.01)
+    assert own.outstanding == own_n_seq + 1, "the extra request waits in the engine"
+
+    await asyncio.wait_for(own.close(), 10)
+    assert not own.ready
+    for gen in running:
+        with pytest.raises(NotReady):
+            async for _ in gen:
+                pass
+    with pytest.raises(NotReady):
+        await waiting
+    with pytest.raises(NotReady):
+        await anext(own.generate(GenerationRequest(prompt=[2, 100], params=SamplingParams())))
+    await until_idle(upstream_server, within_s=3.0)
+
+
+async def test_start_waits_for_an_inference_server_that_is_not_up_yet(model_path: Path) -> None:
+    # Replicas may start before the GPU server: start() keeps asking until it answers (the server bounds the wait
+    # with ready_timeout_s).
+    port = free_port()
+    engine = UpstreamEngine(url=f"http://127.0.0.1:{port}", model_path=model_path, ctx_size=CTX, n_seq=1)
+    starting = asyncio.create_task(engine.start())
+    await asyncio.sleep(1.0)
+    assert not starting.done() and not engine.ready
+    server = await asyncio.to_thread(start_llama_server, model_path, parallel=1, ctx_per_slot=CTX, port=port)
+    try:
+        await asyncio.wait_for(starting, 30)
+        assert engine.ready
+        text, stats = await collect(engine, req(engine, TAVERN, temperature=0, max_tokens=4))
+        assert text and stats.completion_tokens == 4
+    finally:
+        await engine.close()
+        server.stop()
