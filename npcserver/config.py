@@ -137,6 +137,15 @@ class Settings(BaseSettings):
     presets_file: Path | None = Field(
         None, description="TOML file of extra or replacement sampling presets (applied again when saved)."
     )
+    lore_dir: Path | None = Field(
+        Path("lore"), description="Folder of lore book TOML files: loaded at startup, applied again when saved."
+    )
+    memory_budget: int = Field(
+        128, ge=0, description="Tokens of recalled memories a Talk prompt may carry (0: memories are not recalled)."
+    )
+    max_memories: int = Field(
+        20000, ge=0, description="Most memories one conversation may hold; adding more is RESOURCE_EXHAUSTED."
+    )
     default_preset: str = Field("dialogue", description="Preset used when neither request nor persona names one.")
     default_max_tokens: int = Field(256, ge=0, description="Reply length cap when nothing else sets max_tokens.")
     max_message_chars: int = Field(8000, ge=1, description="Longest accepted message or player line, in characters.")

@@ -13,6 +13,8 @@ from urllib.parse import urlsplit
 
 from npcserver.config import Settings
 from npcserver.core.app import NpcCore
+from npcserver.core.knowledge import load_stored_books
+from npcserver.core.lore import LoreFiles
 from npcserver.core.presets import PresetBook
 from npcserver.core.watch import PersonaFiles
 from npcserver.engine.base import Engine
@@ -90,6 +92,7 @@ class NpcServer:
         self.load_error: BaseException | None = None
         self._files: PersonaFiles | None = None
         self._watch_task: asyncio.Task[None] | None = None
+        self._lore_task: asyncio.Task[None] | None = None
         self._stop_watching = asyncio.Event()
 
     @property
@@ -127,6 +130,15 @@ class NpcServer:
             else:
                 log.warning("personas folder %s does not exist; no persona files loaded", s.personas_dir)
         self._watch_task = asyncio.create_task(self._files.run(self._stop_watching))
+        # Lore files the same way (core.lore).
+        self.core.memory_budget = s.memory_budget
+        self.core.max_memories = s.max_memories
+        await asyncio.to_thread(load_stored_books, self.core)  # the API's books; a lore file's book wins
+        self.core.lore_files = LoreFiles(self.core.lore, s.lore_dir, self.core.check_lore_book)
+        n = await asyncio.to_thread(self.core.lore_files.sync_all)
+        if n:
+            log.info("loaded %d lore file(s) from %s", n, s.lore_dir)
+        self._lore_task = asyncio.create_task(self.core.lore_files.run(self._stop_watching))
         # One Ops for both doors: a caller's rate limit and the metrics are the same whichever door it uses.
         ops = Ops.from_settings(s, self.core)
         self.grpc = GrpcDoor(self.core, s, ops)
@@ -182,6 +194,9 @@ class NpcServer:
         if self._watch_task is not None:
             self._stop_watching.set()
             await asyncio.gather(self._watch_task, return_exceptions=True)
+        if self._lore_task is not None:
+            self._stop_watching.set()
+            await asyncio.gather(self._lore_task, return_exceptions=True)
         if self.core is not None:
             await self.core.engine.close()
             self.core.store.close()

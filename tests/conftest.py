@@ -59,6 +59,8 @@ def start_server(data_dir: Path, **env_overrides: str) -> ServerProcess:
             "NPCSERVER_HTTP_PORT": "0",
             "NPCSERVER_DATA_DIR": str(data_dir),
             "NPCSERVER_PERSONAS_DIR": str(REPO / "personas"),
+            # No lore unless a test brings its own: the example lore would change every prompt of its personas.
+            "NPCSERVER_LORE_DIR": str(data_dir / "no-lore"),
             "NPCSERVER_CORS_ORIGINS": "*",
             "NPCSERVER_THREADS": "2",
             "NPCSERVER_CTX_SIZE": "4096",

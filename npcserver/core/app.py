@@ -19,9 +19,11 @@ from typing import Any
 
 from npcserver.clock import now_ms
 from npcserver.core import actions as acts
-from npcserver.core import bounded, cards, limits, thinking
+from npcserver.core import bounded, cards, knowledge, limits, thinking
+from npcserver.core import lore as lorelib
 from npcserver.core import personas as rules
 from npcserver.core.inputs import check_seed, check_strings
+from npcserver.core.memory import check_memory
 from npcserver.core.presets import PresetBook, check_sampling
 from npcserver.core.prompt import BuiltPrompt, PromptBuilder, overflow_start
 from npcserver.core.residency import EngineFactory, ModelResidency
@@ -32,6 +34,7 @@ from npcserver.core.structured import (
     compile_format_async,
     compile_persona_schema,
 )
+from npcserver.core.summary import Summarizer
 from npcserver.core.templates import TemplateOptions
 from npcserver.core.types import (
     ROLES,
@@ -39,6 +42,7 @@ from npcserver.core.types import (
     ChatRequest,
     Completion,
     Conversation,
+    Memory,
     ModelCard,
     Persona,
     Preset,
@@ -46,6 +50,7 @@ from npcserver.core.types import (
     ResponseFormat,
     SamplingOverrides,
     StreamEvent,
+    Summary,
     TalkRequest,
     Turn,
 )
@@ -69,6 +74,7 @@ from npcserver.errors import (
     NotFound,
     NpcError,
     QueueFull,
+    ResourceExhausted,
 )
 from npcserver.store.base import PutMode, Store
 from npcserver.store.base import Turn as StoredTurn
@@ -122,6 +128,25 @@ class NpcCore:
         #: persona was deleted (``_deletions`` moved on) stores nothing, so no orphan turn outlives it.
         self._persona_writes: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._deletions: dict[str, int] = {}
+        #: Lore books (files and API), by persona (npcserver.core.lore).
+        self.lore = lorelib.LoreRegistry()
+        #: Tokens of recalled memories a Talk prompt may carry (0: none recalled), and the most a conversation holds.
+        self.memory_budget = 0
+        self.max_memories = 20000
+        #: Rewrites conversations' rolling summaries in the background (core.summary).
+        self.summarizer = Summarizer(self)
+        #: The lore files' loader (set by the server when it has a lore folder).
+        self.lore_files: lorelib.LoreFiles | None = None
+
+    def check_lore_book(self, book: lorelib.LoreBook) -> None:
+        """A lore book's budgets against this model's context (skipped while no model is loaded to count with)."""
+        try:
+            info = self.engine.info
+        except NpcError:
+            return
+        lorelib.check_budget(
+            book, info.context_size, lambda t: len(self.engine.tokenize(t, add_bos=False, special=False))
+        )
 
     # --- model ---------------------------------------------------------------------------------------------------
 
@@ -212,6 +237,7 @@ class NpcCore:
         self._check_chars(request.text, "text")
         rules.check_name(request.player_name, field="player_name")
         _check_request_id(request.request_id)
+        knowledge.check_game_state(request.game_state)
         self._check_overrides(request.overrides)
         persona = await self._usable_persona(request.persona_id)
         deletions = self._deletions.get(request.persona_id, 0)
@@ -236,10 +262,18 @@ class NpcCore:
                 return
             # Only the newest turns that can fit are read, and an overflowing history leaves in big steps, so a
             # line costs the same at 20 turns and at 20,000 and most lines extend the cached prompt (core.prompt).
-            room = await asyncio.to_thread(self.prompts.history_room, persona, params.max_tokens)
+            known = await asyncio.to_thread(knowledge.plan, self, persona, request)
+            room = await asyncio.to_thread(
+                self.prompts.history_room,
+                persona,
+                params.max_tokens,
+                fixed_text=known.fixed_text,
+                reserved=known.reserved,
+            )
             history = await asyncio.to_thread(self.store.load_recent, *key, room)
             start = overflow_start([t.tokens for t in history.turns], history.tokens_before, room)
             line, shown = acts.prepare_turns(request, history.turns, start)
+            for_line = await asyncio.to_thread(knowledge.for_line, self, known, request, shown, line)
             player_name = request.player_name or persona.player_name
             enable_thinking = request.enable_thinking
             if enable_thinking is None:
@@ -253,6 +287,7 @@ class NpcCore:
                 max_tokens=params.max_tokens,
                 structured=compiled.grammar is not None,
                 options=TemplateOptions(enable_thinking=enable_thinking),
+                knowledge=for_line,
             )
             prompt = replace(prompt, truncated_turns=history.first + start + prompt.truncated_turns)
             final: Completion | None = None
@@ -306,6 +341,10 @@ class NpcCore:
                         yield replay[-1]
                         return
                 final.stored = True
+                cut = history.first + start
+                if cut > known.summary_through:
+                    # Turns left the prompt: their summary is written in the background, after this reply.
+                    self.summarizer.schedule(persona, key, cut, history.epoch)
             yield final
 
     async def _stored_reply(self, request: TalkRequest) -> list[StreamEvent] | None:
@@ -664,7 +703,9 @@ class NpcCore:
     async def get_conversation(self, persona_id: str, conversation_id: str) -> Conversation:
         key = await self._conversation_key(persona_id, conversation_id)
         turns = await asyncio.to_thread(self.store.load_turns, *key)
-        return Conversation(persona_id, conversation_id, tuple(turns))
+        summary = await asyncio.to_thread(self.store.get_summary, *key)
+        memories = await asyncio.to_thread(self.store.list_memories, *key, 0, self.max_memories)
+        return Conversation(persona_id, conversation_id, tuple(turns), summary, tuple(memories))
 
     async def reset_conversation(self, persona_id: str, conversation_id: str) -> int:
         key = await self._conversation_key(persona_id, conversation_id)
@@ -688,13 +729,32 @@ class NpcCore:
                 "(MAX_IMPORT_CHARS)",
                 param="turns",
             )
+        if len(conversation.memories) > self.max_memories:
+            raise ResourceExhausted(
+                f"conversation.memories has {len(conversation.memories)} memories; this server keeps at most "
+                f"{self.max_memories} per conversation (max_memories)",
+                param="memories",
+            )
+        for i, m in enumerate(conversation.memories):
+            check_memory(m, f"conversation.memories[{i}]")
+        if conversation.summary is not None:
+            knowledge.check_summary(conversation.summary, "conversation.summary")
         key = await self._conversation_key(conversation.persona_id, conversation.conversation_id)
         await asyncio.to_thread(self._check_turns, conversation)
         async with self._lock(key), self._persona_write(conversation.persona_id):
             persona = await self.get_persona(conversation.persona_id)  # not deleted meanwhile: no orphan conversation
-            return await asyncio.to_thread(self._store_import, key, persona, turns)
+            return await asyncio.to_thread(
+                self._store_import, key, persona, turns, conversation.summary, conversation.memories
+            )
 
-    def _store_import(self, key: tuple[str, str], persona: Persona, turns: Sequence[Turn]) -> int:
+    def _store_import(
+        self,
+        key: tuple[str, str],
+        persona: Persona,
+        turns: Sequence[Turn],
+        summary: Summary | None = None,
+        memories: Sequence[Memory] = (),
+    ) -> int:
         # Each turn's token count, so a Talk loads only the turns that fit; with no model loaded to count them, the
         # store estimates them.
         try:
@@ -703,7 +763,7 @@ class NpcCore:
             counted = list(turns)
         else:
             counted = [replace(t, tokens=prompts.turn_tokens(persona, t)) for t in turns]
-        return self.store.replace_turns(*key, counted)
+        return self.store.replace_turns(*key, counted, summary=summary, memories=memories)
 
     def _check_turns(self, conversation: Conversation) -> None:
         check_strings(conversation, "conversation")

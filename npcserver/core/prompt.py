@@ -93,6 +93,28 @@ class BuiltPrompt:
     left_out: int = 0
 
 
+@dataclass(frozen=True)
+class Knowledge:
+    """What a Talk's prompt carries besides persona and history, as rendered text (each part may be empty).
+
+    ``world`` (constant lore) goes before the persona, ``summary`` after it; ``lore`` (entries whose keys matched),
+    ``memories`` and ``game_state`` are for this line only and go after the history, right before the player's line.
+    """
+
+    world: str = ""
+    summary: str = ""
+    lore: str = ""
+    memories: str = ""
+    game_state: str = ""
+
+    @property
+    def per_line(self) -> tuple[tuple[str, str], ...]:
+        return (("lore", self.lore), ("memories", self.memories), ("game_state", self.game_state))
+
+
+NO_KNOWLEDGE = Knowledge()
+
+
 def reply_reserve(max_tokens: int, context_size: int) -> int:
     """Tokens kept free for the reply when fitting the prompt."""
     if max_tokens > 0:
@@ -179,15 +201,22 @@ class PromptBuilder:
         max_tokens: int,
         structured: bool,
         options: TemplateOptions = DEFAULT_OPTIONS,
+        knowledge: Knowledge = NO_KNOWLEDGE,
     ) -> BuiltPrompt:
-        """The prompt for one Talk: persona, examples, as many recent turns as fit, and the player's line."""
+        """The prompt for one Talk: persona, examples, as many recent turns as fit, and the player's line (with
+        ``knowledge`` in the places its docstring gives)."""
         budget = self.context_size - reply_reserve(max_tokens, self.context_size)
+        per_line = [(name, block) for name, block in knowledge.per_line if block]
         if self.chat_template:
             messages = self._persona_messages(persona)
+            world, summary = knowledge.world, knowledge.summary.rstrip()
+            system = world + messages[0].content + (f"\n\n{summary}" if summary else "")
+            messages[0] = Message("system", system)
             history = [(Message("user", t.player_line), Message("assistant", t.npc_line)) for t in turns]
             # Post-history instructions ride on the player's line: a system message there breaks templates that
-            # require alternating roles.
-            last = text + (f"\n\n{after}" if (after := persona.post_history_instructions.strip()) else "")
+            # require alternating roles. So does this line's knowledge, before the line itself.
+            lead = "".join(block for _, block in per_line)
+            last = lead + text + (f"\n\n{after}" if (after := persona.post_history_instructions.strip()) else "")
             names = ["persona"] + ["examples"] * (len(messages) - 1)
             return self._fit_template(
                 self.chat_template,
@@ -199,21 +228,27 @@ class PromptBuilder:
                 names=(names, "history", "player_line"),
                 post_chars=len(after),
                 options=options,
+                splits={
+                    0: ((("world", len(world)),), (("summary", len(summary) + 2 if summary else 0),)),
+                    -1: (tuple((name, len(block)) for name, block in per_line), ()),
+                },
             )
         player = _line(player_name or persona.player_name) or DEFAULT_PLAYER
         npc = _line(persona.display_name)
-        prefix = persona.system_prompt.strip() + "\n\n"
-        persona_chars = len(prefix)
+        prefix = knowledge.world + persona.system_prompt.strip() + "\n\n"
+        persona_chars = len(prefix) - len(knowledge.world)
         prefix += "".join(
             f"{player}: {_line(e.player_line)}\n{npc}: {_line(e.npc_line)}\n" for e in persona.example_dialogue
         )
+        prefix += knowledge.summary
         turn_texts = [
             f"{_line(t.player_name) or player}: {_line(t.player_line)}\n{npc}: {_line(t.npc_line)}\n" for t in turns
         ]
         said = f"{player}: {_line(text)}\n"
         # After the whole history, right before the NPC answers (SillyTavern's place for them).
         after = f"{after}\n" if (after := persona.post_history_instructions.strip()) else ""
-        tail = f"{said}{after}{npc}:"
+        lead = "".join(block for _, block in per_line)
+        tail = f"{lead}{said}{after}{npc}:"
         # One line per speaker: a text reply ends at the end of its line. JSON may span lines; its grammar ends it.
         stop = (f"\n{player}:", f"\n{npc}:") if structured else ("\n",)
         return self._fit_segments(
@@ -222,23 +257,30 @@ class PromptBuilder:
             tail,
             budget,
             stop,
-            prefix_parts=(("persona", persona_chars), ("examples", len(prefix) - persona_chars)),
+            prefix_parts=(
+                ("world", len(knowledge.world)),
+                ("persona", persona_chars),
+                ("examples", len(prefix) - persona_chars - len(knowledge.world) - len(knowledge.summary)),
+                ("summary", len(knowledge.summary)),
+            ),
             tail_parts=(
+                *((name, len(block)) for name, block in per_line),
                 ("player_line", len(said)),
                 ("post_history_instructions", len(after)),
                 ("reply_start", len(npc) + 1),
             ),
         )
 
-    def history_room(self, persona: Persona, max_tokens: int) -> int:
+    def history_room(self, persona: Persona, max_tokens: int, *, fixed_text: str = "", reserved: int = 0) -> int:
         """Tokens a Talk's history may take with this persona: the window less the reply's reserve, the persona's
         fixed text, and ``LINE_ALLOWANCE`` for the player's new line. The same on every line, so the overflow
-        steps of ``overflow_start`` stay put from one line to the next."""
-        fixed = persona.system_prompt.strip() + "\n\n" + persona.post_history_instructions.strip()
+        steps of ``overflow_start`` stay put from one line to the next. ``fixed_text`` (constant lore, the summary)
+        is in every prompt too; ``reserved`` tokens are kept for per-line knowledge (lore and memory budgets)."""
+        fixed = fixed_text + persona.system_prompt.strip() + "\n\n" + persona.post_history_instructions.strip()
         fixed += "".join(f"{e.player_line}\n{e.npc_line}\n" for e in persona.example_dialogue)
         used = len(self._tokenize(fixed, self.add_bos, False))
         allowance = min(LINE_ALLOWANCE, self.context_size // 8)
-        room = self.context_size - reply_reserve(max_tokens, self.context_size) - used - allowance
+        room = self.context_size - reply_reserve(max_tokens, self.context_size) - used - allowance - reserved
         return max(room, 0)
 
     def turn_tokens(self, persona: Persona, turn: Turn) -> int:
@@ -410,7 +452,11 @@ class PromptBuilder:
         names: tuple[list[str], str, str],
         post_chars: int = 0,
         options: TemplateOptions = DEFAULT_OPTIONS,
+        splits: dict[int, tuple[tuple[tuple[str, int], ...], tuple[tuple[str, int], ...]]] | None = None,
     ) -> BuiltPrompt:
+        """``splits``: for a message index (-1: the last), the sections its text starts and ends with (name,
+        characters); the rest of it is the message's own section."""
+
         def attempt(dropped: int) -> tuple[list[int], str, _Rendered]:
             msgs = pinned + [m for group in history[dropped:] for m in group] + last
             rendered = self._render_slots(
@@ -468,10 +514,18 @@ class PromptBuilder:
         owner = [*pinned_names, *[history_name] * kept, *[last_name] * len(last)]
         parts: list[tuple[str, int]] = []
         pos = 0
+        split = {(len(owner) + k if k < 0 else k): v for k, v in (splits or {}).items()}
         for start, end, index in rendered.spans:
+            lead, trail = split.get(index, ((), ()))
             if post_chars and index == len(owner) - 1:
-                cut = max(start, end - post_chars)
-                parts += [(owner[index], cut - pos), ("post_history_instructions", end - cut)]
+                trail = (*trail, ("post_history_instructions", post_chars))
+            head = sum(n for _, n in lead)
+            tail_n = sum(n for _, n in trail)
+            if (lead or trail) and head + tail_n <= end - start:
+                parts.append((owner[index], start - pos))  # the markup before the text
+                parts += lead
+                parts.append((owner[index], end - start - head - tail_n))
+                parts += trail
             else:
                 parts.append((owner[index], end - pos))
             pos = end

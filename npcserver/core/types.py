@@ -13,6 +13,8 @@ from npcserver.engine.base import FinishReason, GenerationStats
 from npcserver.engine.base import TextDelta as TextDelta
 
 # The store owns the turn record (it imports nothing from the core); re-exported so core code names it here too.
+from npcserver.store.base import Memory as Memory
+from npcserver.store.base import Summary as Summary
 from npcserver.store.base import Turn as Turn
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
@@ -175,6 +177,8 @@ class TalkRequest:
     action_results: tuple[ActionResult, ...] = ()
     #: The client's id for this line (AIP-155), the same on every retry: a Talk whose turn is stored replays it.
     request_id: str = ""
+    #: Facts from the game for this line only ("it is night"): in the prompt, never stored as dialogue.
+    game_state: tuple[str, ...] = ()
     id: str = field(default_factory=lambda: new_id("talk"))
     created: int = field(default_factory=_now)
 
@@ -238,6 +242,9 @@ class Conversation:
     persona_id: str
     conversation_id: str
     turns: tuple[Turn, ...] = ()
+    #: The rolling summary (None: none yet) and the memories, so an export restores everything.
+    summary: Summary | None = None
+    memories: tuple[Memory, ...] = ()
 
 
 @dataclass(frozen=True)

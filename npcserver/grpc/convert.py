@@ -12,6 +12,7 @@ from typing import Any
 from npcserver.api.v1 import npcserver_pb2 as pb
 from npcserver.core import actions as acts
 from npcserver.core import limits
+from npcserver.core.lore import LoreBook
 from npcserver.core.types import (
     Action,
     ActionCall,
@@ -23,6 +24,7 @@ from npcserver.core.types import (
     Conversation,
     Document,
     ExampleExchange,
+    Memory,
     Message,
     ModelCard,
     Persona,
@@ -32,6 +34,7 @@ from npcserver.core.types import (
     SamplingOverrides,
     StreamEvent,
     StructuredResult,
+    Summary,
     TalkRequest,
     TextDelta,
     Turn,
@@ -206,6 +209,7 @@ def talk_request_from_pb(msg: pb.TalkRequest) -> TalkRequest:
         player_name=msg.player_name,
         request_id=msg.request_id,
         enable_thinking=_opt(msg, "enable_thinking"),
+        game_state=tuple(msg.game_state),
     )
 
 
@@ -335,6 +339,8 @@ def conversation_to_pb(c: Conversation) -> pb.Conversation:
         persona_id=c.persona_id,
         conversation_id=c.conversation_id,
         turns=[turn_to_pb(t) for t in c.turns],
+        summary=summary_to_pb(c.summary) if c.summary is not None else None,
+        memories=[memory_to_pb(m) for m in c.memories],
     )
 
 
@@ -376,7 +382,89 @@ def conversation_from_pb(msg: pb.Conversation) -> Conversation:
         persona_id=msg.persona_id,
         conversation_id=msg.conversation_id,
         turns=tuple(turn_from_pb(t) for t in msg.turns),
+        summary=summary_from_pb(msg.summary) if msg.HasField("summary") else None,
+        memories=tuple(memory_from_pb(m) for m in msg.memories),
     )
+
+
+# --- knowledge -----------------------------------------------------------------------------------------------------
+
+_LOGIC_TO_PB = {
+    "and_any": pb.SELECTIVE_LOGIC_AND_ANY,
+    "not_all": pb.SELECTIVE_LOGIC_NOT_ALL,
+    "not_any": pb.SELECTIVE_LOGIC_NOT_ANY,
+    "and_all": pb.SELECTIVE_LOGIC_AND_ALL,
+}
+_LOGIC_FROM_PB = {v: k for k, v in _LOGIC_TO_PB.items()} | {pb.SELECTIVE_LOGIC_UNSPECIFIED: "and_any"}
+
+
+def summary_to_pb(s: Summary) -> pb.ConversationSummary:
+    return pb.ConversationSummary(text=s.text, through_turn=s.through, update_time_ms=s.update_time_ms)
+
+
+def summary_from_pb(s: pb.ConversationSummary) -> Summary:
+    return Summary(s.text, s.through_turn, s.update_time_ms)
+
+
+def memory_to_pb(m: Memory) -> pb.Memory:
+    return pb.Memory(id=m.id, text=m.text, importance=m.importance, create_time_ms=m.create_time_ms, source=m.source)
+
+
+def memory_from_pb(m: pb.Memory) -> Memory:
+    return Memory(m.text, m.importance or 5, m.create_time_ms, m.source or "game")
+
+
+def lore_book_to_pb(b: LoreBook) -> pb.LoreBook:
+    return pb.LoreBook(
+        id=b.id,
+        name=b.name,
+        personas=list(b.personas),
+        token_budget=b.token_budget,
+        scan_depth=b.scan_depth,
+        case_sensitive=b.case_sensitive,
+        source=b.source,
+        entries=[
+            pb.LoreEntry(
+                name=e.name,
+                content=e.content,
+                keys=list(e.keys),
+                secondary_keys=list(e.secondary_keys),
+                selective=e.selective,
+                selective_logic=_LOGIC_TO_PB[e.selective_logic],
+                constant=e.constant,
+                enabled=e.enabled,
+                insertion_order=e.insertion_order,
+                priority=e.priority,
+                case_sensitive=e.case_sensitive,
+            )
+            for e in b.entries
+        ],
+    )
+
+
+def lore_book_from_pb(b: pb.LoreBook) -> dict[str, Any]:
+    """The book's dict form (npcserver.core.lore.parse_book checks it)."""
+    raw: dict[str, Any] = {"id": b.id, "name": b.name, "personas": list(b.personas), "case_sensitive": b.case_sensitive}
+    for name in ("token_budget", "scan_depth"):
+        if b.HasField(name):
+            raw[name] = getattr(b, name)
+    entries = []
+    for e in b.entries:
+        entry: dict[str, Any] = {
+            "name": e.name,
+            "content": e.content,
+            "keys": list(e.keys),
+            "secondary_keys": list(e.secondary_keys),
+            "selective": e.selective,
+            "selective_logic": _LOGIC_FROM_PB.get(e.selective_logic, "and_any"),
+            "constant": e.constant,
+        }
+        for name in ("enabled", "insertion_order", "priority", "case_sensitive"):
+            if e.HasField(name):
+                entry[name] = getattr(e, name)
+        entries.append(entry)
+    raw["entries"] = entries
+    return raw
 
 
 def preset_to_pb(p: Preset) -> pb.Preset:

@@ -226,6 +226,60 @@ class DesignerServicer(_Base, pb_grpc.DesignerServiceServicer):
         return convert.comparison_to_pb(await self.service.compare(talk, variants))
 
 
+class KnowledgeServicer(_Base, pb_grpc.KnowledgeServiceServicer):
+    @unary
+    async def ListLoreBooks(self, request: pb.ListLoreBooksRequest, context: Context) -> Any:
+        books = await self.service.list_lore_books()
+        return pb.ListLoreBooksResponse(books=[convert.lore_book_to_pb(b) for b in books])
+
+    @unary
+    async def GetLoreBook(self, request: pb.GetLoreBookRequest, context: Context) -> Any:
+        return pb.GetLoreBookResponse(book=convert.lore_book_to_pb(await self.service.get_lore_book(request.book_id)))
+
+    @unary
+    async def PutLoreBook(self, request: pb.PutLoreBookRequest, context: Context) -> Any:
+        book = await self.service.put_lore_book(
+            convert.lore_book_from_pb(request.book), allow_existing=request.allow_existing
+        )
+        return pb.PutLoreBookResponse(book=convert.lore_book_to_pb(book))
+
+    @unary
+    async def DeleteLoreBook(self, request: pb.DeleteLoreBookRequest, context: Context) -> Any:
+        await self.service.delete_lore_book(request.book_id)
+        return pb.DeleteLoreBookResponse()
+
+    @unary
+    async def AddMemory(self, request: pb.AddMemoryRequest, context: Context) -> Any:
+        memory = await self.service.add_memory(
+            request.persona_id, request.conversation_id, convert.memory_from_pb(request.memory)
+        )
+        return pb.AddMemoryResponse(memory=convert.memory_to_pb(memory))
+
+    @unary
+    async def ListMemories(self, request: pb.ListMemoriesRequest, context: Context) -> Any:
+        memories, token = await self.service.list_memories(
+            request.persona_id, request.conversation_id, request.page_size, request.page_token
+        )
+        return pb.ListMemoriesResponse(memories=[convert.memory_to_pb(m) for m in memories], next_page_token=token)
+
+    @unary
+    async def DeleteMemory(self, request: pb.DeleteMemoryRequest, context: Context) -> Any:
+        await self.service.delete_memory(request.persona_id, request.conversation_id, request.memory_id)
+        return pb.DeleteMemoryResponse()
+
+    @unary
+    async def GetSummary(self, request: pb.GetSummaryRequest, context: Context) -> Any:
+        summary = await self.service.get_summary(request.persona_id, request.conversation_id)
+        return pb.GetSummaryResponse(summary=convert.summary_to_pb(summary))
+
+    @unary
+    async def SetSummary(self, request: pb.SetSummaryRequest, context: Context) -> Any:
+        summary = await self.service.set_summary(
+            request.persona_id, request.conversation_id, convert.summary_from_pb(request.summary)
+        )
+        return pb.SetSummaryResponse(summary=convert.summary_to_pb(summary))
+
+
 class PresetServicer(_Base, pb_grpc.PresetServiceServicer):
     @unary
     async def ListPresets(self, request: pb.ListPresetsRequest, context: Context) -> Any:
@@ -257,5 +311,6 @@ def add_services(
     if settings.designer_endpoints:
         pb_grpc.add_DesignerServiceServicer_to_server(DesignerServicer(service), server)
     pb_grpc.add_PresetServiceServicer_to_server(PresetServicer(service), server)
+    pb_grpc.add_KnowledgeServiceServicer_to_server(KnowledgeServicer(service), server)
     pb_grpc.add_ModelServiceServicer_to_server(ModelServicer(service), server)
     return list(SERVICE_NAMES)

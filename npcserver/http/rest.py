@@ -25,6 +25,16 @@ as grpc-gateway maps them (see ``protojson``): proto field names, enums by name,
   GET    /v1/npcs/{persona_id}/conversations/{conversation_id}      Conversation (the export for a save file)
   PUT    /v1/npcs/{persona_id}/conversations/{conversation_id}      body Conversation: restores it (import)
   DELETE /v1/npcs/{persona_id}/conversations/{conversation_id}      ResetConversationResponse
+  GET    /v1/npcs/{persona_id}/conversations/{conversation_id}/memories  ListMemoriesResponse (?page_size=&page_token=)
+  POST   /v1/npcs/{persona_id}/conversations/{conversation_id}/memories  body Memory: records it (201)
+  DELETE /v1/npcs/{persona_id}/conversations/{conversation_id}/memories/{memory_id}  DeleteMemoryResponse
+  GET    /v1/npcs/{persona_id}/conversations/{conversation_id}/summary   ConversationSummary
+  PUT    /v1/npcs/{persona_id}/conversations/{conversation_id}/summary   body ConversationSummary: replaces it
+  GET    /v1/lore                                                   ListLoreBooksResponse
+  POST   /v1/lore                                                   body LoreBook: creates it (201; 409 if taken)
+  GET    /v1/lore/{book_id}                                         LoreBook
+  PUT    /v1/lore/{book_id}                                         body LoreBook: creates or replaces it
+  DELETE /v1/lore/{book_id}                                         DeleteLoreBookResponse
 
 Designer routes (DesignerService; off with the designer_endpoints setting):
   POST   /v1/npcs/{persona_id}/conversations/{conversation_id}:render  body TalkRequest (+ "persona", fields to
@@ -287,6 +297,16 @@ class RestRoutes:
             route(conversation, self.get_conversation, "GET"),
             route(conversation, self.import_conversation, "PUT"),
             route(conversation, self.reset_conversation, "DELETE"),
+            route("/v1/lore", self.list_lore_books, "GET"),
+            route("/v1/lore", self.create_lore_book, "POST"),
+            route("/v1/lore/{book_id}", self.get_lore_book, "GET"),
+            route("/v1/lore/{book_id}", self.put_lore_book, "PUT"),
+            route("/v1/lore/{book_id}", self.delete_lore_book, "DELETE"),
+            route(conversation + "/memories", self.list_memories, "GET"),
+            route(conversation + "/memories", self.add_memory, "POST"),
+            route(conversation + "/memories/{memory_id}", self.delete_memory, "DELETE"),
+            route(conversation + "/summary", self.get_summary, "GET"),
+            route(conversation + "/summary", self.set_summary, "PUT"),
         ]
 
     async def health(self, request: Request) -> Response:
@@ -434,6 +454,69 @@ class RestRoutes:
         )
         imported = await self.service.import_conversation(convert.conversation_from_pb(message))
         return JSONResponse(to_json(pb.ImportConversationResponse(imported_turns=imported)))
+
+    # --- knowledge ---------------------------------------------------------------------------------------------
+
+    async def list_lore_books(self, request: Request) -> Response:
+        books = await self.service.list_lore_books()
+        return JSONResponse(to_json(pb.ListLoreBooksResponse(books=[convert.lore_book_to_pb(b) for b in books])))
+
+    async def get_lore_book(self, request: Request) -> Response:
+        book = await self.service.get_lore_book(request.path_params["book_id"])
+        return JSONResponse(to_json(convert.lore_book_to_pb(book)))
+
+    async def create_lore_book(self, request: Request) -> Response:
+        message = await _parse_message(request, pb.LoreBook())
+        book = await self.service.put_lore_book(convert.lore_book_from_pb(message), allow_existing=False)
+        return JSONResponse(to_json(convert.lore_book_to_pb(book)), status_code=201)
+
+    async def put_lore_book(self, request: Request) -> Response:
+        message = await _parse_message(request, pb.LoreBook(), id=request.path_params["book_id"])
+        book = await self.service.put_lore_book(convert.lore_book_from_pb(message), allow_existing=True)
+        return JSONResponse(to_json(convert.lore_book_to_pb(book)))
+
+    async def delete_lore_book(self, request: Request) -> Response:
+        await self.service.delete_lore_book(request.path_params["book_id"])
+        return JSONResponse(to_json(pb.DeleteLoreBookResponse()))
+
+    async def list_memories(self, request: Request) -> Response:
+        p, q = request.path_params, request.query_params
+        try:
+            page_size = int(q.get("page_size", "0"))
+        except ValueError:
+            raise InvalidArgument("page_size must be an integer", param="page_size") from None
+        memories, token = await self.service.list_memories(
+            p["persona_id"], p["conversation_id"], page_size, q.get("page_token", "")
+        )
+        page = pb.ListMemoriesResponse(memories=[convert.memory_to_pb(m) for m in memories], next_page_token=token)
+        return JSONResponse(to_json(page))
+
+    async def add_memory(self, request: Request) -> Response:
+        p = request.path_params
+        message = await _parse_message(request, pb.Memory())
+        memory = await self.service.add_memory(p["persona_id"], p["conversation_id"], convert.memory_from_pb(message))
+        return JSONResponse(to_json(convert.memory_to_pb(memory)), status_code=201)
+
+    async def delete_memory(self, request: Request) -> Response:
+        p = request.path_params
+        raw = p["memory_id"]
+        if not raw.isdigit():
+            raise InvalidArgument(f"memory id {raw!r} is not a number (see the memories' ids)", param="memory_id")
+        await self.service.delete_memory(p["persona_id"], p["conversation_id"], int(raw))
+        return JSONResponse(to_json(pb.DeleteMemoryResponse()))
+
+    async def get_summary(self, request: Request) -> Response:
+        p = request.path_params
+        summary = await self.service.get_summary(p["persona_id"], p["conversation_id"])
+        return JSONResponse(to_json(convert.summary_to_pb(summary)))
+
+    async def set_summary(self, request: Request) -> Response:
+        p = request.path_params
+        message = await _parse_message(request, pb.ConversationSummary())
+        summary = await self.service.set_summary(
+            p["persona_id"], p["conversation_id"], convert.summary_from_pb(message)
+        )
+        return JSONResponse(to_json(convert.summary_to_pb(summary)))
 
     async def reset_conversation(self, request: Request) -> Response:
         p = request.path_params

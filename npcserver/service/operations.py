@@ -19,16 +19,19 @@ from contextlib import aclosing
 from dataclasses import dataclass, replace
 from typing import Any
 
-from npcserver.core import workbench
+from npcserver.core import knowledge, workbench
 from npcserver.core.app import NpcCore
+from npcserver.core.lore import LoreBook
 from npcserver.core.types import (
     ChatRequest,
     Completion,
     Conversation,
+    Memory,
     ModelCard,
     Persona,
     Preset,
     StreamEvent,
+    Summary,
     TalkRequest,
 )
 from npcserver.core.workbench import Inspection
@@ -359,6 +362,51 @@ class NpcService:
         note(persona=conversation.persona_id, conversation=conversation.conversation_id)
         self._require(Role.ADMIN, "importing a conversation")
         return await self.core.import_conversation(conversation)
+
+    # --- knowledge: lore (designer), summaries and memories (the game, in its own conversations) ----------------
+
+    async def list_lore_books(self) -> list[LoreBook]:
+        self._require(Role.DESIGNER, "listing lore books")
+        return await knowledge.list_lore_books(self.core)
+
+    async def get_lore_book(self, book_id: str) -> LoreBook:
+        self._require(Role.DESIGNER, "reading a lore book")
+        return await knowledge.get_lore_book(self.core, book_id)
+
+    async def put_lore_book(self, book: dict[str, Any], *, allow_existing: bool) -> LoreBook:
+        self._require(Role.DESIGNER, "writing a lore book")
+        return await knowledge.put_lore_book(self.core, book, allow_existing=allow_existing)
+
+    async def delete_lore_book(self, book_id: str) -> None:
+        self._require(Role.DESIGNER, "deleting a lore book")
+        await knowledge.delete_lore_book(self.core, book_id)
+
+    async def add_memory(self, persona_id: str, conversation_id: str, memory: Memory) -> Memory:
+        note(persona=persona_id, conversation=conversation_id)
+        self.caller.require_conversation(persona_id, conversation_id, "recording a memory")
+        return await knowledge.add_memory(self.core, persona_id, conversation_id, memory)
+
+    async def list_memories(
+        self, persona_id: str, conversation_id: str, page_size: int = 0, page_token: str = ""
+    ) -> tuple[list[Memory], str]:
+        note(persona=persona_id, conversation=conversation_id)
+        self.caller.require_conversation(persona_id, conversation_id, "listing memories")
+        return await knowledge.list_memories(self.core, persona_id, conversation_id, page_size, page_token)
+
+    async def delete_memory(self, persona_id: str, conversation_id: str, memory_id: int) -> None:
+        note(persona=persona_id, conversation=conversation_id)
+        self.caller.require_conversation(persona_id, conversation_id, "deleting a memory")
+        await knowledge.delete_memory(self.core, persona_id, conversation_id, memory_id)
+
+    async def get_summary(self, persona_id: str, conversation_id: str) -> Summary:
+        note(persona=persona_id, conversation=conversation_id)
+        self.caller.require_conversation(persona_id, conversation_id, "reading a conversation's summary")
+        return await knowledge.get_summary(self.core, persona_id, conversation_id)
+
+    async def set_summary(self, persona_id: str, conversation_id: str, summary: Summary) -> Summary:
+        note(persona=persona_id, conversation=conversation_id)
+        self.caller.require_conversation(persona_id, conversation_id, "replacing a conversation's summary")
+        return await knowledge.set_summary(self.core, persona_id, conversation_id, summary)
 
     # --- the designer's workbench --------------------------------------------------------------------------------
 

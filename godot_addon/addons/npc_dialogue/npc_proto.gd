@@ -121,6 +121,10 @@ class TalkRequest:
 	## instead of generating again, on any replica. 1-128 printable ASCII characters without spaces;
 	## empty: no retry protection.
 	var request_id: String = ""
+	## Facts from the game for this line only ("it is night", "the player carries the silver key"):
+	## they enter the prompt after the history, right before the player's line, and are never stored
+	## as dialogue. At most 32, each 1-500 characters.
+	var game_state: Array[String] = []
 
 	## Encodes this message in the protobuf binary wire format.
 	func to_bytes() -> PackedByteArray:
@@ -157,6 +161,8 @@ class TalkRequest:
 			w.put_bool(20, enable_thinking)
 		if not request_id.is_empty():
 			w.put_string(21, request_id)
+		for item in game_state:
+			w.put_string(22, item)
 		return w.data
 
 	## Decodes protobuf binary wire bytes. Returns null when they are malformed.
@@ -203,6 +209,8 @@ class TalkRequest:
 					m.enable_thinking = r.read_bool()
 				170:
 					m.request_id = r.read_string()
+				178:
+					m.game_state.append(r.read_string())
 				_:
 					r.skip(tag)
 		r.expect_end(end)
@@ -243,6 +251,7 @@ class TalkRequest:
 		if has_enable_thinking:
 			d["enable_thinking"] = enable_thinking
 		d["request_id"] = request_id
+		d["game_state"] = Array(game_state)
 		return d
 
 	## Builds the message from a Dictionary shaped like [method to_dict]'s (missing keys keep their
@@ -283,6 +292,8 @@ class TalkRequest:
 			m.enable_thinking = bool(d["enable_thinking"])
 		if d.has("request_id"):
 			m.request_id = str(d["request_id"])
+		for item: Variant in d.get("game_state", []):
+			m.game_state.append(str(item))
 		return m
 
 
@@ -1637,6 +1648,10 @@ class Conversation:
 	var conversation_id: String = ""
 	## The turns, oldest first.
 	var turns: Array[Turn] = []
+	## The rolling summary of the turns that no longer fit in the prompt (unset: none yet).
+	var summary: ConversationSummary = null
+	## The conversation's memories, oldest first. An import restores them (with new ids).
+	var memories: Array[Memory] = []
 
 	## Encodes this message in the protobuf binary wire format.
 	func to_bytes() -> PackedByteArray:
@@ -1647,6 +1662,10 @@ class Conversation:
 			w.put_string(2, conversation_id)
 		for item in turns:
 			w.put_bytes(3, item.to_bytes())
+		if summary != null:
+			w.put_bytes(4, summary.to_bytes())
+		for item in memories:
+			w.put_bytes(5, item.to_bytes())
 		return w.data
 
 	## Decodes protobuf binary wire bytes. Returns null when they are malformed.
@@ -1667,6 +1686,10 @@ class Conversation:
 					m.conversation_id = r.read_string()
 				26:
 					m.turns.append(Turn.read_from(r, r.read_length_end()))
+				34:
+					m.summary = ConversationSummary.read_from(r, r.read_length_end())
+				42:
+					m.memories.append(Memory.read_from(r, r.read_length_end()))
 				_:
 					r.skip(tag)
 		r.expect_end(end)
@@ -1682,6 +1705,12 @@ class Conversation:
 		for item in turns:
 			turns_list.append(item.to_dict())
 		d["turns"] = turns_list
+		if summary != null:
+			d["summary"] = summary.to_dict()
+		var memories_list: Array = []
+		for item in memories:
+			memories_list.append(item.to_dict())
+		d["memories"] = memories_list
 		return d
 
 	## Builds the message from a Dictionary shaped like [method to_dict]'s (missing keys keep their
@@ -1695,6 +1724,11 @@ class Conversation:
 		for item: Variant in d.get("turns", []):
 			if item is Dictionary:
 				m.turns.append(Turn.from_dict(item))
+		if d.get("summary") is Dictionary:
+			m.summary = ConversationSummary.from_dict(d["summary"])
+		for item: Variant in d.get("memories", []):
+			if item is Dictionary:
+				m.memories.append(Memory.from_dict(item))
 		return m
 
 
@@ -1795,6 +1829,154 @@ class Turn:
 		for item: Variant in d.get("action_results", []):
 			if item is Dictionary:
 				m.action_results.append(ActionResult.from_dict(item))
+		return m
+
+
+## The rolling summary of a conversation's turns that no longer fit in the prompt.
+class ConversationSummary:
+	## The summary, rendered after the persona.
+	var text: String = ""
+	## The turns before this index are the ones it summarizes.
+	var through_turn: int = 0
+	## When it was written, in Unix milliseconds.
+	var update_time_ms: int = 0
+
+	## Encodes this message in the protobuf binary wire format.
+	func to_bytes() -> PackedByteArray:
+		var w := NpcWire.Writer.new()
+		if not text.is_empty():
+			w.put_string(1, text)
+		if through_turn != 0:
+			w.put_varint(2, through_turn)
+		if update_time_ms != 0:
+			w.put_varint(3, update_time_ms)
+		return w.data
+
+	## Decodes protobuf binary wire bytes. Returns null when they are malformed.
+	static func from_bytes(data: PackedByteArray) -> ConversationSummary:
+		var r := NpcWire.Reader.new(data)
+		var m := read_from(r, data.size())
+		return null if r.failed else m
+
+	## Decodes the message that spans the reader's bytes up to [param end] (used for nesting).
+	static func read_from(r: NpcWire.Reader, end: int) -> ConversationSummary:
+		var m := ConversationSummary.new()
+		while r.pos < end and not r.failed:
+			var tag := r.read_varint()
+			match tag:
+				10:
+					m.text = r.read_string()
+				16:
+					m.through_turn = r.read_int32()
+				24:
+					m.update_time_ms = r.read_varint()
+				_:
+					r.skip(tag)
+		r.expect_end(end)
+		return m
+
+	## The fields as a Dictionary keyed by proto field name; unset messages and optionals are left
+	## out, nested messages are Dictionaries.
+	func to_dict() -> Dictionary:
+		var d := {}
+		d["text"] = text
+		d["through_turn"] = through_turn
+		d["update_time_ms"] = update_time_ms
+		return d
+
+	## Builds the message from a Dictionary shaped like [method to_dict]'s (missing keys keep their
+	## defaults; numbers may be floats, as after a JSON round trip).
+	static func from_dict(d: Dictionary) -> ConversationSummary:
+		var m := ConversationSummary.new()
+		if d.has("text"):
+			m.text = str(d["text"])
+		if d.has("through_turn"):
+			m.through_turn = int(d["through_turn"])
+		if d.has("update_time_ms"):
+			m.update_time_ms = int(d["update_time_ms"])
+		return m
+
+
+## A fact a conversation remembers.
+class Memory:
+	## Output only: the memory's id within the store.
+	var id: int = 0
+	## What to remember ("the player returned the ring"). 1-1,000 characters.
+	var text: String = ""
+	## 1 (trivia) to 10 (life-changing). 0: 5.
+	var importance: int = 0
+	## When it was recorded, in Unix milliseconds (0 on write: now).
+	var create_time_ms: int = 0
+	## "game" (recorded by the game; the default) or "model" (proposed by the NPC).
+	var source: String = ""
+
+	## Encodes this message in the protobuf binary wire format.
+	func to_bytes() -> PackedByteArray:
+		var w := NpcWire.Writer.new()
+		if id != 0:
+			w.put_varint(1, id)
+		if not text.is_empty():
+			w.put_string(2, text)
+		if importance != 0:
+			w.put_varint(3, importance)
+		if create_time_ms != 0:
+			w.put_varint(4, create_time_ms)
+		if not source.is_empty():
+			w.put_string(5, source)
+		return w.data
+
+	## Decodes protobuf binary wire bytes. Returns null when they are malformed.
+	static func from_bytes(data: PackedByteArray) -> Memory:
+		var r := NpcWire.Reader.new(data)
+		var m := read_from(r, data.size())
+		return null if r.failed else m
+
+	## Decodes the message that spans the reader's bytes up to [param end] (used for nesting).
+	static func read_from(r: NpcWire.Reader, end: int) -> Memory:
+		var m := Memory.new()
+		while r.pos < end and not r.failed:
+			var tag := r.read_varint()
+			match tag:
+				8:
+					m.id = r.read_varint()
+				18:
+					m.text = r.read_string()
+				24:
+					m.importance = r.read_int32()
+				32:
+					m.create_time_ms = r.read_varint()
+				42:
+					m.source = r.read_string()
+				_:
+					r.skip(tag)
+		r.expect_end(end)
+		return m
+
+	## The fields as a Dictionary keyed by proto field name; unset messages and optionals are left
+	## out, nested messages are Dictionaries.
+	func to_dict() -> Dictionary:
+		var d := {}
+		d["id"] = id
+		d["text"] = text
+		d["importance"] = importance
+		d["create_time_ms"] = create_time_ms
+		d["source"] = source
+		return d
+
+	## Builds the message from a Dictionary shaped like [method to_dict]'s (missing keys keep their
+	## defaults; numbers may be floats, as after a JSON round trip).
+	static func from_dict(d: Dictionary) -> Memory:
+		var m := Memory.new()
+		if d.has("id"):
+			m.id = int(d["id"])
+		if d.has("text"):
+			m.text = str(d["text"])
+		if d.has("importance"):
+			m.importance = int(d["importance"])
+		if d.has("create_time_ms"):
+			m.create_time_ms = int(d["create_time_ms"])
+		if d.has("source"):
+			m.source = str(d["source"])
 		return m
 
 

@@ -13,10 +13,23 @@ class FinishReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FINISH_REASON_STOP: _ClassVar[FinishReason]
     FINISH_REASON_LENGTH: _ClassVar[FinishReason]
     FINISH_REASON_ACTION: _ClassVar[FinishReason]
+
+class SelectiveLogic(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SELECTIVE_LOGIC_UNSPECIFIED: _ClassVar[SelectiveLogic]
+    SELECTIVE_LOGIC_AND_ANY: _ClassVar[SelectiveLogic]
+    SELECTIVE_LOGIC_NOT_ALL: _ClassVar[SelectiveLogic]
+    SELECTIVE_LOGIC_NOT_ANY: _ClassVar[SelectiveLogic]
+    SELECTIVE_LOGIC_AND_ALL: _ClassVar[SelectiveLogic]
 FINISH_REASON_UNSPECIFIED: FinishReason
 FINISH_REASON_STOP: FinishReason
 FINISH_REASON_LENGTH: FinishReason
 FINISH_REASON_ACTION: FinishReason
+SELECTIVE_LOGIC_UNSPECIFIED: SelectiveLogic
+SELECTIVE_LOGIC_AND_ANY: SelectiveLogic
+SELECTIVE_LOGIC_NOT_ALL: SelectiveLogic
+SELECTIVE_LOGIC_NOT_ANY: SelectiveLogic
+SELECTIVE_LOGIC_AND_ALL: SelectiveLogic
 
 class ChatMessage(_message.Message):
     __slots__ = ("role", "content", "name", "tool_calls", "tool_call_id", "reasoning_content")
@@ -511,7 +524,7 @@ class ExportCharacterCardResponse(_message.Message):
     def __init__(self, card: _Optional[bytes] = ..., media_type: _Optional[str] = ...) -> None: ...
 
 class TalkRequest(_message.Message):
-    __slots__ = ("persona_id", "conversation_id", "text", "preset", "temperature", "top_p", "max_tokens", "seed", "response_format", "player_name", "sampling", "actions", "action_choice", "action_results", "enable_thinking", "request_id")
+    __slots__ = ("persona_id", "conversation_id", "text", "preset", "temperature", "top_p", "max_tokens", "seed", "response_format", "player_name", "sampling", "actions", "action_choice", "action_results", "enable_thinking", "request_id", "game_state")
     PERSONA_ID_FIELD_NUMBER: _ClassVar[int]
     CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
@@ -528,6 +541,7 @@ class TalkRequest(_message.Message):
     ACTION_RESULTS_FIELD_NUMBER: _ClassVar[int]
     ENABLE_THINKING_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    GAME_STATE_FIELD_NUMBER: _ClassVar[int]
     persona_id: str
     conversation_id: str
     text: str
@@ -544,7 +558,8 @@ class TalkRequest(_message.Message):
     action_results: _containers.RepeatedCompositeFieldContainer[ActionResult]
     enable_thinking: bool
     request_id: str
-    def __init__(self, persona_id: _Optional[str] = ..., conversation_id: _Optional[str] = ..., text: _Optional[str] = ..., preset: _Optional[str] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., max_tokens: _Optional[int] = ..., seed: _Optional[int] = ..., response_format: _Optional[_Union[ResponseFormat, _Mapping]] = ..., player_name: _Optional[str] = ..., sampling: _Optional[_Union[SamplingOptions, _Mapping]] = ..., actions: _Optional[_Iterable[_Union[Action, _Mapping]]] = ..., action_choice: _Optional[_Union[ActionChoice, _Mapping]] = ..., action_results: _Optional[_Iterable[_Union[ActionResult, _Mapping]]] = ..., enable_thinking: _Optional[bool] = ..., request_id: _Optional[str] = ...) -> None: ...
+    game_state: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, persona_id: _Optional[str] = ..., conversation_id: _Optional[str] = ..., text: _Optional[str] = ..., preset: _Optional[str] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., max_tokens: _Optional[int] = ..., seed: _Optional[int] = ..., response_format: _Optional[_Union[ResponseFormat, _Mapping]] = ..., player_name: _Optional[str] = ..., sampling: _Optional[_Union[SamplingOptions, _Mapping]] = ..., actions: _Optional[_Iterable[_Union[Action, _Mapping]]] = ..., action_choice: _Optional[_Union[ActionChoice, _Mapping]] = ..., action_results: _Optional[_Iterable[_Union[ActionResult, _Mapping]]] = ..., enable_thinking: _Optional[bool] = ..., request_id: _Optional[str] = ..., game_state: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class TalkResponse(_message.Message):
     __slots__ = ("delta", "final", "action_call", "id", "model", "created")
@@ -579,14 +594,18 @@ class Turn(_message.Message):
     def __init__(self, player_line: _Optional[str] = ..., npc_line: _Optional[str] = ..., create_time_ms: _Optional[int] = ..., player_name: _Optional[str] = ..., action_calls: _Optional[_Iterable[_Union[ActionCall, _Mapping]]] = ..., action_results: _Optional[_Iterable[_Union[ActionResult, _Mapping]]] = ...) -> None: ...
 
 class Conversation(_message.Message):
-    __slots__ = ("persona_id", "conversation_id", "turns")
+    __slots__ = ("persona_id", "conversation_id", "turns", "summary", "memories")
     PERSONA_ID_FIELD_NUMBER: _ClassVar[int]
     CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
     TURNS_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    MEMORIES_FIELD_NUMBER: _ClassVar[int]
     persona_id: str
     conversation_id: str
     turns: _containers.RepeatedCompositeFieldContainer[Turn]
-    def __init__(self, persona_id: _Optional[str] = ..., conversation_id: _Optional[str] = ..., turns: _Optional[_Iterable[_Union[Turn, _Mapping]]] = ...) -> None: ...
+    summary: ConversationSummary
+    memories: _containers.RepeatedCompositeFieldContainer[Memory]
+    def __init__(self, persona_id: _Optional[str] = ..., conversation_id: _Optional[str] = ..., turns: _Optional[_Iterable[_Union[Turn, _Mapping]]] = ..., summary: _Optional[_Union[ConversationSummary, _Mapping]] = ..., memories: _Optional[_Iterable[_Union[Memory, _Mapping]]] = ...) -> None: ...
 
 class GetConversationRequest(_message.Message):
     __slots__ = ("persona_id", "conversation_id")
@@ -801,3 +820,199 @@ class CompareResponse(_message.Message):
     peak_batch: int
     engine_steps: int
     def __init__(self, results: _Optional[_Iterable[_Union[CompareResult, _Mapping]]] = ..., peak_batch: _Optional[int] = ..., engine_steps: _Optional[int] = ...) -> None: ...
+
+class LoreEntry(_message.Message):
+    __slots__ = ("name", "content", "keys", "secondary_keys", "selective", "selective_logic", "constant", "enabled", "insertion_order", "priority", "case_sensitive")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    SECONDARY_KEYS_FIELD_NUMBER: _ClassVar[int]
+    SELECTIVE_FIELD_NUMBER: _ClassVar[int]
+    SELECTIVE_LOGIC_FIELD_NUMBER: _ClassVar[int]
+    CONSTANT_FIELD_NUMBER: _ClassVar[int]
+    ENABLED_FIELD_NUMBER: _ClassVar[int]
+    INSERTION_ORDER_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    CASE_SENSITIVE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    content: str
+    keys: _containers.RepeatedScalarFieldContainer[str]
+    secondary_keys: _containers.RepeatedScalarFieldContainer[str]
+    selective: bool
+    selective_logic: SelectiveLogic
+    constant: bool
+    enabled: bool
+    insertion_order: int
+    priority: int
+    case_sensitive: bool
+    def __init__(self, name: _Optional[str] = ..., content: _Optional[str] = ..., keys: _Optional[_Iterable[str]] = ..., secondary_keys: _Optional[_Iterable[str]] = ..., selective: _Optional[bool] = ..., selective_logic: _Optional[_Union[SelectiveLogic, str]] = ..., constant: _Optional[bool] = ..., enabled: _Optional[bool] = ..., insertion_order: _Optional[int] = ..., priority: _Optional[int] = ..., case_sensitive: _Optional[bool] = ...) -> None: ...
+
+class LoreBook(_message.Message):
+    __slots__ = ("id", "name", "personas", "entries", "token_budget", "scan_depth", "case_sensitive", "source")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PERSONAS_FIELD_NUMBER: _ClassVar[int]
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_BUDGET_FIELD_NUMBER: _ClassVar[int]
+    SCAN_DEPTH_FIELD_NUMBER: _ClassVar[int]
+    CASE_SENSITIVE_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    name: str
+    personas: _containers.RepeatedScalarFieldContainer[str]
+    entries: _containers.RepeatedCompositeFieldContainer[LoreEntry]
+    token_budget: int
+    scan_depth: int
+    case_sensitive: bool
+    source: str
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., personas: _Optional[_Iterable[str]] = ..., entries: _Optional[_Iterable[_Union[LoreEntry, _Mapping]]] = ..., token_budget: _Optional[int] = ..., scan_depth: _Optional[int] = ..., case_sensitive: _Optional[bool] = ..., source: _Optional[str] = ...) -> None: ...
+
+class Memory(_message.Message):
+    __slots__ = ("id", "text", "importance", "create_time_ms", "source")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    IMPORTANCE_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_MS_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    text: str
+    importance: int
+    create_time_ms: int
+    source: str
+    def __init__(self, id: _Optional[int] = ..., text: _Optional[str] = ..., importance: _Optional[int] = ..., create_time_ms: _Optional[int] = ..., source: _Optional[str] = ...) -> None: ...
+
+class ConversationSummary(_message.Message):
+    __slots__ = ("text", "through_turn", "update_time_ms")
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    THROUGH_TURN_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_MS_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    through_turn: int
+    update_time_ms: int
+    def __init__(self, text: _Optional[str] = ..., through_turn: _Optional[int] = ..., update_time_ms: _Optional[int] = ...) -> None: ...
+
+class ListLoreBooksRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListLoreBooksResponse(_message.Message):
+    __slots__ = ("books",)
+    BOOKS_FIELD_NUMBER: _ClassVar[int]
+    books: _containers.RepeatedCompositeFieldContainer[LoreBook]
+    def __init__(self, books: _Optional[_Iterable[_Union[LoreBook, _Mapping]]] = ...) -> None: ...
+
+class GetLoreBookRequest(_message.Message):
+    __slots__ = ("book_id",)
+    BOOK_ID_FIELD_NUMBER: _ClassVar[int]
+    book_id: str
+    def __init__(self, book_id: _Optional[str] = ...) -> None: ...
+
+class GetLoreBookResponse(_message.Message):
+    __slots__ = ("book",)
+    BOOK_FIELD_NUMBER: _ClassVar[int]
+    book: LoreBook
+    def __init__(self, book: _Optional[_Union[LoreBook, _Mapping]] = ...) -> None: ...
+
+class PutLoreBookRequest(_message.Message):
+    __slots__ = ("book", "allow_existing")
+    BOOK_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_EXISTING_FIELD_NUMBER: _ClassVar[int]
+    book: LoreBook
+    allow_existing: bool
+    def __init__(self, book: _Optional[_Union[LoreBook, _Mapping]] = ..., allow_existing: _Optional[bool] = ...) -> None: ...
+
+class PutLoreBookResponse(_message.Message):
+    __slots__ = ("book",)
+    BOOK_FIELD_NUMBER: _ClassVar[int]
+    book: LoreBook
+    def __init__(self, book: _Optional[_Union[LoreBook, _Mapping]] = ...) -> None: ...
+
+class DeleteLoreBookRequest(_message.Message):
+    __slots__ = ("book_id",)
+    BOOK_ID_FIELD_NUMBER: _ClassVar[int]
+    book_id: str
+    def __init__(self, book_id: _Optional[str] = ...) -> None: ...
+
+class DeleteLoreBookResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class AddMemoryRequest(_message.Message):
+    __slots__ = ("persona_id", "conversation_id", "memory")
+    PERSONA_ID_FIELD_NUMBER: _ClassVar[int]
+    CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_FIELD_NUMBER: _ClassVar[int]
+    persona_id: str
+    conversation_id: str
+    memory: Memory
+    def __init__(self, persona_id: _Optional[str] = ..., conversation_id: _Optional[str] = ..., memory: _Optional[_Union[Memory, _Mapping]] = ...) -> None: ...
+
+class AddMemoryResponse(_message.Message):
+    __slots__ = ("memory",)
+    MEMORY_FIELD_NUMBER: _ClassVar[int]
+    memory: Memory
+    def __init__(self, memory: _Optional[_Union[Memory, _Mapping]] = ...) -> None: ...
+
+class ListMemoriesRequest(_message.Message):
+    __slots__ = ("persona_id", "conversation_id", "page_size", "page_token")
+    PERSONA_ID_FIELD_NUMBER: _ClassVar[int]
+    CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    persona_id: str
+    conversation_id: str
+    page_size: int
+    page_token: str
+    def __init__(self, persona_id: _Optional[str] = ..., conversation_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListMemoriesResponse(_message.Message):
+    __slots__ = ("memories", "next_page_token")
+    MEMORIES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    memories: _containers.RepeatedCompositeFieldContainer[Memory]
+    next_page_token: str
+    def __init__(self, memories: _Optional[_Iterable[_Union[Memory, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class DeleteMemoryRequest(_message.Message):
+    __slots__ = ("persona_id", "conversation_id", "memory_id")
+    PERSONA_ID_FIELD_NUMBER: _ClassVar[int]
+    CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_ID_FIELD_NUMBER: _ClassVar[int]
+    persona_id: str
+    conversation_id: str
+    memory_id: int
+    def __init__(self, persona_id: _Optional[str] = ..., conversation_id: _Optional[str] = ..., memory_id: _Optional[int] = ...) -> None: ...
+
+class DeleteMemoryResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetSummaryRequest(_message.Message):
+    __slots__ = ("persona_id", "conversation_id")
+    PERSONA_ID_FIELD_NUMBER: _ClassVar[int]
+    CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
+    persona_id: str
+    conversation_id: str
+    def __init__(self, persona_id: _Optional[str] = ..., conversation_id: _Optional[str] = ...) -> None: ...
+
+class GetSummaryResponse(_message.Message):
+    __slots__ = ("summary",)
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    summary: ConversationSummary
+    def __init__(self, summary: _Optional[_Union[ConversationSummary, _Mapping]] = ...) -> None: ...
+
+class SetSummaryRequest(_message.Message):
+    __slots__ = ("persona_id", "conversation_id", "summary")
+    PERSONA_ID_FIELD_NUMBER: _ClassVar[int]
+    CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    persona_id: str
+    conversation_id: str
+    summary: ConversationSummary
+    def __init__(self, persona_id: _Optional[str] = ..., conversation_id: _Optional[str] = ..., summary: _Optional[_Union[ConversationSummary, _Mapping]] = ...) -> None: ...
+
+class SetSummaryResponse(_message.Message):
+    __slots__ = ("summary",)
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    summary: ConversationSummary
+    def __init__(self, summary: _Optional[_Union[ConversationSummary, _Mapping]] = ...) -> None: ...

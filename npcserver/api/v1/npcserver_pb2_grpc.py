@@ -1067,3 +1067,434 @@ class ModelService:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class KnowledgeServiceStub:
+    """What NPCs know: lore books (designer), and each conversation's rolling summary and memories (the game, in its
+    own conversations).
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.ListLoreBooks = channel.unary_unary(
+                '/npcserver.api.v1.KnowledgeService/ListLoreBooks',
+                request_serializer=npcserver_dot_api_dot_v1_dot_npcserver__pb2.ListLoreBooksRequest.SerializeToString,
+                response_deserializer=npcserver_dot_api_dot_v1_dot_npcserver__pb2.ListLoreBooksResponse.FromString,
+                _registered_method=True)
+        self.GetLoreBook = channel.unary_unary(
+                '/npcserver.api.v1.KnowledgeService/GetLoreBook',
+                request_serializer=npcserver_dot_api_dot_v1_dot_npcserver__pb2.GetLoreBookRequest.SerializeToString,
+                response_deserializer=npcserver_dot_api_dot_v1_dot_npcserver__pb2.GetLoreBookResponse.FromString,
+                _registered_method=True)
+        self.PutLoreBook = channel.unary_unary(
+                '/npcserver.api.v1.KnowledgeService/PutLoreBook',
+                request_serializer=npcserver_dot_api_dot_v1_dot_npcserver__pb2.PutLoreBookRequest.SerializeToString,
+                response_deserializer=npcserver_dot_api_dot_v1_dot_npcserver__pb2.PutLoreBookResponse.FromString,
+                _registered_method=True)
+        self.DeleteLoreBook = channel.unary_unary(
+                '/npcserver.api.v1.KnowledgeService/DeleteLoreBook',
+                request_serializer=npcserver_dot_api_dot_v1_dot_npcserver__pb2.DeleteLoreBookRequest.SerializeToString,
+                response_deserializer=npcserver_dot_api_dot_v1_dot_npcserver__pb2.DeleteLoreBookResponse.FromString,
+                _registered_method=True)
+        self.AddMemory = channel.unary_unary(
+                '/npcserver.api.v1.KnowledgeService/AddMemory',
+                request_serializer=npcserver_dot_api_dot_v1_dot_npcserver__pb2.AddMemoryRequest.SerializeToString,
+                response_deserializer=npcserver_dot_api_dot_v1_dot_npcserver__pb2.AddMemoryResponse.FromString,
+                _registered_method=True)
+        self.ListMemories = channel.unary_unary(
+                '/npcserver.api.v1.KnowledgeService/ListMemories',
+                request_serializer=npcserver_dot_api_dot_v1_dot_npcserver__pb2.ListMemoriesRequest.SerializeToString,
+                response_deserializer=npcserver_dot_api_dot_v1_dot_npcserver__pb2.ListMemoriesResponse.FromString,
+                _registered_method=True)
+        self.DeleteMemory = channel.unary_unary(
+                '/npcserver.api.v1.KnowledgeService/DeleteMemory',
+                request_serializer=npcserver_dot_api_dot_v1_dot_npcserver__pb2.DeleteMemoryRequest.SerializeToString,
+                response_deserializer=npcserver_dot_api_dot_v1_dot_npcserver__pb2.DeleteMemoryResponse.FromString,
+                _registered_method=True)
+        self.GetSummary = channel.unary_unary(
+                '/npcserver.api.v1.KnowledgeService/GetSummary',
+                request_serializer=npcserver_dot_api_dot_v1_dot_npcserver__pb2.GetSummaryRequest.SerializeToString,
+                response_deserializer=npcserver_dot_api_dot_v1_dot_npcserver__pb2.GetSummaryResponse.FromString,
+                _registered_method=True)
+        self.SetSummary = channel.unary_unary(
+                '/npcserver.api.v1.KnowledgeService/SetSummary',
+                request_serializer=npcserver_dot_api_dot_v1_dot_npcserver__pb2.SetSummaryRequest.SerializeToString,
+                response_deserializer=npcserver_dot_api_dot_v1_dot_npcserver__pb2.SetSummaryResponse.FromString,
+                _registered_method=True)
+
+
+class KnowledgeServiceServicer:
+    """What NPCs know: lore books (designer), and each conversation's rolling summary and memories (the game, in its
+    own conversations).
+    """
+
+    def ListLoreBooks(self, request, context):
+        """Lists the lore books, from lore files and the API, ordered by id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetLoreBook(self, request, context):
+        """Reads one lore book.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PutLoreBook(self, request, context):
+        """Creates a lore book, or replaces it with allow_existing. A book defined by a lore file is FAILED_PRECONDITION.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteLoreBook(self, request, context):
+        """Deletes a lore book created through the API.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddMemory(self, request, context):
+        """Records a memory in a conversation. RESOURCE_EXHAUSTED when it holds the server's max_memories.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListMemories(self, request, context):
+        """Lists a conversation's memories, oldest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteMemory(self, request, context):
+        """Deletes one memory.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSummary(self, request, context):
+        """Reads a conversation's rolling summary (empty text when it has none yet).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetSummary(self, request, context):
+        """Replaces a conversation's rolling summary (empty text removes it).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_KnowledgeServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'ListLoreBooks': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListLoreBooks,
+                    request_deserializer=npcserver_dot_api_dot_v1_dot_npcserver__pb2.ListLoreBooksRequest.FromString,
+                    response_serializer=npcserver_dot_api_dot_v1_dot_npcserver__pb2.ListLoreBooksResponse.SerializeToString,
+            ),
+            'GetLoreBook': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetLoreBook,
+                    request_deserializer=npcserver_dot_api_dot_v1_dot_npcserver__pb2.GetLoreBookRequest.FromString,
+                    response_serializer=npcserver_dot_api_dot_v1_dot_npcserver__pb2.GetLoreBookResponse.SerializeToString,
+            ),
+            'PutLoreBook': grpc.unary_unary_rpc_method_handler(
+                    servicer.PutLoreBook,
+                    request_deserializer=npcserver_dot_api_dot_v1_dot_npcserver__pb2.PutLoreBookRequest.FromString,
+                    response_serializer=npcserver_dot_api_dot_v1_dot_npcserver__pb2.PutLoreBookResponse.SerializeToString,
+            ),
+            'DeleteLoreBook': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteLoreBook,
+                    request_deserializer=npcserver_dot_api_dot_v1_dot_npcserver__pb2.DeleteLoreBookRequest.FromString,
+                    response_serializer=npcserver_dot_api_dot_v1_dot_npcserver__pb2.DeleteLoreBookResponse.SerializeToString,
+            ),
+            'AddMemory': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddMemory,
+                    request_deserializer=npcserver_dot_api_dot_v1_dot_npcserver__pb2.AddMemoryRequest.FromString,
+                    response_serializer=npcserver_dot_api_dot_v1_dot_npcserver__pb2.AddMemoryResponse.SerializeToString,
+            ),
+            'ListMemories': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListMemories,
+                    request_deserializer=npcserver_dot_api_dot_v1_dot_npcserver__pb2.ListMemoriesRequest.FromString,
+                    response_serializer=npcserver_dot_api_dot_v1_dot_npcserver__pb2.ListMemoriesResponse.SerializeToString,
+            ),
+            'DeleteMemory': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteMemory,
+                    request_deserializer=npcserver_dot_api_dot_v1_dot_npcserver__pb2.DeleteMemoryRequest.FromString,
+                    response_serializer=npcserver_dot_api_dot_v1_dot_npcserver__pb2.DeleteMemoryResponse.SerializeToString,
+            ),
+            'GetSummary': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSummary,
+                    request_deserializer=npcserver_dot_api_dot_v1_dot_npcserver__pb2.GetSummaryRequest.FromString,
+                    response_serializer=npcserver_dot_api_dot_v1_dot_npcserver__pb2.GetSummaryResponse.SerializeToString,
+            ),
+            'SetSummary': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetSummary,
+                    request_deserializer=npcserver_dot_api_dot_v1_dot_npcserver__pb2.SetSummaryRequest.FromString,
+                    response_serializer=npcserver_dot_api_dot_v1_dot_npcserver__pb2.SetSummaryResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'npcserver.api.v1.KnowledgeService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('npcserver.api.v1.KnowledgeService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class KnowledgeService:
+    """What NPCs know: lore books (designer), and each conversation's rolling summary and memories (the game, in its
+    own conversations).
+    """
+
+    @staticmethod
+    def ListLoreBooks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/npcserver.api.v1.KnowledgeService/ListLoreBooks',
+            npcserver_dot_api_dot_v1_dot_npcserver__pb2.ListLoreBooksRequest.SerializeToString,
+            npcserver_dot_api_dot_v1_dot_npcserver__pb2.ListLoreBooksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetLoreBook(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/npcserver.api.v1.KnowledgeService/GetLoreBook',
+            npcserver_dot_api_dot_v1_dot_npcserver__pb2.GetLoreBookRequest.SerializeToString,
+            npcserver_dot_api_dot_v1_dot_npcserver__pb2.GetLoreBookResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutLoreBook(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/npcserver.api.v1.KnowledgeService/PutLoreBook',
+            npcserver_dot_api_dot_v1_dot_npcserver__pb2.PutLoreBookRequest.SerializeToString,
+            npcserver_dot_api_dot_v1_dot_npcserver__pb2.PutLoreBookResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteLoreBook(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/npcserver.api.v1.KnowledgeService/DeleteLoreBook',
+            npcserver_dot_api_dot_v1_dot_npcserver__pb2.DeleteLoreBookRequest.SerializeToString,
+            npcserver_dot_api_dot_v1_dot_npcserver__pb2.DeleteLoreBookResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddMemory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/npcserver.api.v1.KnowledgeService/AddMemory',
+            npcserver_dot_api_dot_v1_dot_npcserver__pb2.AddMemoryRequest.SerializeToString,
+            npcserver_dot_api_dot_v1_dot_npcserver__pb2.AddMemoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListMemories(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/npcserver.api.v1.KnowledgeService/ListMemories',
+            npcserver_dot_api_dot_v1_dot_npcserver__pb2.ListMemoriesRequest.SerializeToString,
+            npcserver_dot_api_dot_v1_dot_npcserver__pb2.ListMemoriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteMemory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/npcserver.api.v1.KnowledgeService/DeleteMemory',
+            npcserver_dot_api_dot_v1_dot_npcserver__pb2.DeleteMemoryRequest.SerializeToString,
+            npcserver_dot_api_dot_v1_dot_npcserver__pb2.DeleteMemoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSummary(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/npcserver.api.v1.KnowledgeService/GetSummary',
+            npcserver_dot_api_dot_v1_dot_npcserver__pb2.GetSummaryRequest.SerializeToString,
+            npcserver_dot_api_dot_v1_dot_npcserver__pb2.GetSummaryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetSummary(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/npcserver.api.v1.KnowledgeService/SetSummary',
+            npcserver_dot_api_dot_v1_dot_npcserver__pb2.SetSummaryRequest.SerializeToString,
+            npcserver_dot_api_dot_v1_dot_npcserver__pb2.SetSummaryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

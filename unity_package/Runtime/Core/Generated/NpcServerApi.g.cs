@@ -134,6 +134,51 @@ namespace NpcServer.Api.V1
     }
 
     /// <summary>
+    /// What NPCs know: lore books (designer), and each conversation's rolling summary and memories (the game, in its
+    /// own conversations).
+    /// </summary>
+    /// <remarks>gRPC-Web paths of its methods.</remarks>
+    public static class KnowledgeServicePaths
+    {
+        /// <summary>
+        /// Lists the lore books, from lore files and the API, ordered by id.
+        /// </summary>
+        public const string ListLoreBooks = "/npcserver.api.v1.KnowledgeService/ListLoreBooks";
+        /// <summary>
+        /// Reads one lore book.
+        /// </summary>
+        public const string GetLoreBook = "/npcserver.api.v1.KnowledgeService/GetLoreBook";
+        /// <summary>
+        /// Creates a lore book, or replaces it with allow_existing. A book defined by a lore file is FAILED_PRECONDITION.
+        /// </summary>
+        public const string PutLoreBook = "/npcserver.api.v1.KnowledgeService/PutLoreBook";
+        /// <summary>
+        /// Deletes a lore book created through the API.
+        /// </summary>
+        public const string DeleteLoreBook = "/npcserver.api.v1.KnowledgeService/DeleteLoreBook";
+        /// <summary>
+        /// Records a memory in a conversation. RESOURCE_EXHAUSTED when it holds the server's max_memories.
+        /// </summary>
+        public const string AddMemory = "/npcserver.api.v1.KnowledgeService/AddMemory";
+        /// <summary>
+        /// Lists a conversation's memories, oldest first.
+        /// </summary>
+        public const string ListMemories = "/npcserver.api.v1.KnowledgeService/ListMemories";
+        /// <summary>
+        /// Deletes one memory.
+        /// </summary>
+        public const string DeleteMemory = "/npcserver.api.v1.KnowledgeService/DeleteMemory";
+        /// <summary>
+        /// Reads a conversation's rolling summary (empty text when it has none yet).
+        /// </summary>
+        public const string GetSummary = "/npcserver.api.v1.KnowledgeService/GetSummary";
+        /// <summary>
+        /// Replaces a conversation's rolling summary (empty text removes it).
+        /// </summary>
+        public const string SetSummary = "/npcserver.api.v1.KnowledgeService/SetSummary";
+    }
+
+    /// <summary>
     /// Why generation stopped.
     /// </summary>
     public enum FinishReason
@@ -154,6 +199,33 @@ namespace NpcServer.Api.V1
         /// The reply called an action that awaits its result (OpenAI's "tool_calls"): send the result with the next Talk.
         /// </summary>
         Action = 3,
+    }
+
+    /// <summary>
+    /// How an entry's secondary keys decide, once a primary key matched (SillyTavern's selective logic).
+    /// </summary>
+    public enum SelectiveLogic
+    {
+        /// <summary>
+        /// The same as SELECTIVE_LOGIC_AND_ANY.
+        /// </summary>
+        Unspecified = 0,
+        /// <summary>
+        /// One of the secondary keys appears too.
+        /// </summary>
+        AndAny = 1,
+        /// <summary>
+        /// Not all of the secondary keys appear.
+        /// </summary>
+        NotAll = 2,
+        /// <summary>
+        /// None of the secondary keys appears.
+        /// </summary>
+        NotAny = 3,
+        /// <summary>
+        /// All of the secondary keys appear.
+        /// </summary>
+        AndAll = 4,
     }
 
     /// <summary>
@@ -3411,6 +3483,13 @@ namespace NpcServer.Api.V1
         /// </summary>
         public string RequestId { get; set; } = "";
 
+        /// <summary>
+        /// Facts from the game for this line only ("it is night", "the player carries the silver key"): they enter the
+        /// prompt after the history, right before the player's line, and are never stored as dialogue. At most 32, each
+        /// 1-500 characters.
+        /// </summary>
+        public List<string> GameState { get; private set; } = new List<string>();
+
         /// <summary>Writes every set field in field-number order.</summary>
         public void WriteTo(ProtoWriter writer)
         {
@@ -3430,6 +3509,7 @@ namespace NpcServer.Api.V1
             foreach (var item in ActionResults) { writer.WriteTag(14, WireType.LengthDelimited); writer.WriteMessage(item); }
             if (EnableThinking.HasValue) { writer.WriteTag(20, WireType.Varint); writer.WriteBool(EnableThinking.Value); }
             if (RequestId.Length != 0) { writer.WriteTag(21, WireType.LengthDelimited); writer.WriteString(RequestId); }
+            foreach (var item in GameState) { writer.WriteTag(22, WireType.LengthDelimited); writer.WriteString(item); }
         }
 
         /// <summary>Reads fields until the reader ends; unknown fields are skipped.</summary>
@@ -3524,6 +3604,10 @@ namespace NpcServer.Api.V1
                     case 21:
                         if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
                         RequestId = reader.ReadString();
+                        break;
+                    case 22:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        GameState.Add(reader.ReadString());
                         break;
                     default:
                         reader.SkipField(wire);
@@ -3799,12 +3883,25 @@ namespace NpcServer.Api.V1
         /// </summary>
         public List<Turn> Turns { get; private set; } = new List<Turn>();
 
+        /// <summary>
+        /// The rolling summary of the turns that no longer fit in the prompt (unset: none yet).
+        /// </summary>
+        /// <remarks>Null when unset.</remarks>
+        public ConversationSummary Summary { get; set; }
+
+        /// <summary>
+        /// The conversation's memories, oldest first. An import restores them (with new ids).
+        /// </summary>
+        public List<Memory> Memories { get; private set; } = new List<Memory>();
+
         /// <summary>Writes every set field in field-number order.</summary>
         public void WriteTo(ProtoWriter writer)
         {
             if (PersonaId.Length != 0) { writer.WriteTag(1, WireType.LengthDelimited); writer.WriteString(PersonaId); }
             if (ConversationId.Length != 0) { writer.WriteTag(2, WireType.LengthDelimited); writer.WriteString(ConversationId); }
             foreach (var item in Turns) { writer.WriteTag(3, WireType.LengthDelimited); writer.WriteMessage(item); }
+            if (Summary != null) { writer.WriteTag(4, WireType.LengthDelimited); writer.WriteMessage(Summary); }
+            foreach (var item in Memories) { writer.WriteTag(5, WireType.LengthDelimited); writer.WriteMessage(item); }
         }
 
         /// <summary>Reads fields until the reader ends; unknown fields are skipped.</summary>
@@ -3830,6 +3927,22 @@ namespace NpcServer.Api.V1
                             var item = new Turn();
                             reader.ReadMessage(item);
                             Turns.Add(item);
+                        }
+                        break;
+                    case 4:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        {
+                            var item = Summary ?? new ConversationSummary();
+                            reader.ReadMessage(item);
+                            Summary = item;
+                        }
+                        break;
+                    case 5:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        {
+                            var item = new Memory();
+                            reader.ReadMessage(item);
+                            Memories.Add(item);
                         }
                         break;
                     default:
@@ -5319,5 +5432,1330 @@ namespace NpcServer.Api.V1
 
         /// <summary>Parses protobuf bytes.</summary>
         public static CompareResponse ParseFrom(byte[] data) { return ProtoReader.Parse<CompareResponse>(data); }
+    }
+
+    /// <summary>
+    /// One piece of lore and when it enters the prompt.
+    /// </summary>
+    public sealed partial class LoreEntry : IProtoMessage
+    {
+        /// <summary>
+        /// A label for designers (not in the prompt).
+        /// </summary>
+        public string Name { get; set; } = "";
+
+        /// <summary>
+        /// The text put in the prompt. Required; at most 4,000 characters.
+        /// </summary>
+        public string Content { get; set; } = "";
+
+        /// <summary>
+        /// The entry enters the prompt when one of these appears in the player's line or the book's scan_depth last
+        /// turns. Required unless constant.
+        /// </summary>
+        public List<string> Keys { get; private set; } = new List<string>();
+
+        /// <summary>
+        /// With selective: what else must (or must not) appear, by selective_logic.
+        /// </summary>
+        public List<string> SecondaryKeys { get; private set; } = new List<string>();
+
+        /// <summary>
+        /// Whether secondary_keys apply.
+        /// </summary>
+        public bool Selective { get; set; } = false;
+
+        /// <summary>
+        /// How secondary_keys decide.
+        /// </summary>
+        public SelectiveLogic SelectiveLogic { get; set; }
+
+        /// <summary>
+        /// Always in the prompt (before the persona, shared by every NPC of the book).
+        /// </summary>
+        public bool Constant { get; set; } = false;
+
+        /// <summary>
+        /// Unset: enabled.
+        /// </summary>
+        /// <remarks>Null when unset: the server then applies its default.</remarks>
+        public bool? Enabled { get; set; }
+
+        /// <summary>
+        /// Lower comes first in the prompt. Unset: 100.
+        /// </summary>
+        /// <remarks>Null when unset: the server then applies its default.</remarks>
+        public int? InsertionOrder { get; set; }
+
+        /// <summary>
+        /// When the book's token_budget runs out, the lowest priority entries are left out first. Unset: 100.
+        /// </summary>
+        /// <remarks>Null when unset: the server then applies its default.</remarks>
+        public int? Priority { get; set; }
+
+        /// <summary>
+        /// Unset: the book's case_sensitive.
+        /// </summary>
+        /// <remarks>Null when unset: the server then applies its default.</remarks>
+        public bool? CaseSensitive { get; set; }
+
+        /// <summary>Writes every set field in field-number order.</summary>
+        public void WriteTo(ProtoWriter writer)
+        {
+            if (Name.Length != 0) { writer.WriteTag(1, WireType.LengthDelimited); writer.WriteString(Name); }
+            if (Content.Length != 0) { writer.WriteTag(2, WireType.LengthDelimited); writer.WriteString(Content); }
+            foreach (var item in Keys) { writer.WriteTag(3, WireType.LengthDelimited); writer.WriteString(item); }
+            foreach (var item in SecondaryKeys) { writer.WriteTag(4, WireType.LengthDelimited); writer.WriteString(item); }
+            if (Selective) { writer.WriteTag(5, WireType.Varint); writer.WriteBool(Selective); }
+            if ((int)SelectiveLogic != 0) { writer.WriteTag(6, WireType.Varint); writer.WriteInt32((int)SelectiveLogic); }
+            if (Constant) { writer.WriteTag(7, WireType.Varint); writer.WriteBool(Constant); }
+            if (Enabled.HasValue) { writer.WriteTag(8, WireType.Varint); writer.WriteBool(Enabled.Value); }
+            if (InsertionOrder.HasValue) { writer.WriteTag(9, WireType.Varint); writer.WriteInt32(InsertionOrder.Value); }
+            if (Priority.HasValue) { writer.WriteTag(10, WireType.Varint); writer.WriteInt32(Priority.Value); }
+            if (CaseSensitive.HasValue) { writer.WriteTag(11, WireType.Varint); writer.WriteBool(CaseSensitive.Value); }
+        }
+
+        /// <summary>Reads fields until the reader ends; unknown fields are skipped.</summary>
+        public void MergeFrom(ProtoReader reader)
+        {
+            int number;
+            WireType wire;
+            while (reader.ReadTag(out number, out wire))
+            {
+                switch (number)
+                {
+                    case 1:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        Name = reader.ReadString();
+                        break;
+                    case 2:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        Content = reader.ReadString();
+                        break;
+                    case 3:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        Keys.Add(reader.ReadString());
+                        break;
+                    case 4:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        SecondaryKeys.Add(reader.ReadString());
+                        break;
+                    case 5:
+                        if (wire != WireType.Varint) { reader.SkipField(wire); break; }
+                        Selective = reader.ReadBool();
+                        break;
+                    case 6:
+                        if (wire != WireType.Varint) { reader.SkipField(wire); break; }
+                        SelectiveLogic = (SelectiveLogic)reader.ReadInt32();
+                        break;
+                    case 7:
+                        if (wire != WireType.Varint) { reader.SkipField(wire); break; }
+                        Constant = reader.ReadBool();
+                        break;
+                    case 8:
+                        if (wire != WireType.Varint) { reader.SkipField(wire); break; }
+                        Enabled = reader.ReadBool();
+                        break;
+                    case 9:
+                        if (wire != WireType.Varint) { reader.SkipField(wire); break; }
+                        InsertionOrder = reader.ReadInt32();
+                        break;
+                    case 10:
+                        if (wire != WireType.Varint) { reader.SkipField(wire); break; }
+                        Priority = reader.ReadInt32();
+                        break;
+                    case 11:
+                        if (wire != WireType.Varint) { reader.SkipField(wire); break; }
+                        CaseSensitive = reader.ReadBool();
+                        break;
+                    default:
+                        reader.SkipField(wire);
+                        break;
+                }
+            }
+        }
+
+        /// <summary>Serializes this message to protobuf bytes.</summary>
+        public byte[] ToByteArray() { return ProtoWriter.Serialize(this); }
+
+        /// <summary>Parses protobuf bytes.</summary>
+        public static LoreEntry ParseFrom(byte[] data) { return ProtoReader.Parse<LoreEntry>(data); }
+    }
+
+    /// <summary>
+    /// A set of lore entries and the personas that know them: one persona's own lore, or a world several share.
+    /// </summary>
+    public sealed partial class LoreBook : IProtoMessage
+    {
+        /// <summary>
+        /// 1-64 lowercase letters, digits, '_' or '-', starting with a letter.
+        /// </summary>
+        public string Id { get; set; } = "";
+
+        /// <summary>
+        /// A label for designers.
+        /// </summary>
+        public string Name { get; set; } = "";
+
+        /// <summary>
+        /// The persona ids that know this book. At least one.
+        /// </summary>
+        public List<string> Personas { get; private set; } = new List<string>();
+
+        /// <summary>
+        /// The entries (at most 5,000).
+        /// </summary>
+        public List<LoreEntry> Entries { get; private set; } = new List<LoreEntry>();
+
+        /// <summary>
+        /// Most tokens the book's entries take in one prompt (at most half the context window). Unset: 256.
+        /// </summary>
+        /// <remarks>Null when unset: the server then applies its default.</remarks>
+        public int? TokenBudget { get; set; }
+
+        /// <summary>
+        /// How many of the last turns are scanned for keys, besides the player's line. Unset: 2.
+        /// </summary>
+        /// <remarks>Null when unset: the server then applies its default.</remarks>
+        public int? ScanDepth { get; set; }
+
+        /// <summary>
+        /// Whether keys match case-sensitively (each entry may say otherwise).
+        /// </summary>
+        public bool CaseSensitive { get; set; } = false;
+
+        /// <summary>
+        /// Output only: the lore file that defines the book ("" for one created through the API).
+        /// </summary>
+        public string Source { get; set; } = "";
+
+        /// <summary>Writes every set field in field-number order.</summary>
+        public void WriteTo(ProtoWriter writer)
+        {
+            if (Id.Length != 0) { writer.WriteTag(1, WireType.LengthDelimited); writer.WriteString(Id); }
+            if (Name.Length != 0) { writer.WriteTag(2, WireType.LengthDelimited); writer.WriteString(Name); }
+            foreach (var item in Personas) { writer.WriteTag(3, WireType.LengthDelimited); writer.WriteString(item); }
+            foreach (var item in Entries) { writer.WriteTag(4, WireType.LengthDelimited); writer.WriteMessage(item); }
+            if (TokenBudget.HasValue) { writer.WriteTag(5, WireType.Varint); writer.WriteInt32(TokenBudget.Value); }
+            if (ScanDepth.HasValue) { writer.WriteTag(6, WireType.Varint); writer.WriteInt32(ScanDepth.Value); }
+            if (CaseSensitive) { writer.WriteTag(7, WireType.Varint); writer.WriteBool(CaseSensitive); }
+            if (Source.Length != 0) { writer.WriteTag(8, WireType.LengthDelimited); writer.WriteString(Source); }
+        }
+
+        /// <summary>Reads fields until the reader ends; unknown fields are skipped.</summary>
+        public void MergeFrom(ProtoReader reader)
+        {
+            int number;
+            WireType wire;
+            while (reader.ReadTag(out number, out wire))
+            {
+                switch (number)
+                {
+                    case 1:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        Id = reader.ReadString();
+                        break;
+                    case 2:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        Name = reader.ReadString();
+                        break;
+                    case 3:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        Personas.Add(reader.ReadString());
+                        break;
+                    case 4:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        {
+                            var item = new LoreEntry();
+                            reader.ReadMessage(item);
+                            Entries.Add(item);
+                        }
+                        break;
+                    case 5:
+                        if (wire != WireType.Varint) { reader.SkipField(wire); break; }
+                        TokenBudget = reader.ReadInt32();
+                        break;
+                    case 6:
+                        if (wire != WireType.Varint) { reader.SkipField(wire); break; }
+                        ScanDepth = reader.ReadInt32();
+                        break;
+                    case 7:
+                        if (wire != WireType.Varint) { reader.SkipField(wire); break; }
+                        CaseSensitive = reader.ReadBool();
+                        break;
+                    case 8:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        Source = reader.ReadString();
+                        break;
+                    default:
+                        reader.SkipField(wire);
+                        break;
+                }
+            }
+        }
+
+        /// <summary>Serializes this message to protobuf bytes.</summary>
+        public byte[] ToByteArray() { return ProtoWriter.Serialize(this); }
+
+        /// <summary>Parses protobuf bytes.</summary>
+        public static LoreBook ParseFrom(byte[] data) { return ProtoReader.Parse<LoreBook>(data); }
+    }
+
+    /// <summary>
+    /// A fact a conversation remembers.
+    /// </summary>
+    public sealed partial class Memory : IProtoMessage
+    {
+        /// <summary>
+        /// Output only: the memory's id within the store.
+        /// </summary>
+        public long Id { get; set; }
+
+        /// <summary>
+        /// What to remember ("the player returned the ring"). 1-1,000 characters.
+        /// </summary>
+        public string Text { get; set; } = "";
+
+        /// <summary>
+        /// 1 (trivia) to 10 (life-changing). 0: 5.
+        /// </summary>
+        public int Importance { get; set; }
+
+        /// <summary>
+        /// When it was recorded, in Unix milliseconds (0 on write: now).
+        /// </summary>
+        public long CreateTimeMs { get; set; }
+
+        /// <summary>
+        /// "game" (recorded by the game; the default) or "model" (proposed by the NPC).
+        /// </summary>
+        public string Source { get; set; } = "";
+
+        /// <summary>Writes every set field in field-number order.</summary>
+        public void WriteTo(ProtoWriter writer)
+        {
+            if (Id != 0L) { writer.WriteTag(1, WireType.Varint); writer.WriteInt64(Id); }
+            if (Text.Length != 0) { writer.WriteTag(2, WireType.LengthDelimited); writer.WriteString(Text); }
+            if (Importance != 0) { writer.WriteTag(3, WireType.Varint); writer.WriteInt32(Importance); }
+            if (CreateTimeMs != 0L) { writer.WriteTag(4, WireType.Varint); writer.WriteInt64(CreateTimeMs); }
+            if (Source.Length != 0) { writer.WriteTag(5, WireType.LengthDelimited); writer.WriteString(Source); }
+        }
+
+        /// <summary>Reads fields until the reader ends; unknown fields are skipped.</summary>
+        public void MergeFrom(ProtoReader reader)
+        {
+            int number;
+            WireType wire;
+            while (reader.ReadTag(out number, out wire))
+            {
+                switch (number)
+                {
+                    case 1:
+                        if (wire != WireType.Varint) { reader.SkipField(wire); break; }
+                        Id = reader.ReadInt64();
+                        break;
+                    case 2:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        Text = reader.ReadString();
+                        break;
+                    case 3:
+                        if (wire != WireType.Varint) { reader.SkipField(wire); break; }
+                        Importance = reader.ReadInt32();
+                        break;
+                    case 4:
+                        if (wire != WireType.Varint) { reader.SkipField(wire); break; }
+                        CreateTimeMs = reader.ReadInt64();
+                        break;
+                    case 5:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        Source = reader.ReadString();
+                        break;
+                    default:
+                        reader.SkipField(wire);
+                        break;
+                }
+            }
+        }
+
+        /// <summary>Serializes this message to protobuf bytes.</summary>
+        public byte[] ToByteArray() { return ProtoWriter.Serialize(this); }
+
+        /// <summary>Parses protobuf bytes.</summary>
+        public static Memory ParseFrom(byte[] data) { return ProtoReader.Parse<Memory>(data); }
+    }
+
+    /// <summary>
+    /// The rolling summary of a conversation's turns that no longer fit in the prompt.
+    /// </summary>
+    public sealed partial class ConversationSummary : IProtoMessage
+    {
+        /// <summary>
+        /// The summary, rendered after the persona.
+        /// </summary>
+        public string Text { get; set; } = "";
+
+        /// <summary>
+        /// The turns before this index are the ones it summarizes.
+        /// </summary>
+        public int ThroughTurn { get; set; }
+
+        /// <summary>
+        /// When it was written, in Unix milliseconds.
+        /// </summary>
+        public long UpdateTimeMs { get; set; }
+
+        /// <summary>Writes every set field in field-number order.</summary>
+        public void WriteTo(ProtoWriter writer)
+        {
+            if (Text.Length != 0) { writer.WriteTag(1, WireType.LengthDelimited); writer.WriteString(Text); }
+            if (ThroughTurn != 0) { writer.WriteTag(2, WireType.Varint); writer.WriteInt32(ThroughTurn); }
+            if (UpdateTimeMs != 0L) { writer.WriteTag(3, WireType.Varint); writer.WriteInt64(UpdateTimeMs); }
+        }
+
+        /// <summary>Reads fields until the reader ends; unknown fields are skipped.</summary>
+        public void MergeFrom(ProtoReader reader)
+        {
+            int number;
+            WireType wire;
+            while (reader.ReadTag(out number, out wire))
+            {
+                switch (number)
+                {
+                    case 1:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        Text = reader.ReadString();
+                        break;
+                    case 2:
+                        if (wire != WireType.Varint) { reader.SkipField(wire); break; }
+                        ThroughTurn = reader.ReadInt32();
+                        break;
+                    case 3:
+                        if (wire != WireType.Varint) { reader.SkipField(wire); break; }
+                        UpdateTimeMs = reader.ReadInt64();
+                        break;
+                    default:
+                        reader.SkipField(wire);
+                        break;
+                }
+            }
+        }
+
+        /// <summary>Serializes this message to protobuf bytes.</summary>
+        public byte[] ToByteArray() { return ProtoWriter.Serialize(this); }
+
+        /// <summary>Parses protobuf bytes.</summary>
+        public static ConversationSummary ParseFrom(byte[] data) { return ProtoReader.Parse<ConversationSummary>(data); }
+    }
+
+    /// <summary>
+    /// Request to list lore books.
+    /// </summary>
+    public sealed partial class ListLoreBooksRequest : IProtoMessage
+    {
+        /// <summary>Writes every set field in field-number order.</summary>
+        public void WriteTo(ProtoWriter writer)
+        {
+        }
+
+        /// <summary>Reads fields until the reader ends; unknown fields are skipped.</summary>
+        public void MergeFrom(ProtoReader reader)
+        {
+            int number;
+            WireType wire;
+            while (reader.ReadTag(out number, out wire))
+            {
+                switch (number)
+                {
+                    default:
+                        reader.SkipField(wire);
+                        break;
+                }
+            }
+        }
+
+        /// <summary>Serializes this message to protobuf bytes.</summary>
+        public byte[] ToByteArray() { return ProtoWriter.Serialize(this); }
+
+        /// <summary>Parses protobuf bytes.</summary>
+        public static ListLoreBooksRequest ParseFrom(byte[] data) { return ProtoReader.Parse<ListLoreBooksRequest>(data); }
+    }
+
+    /// <summary>
+    /// The lore books.
+    /// </summary>
+    public sealed partial class ListLoreBooksResponse : IProtoMessage
+    {
+        /// <summary>
+        /// The books, ordered by id.
+        /// </summary>
+        public List<LoreBook> Books { get; private set; } = new List<LoreBook>();
+
+        /// <summary>Writes every set field in field-number order.</summary>
+        public void WriteTo(ProtoWriter writer)
+        {
+            foreach (var item in Books) { writer.WriteTag(1, WireType.LengthDelimited); writer.WriteMessage(item); }
+        }
+
+        /// <summary>Reads fields until the reader ends; unknown fields are skipped.</summary>
+        public void MergeFrom(ProtoReader reader)
+        {
+            int number;
+            WireType wire;
+            while (reader.ReadTag(out number, out wire))
+            {
+                switch (number)
+                {
+                    case 1:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        {
+                            var item = new LoreBook();
+                            reader.ReadMessage(item);
+                            Books.Add(item);
+                        }
+                        break;
+                    default:
+                        reader.SkipField(wire);
+                        break;
+                }
+            }
+        }
+
+        /// <summary>Serializes this message to protobuf bytes.</summary>
+        public byte[] ToByteArray() { return ProtoWriter.Serialize(this); }
+
+        /// <summary>Parses protobuf bytes.</summary>
+        public static ListLoreBooksResponse ParseFrom(byte[] data) { return ProtoReader.Parse<ListLoreBooksResponse>(data); }
+    }
+
+    /// <summary>
+    /// Request for one lore book.
+    /// </summary>
+    public sealed partial class GetLoreBookRequest : IProtoMessage
+    {
+        /// <summary>
+        /// The book's id.
+        /// </summary>
+        public string BookId { get; set; } = "";
+
+        /// <summary>Writes every set field in field-number order.</summary>
+        public void WriteTo(ProtoWriter writer)
+        {
+            if (BookId.Length != 0) { writer.WriteTag(1, WireType.LengthDelimited); writer.WriteString(BookId); }
+        }
+
+        /// <summary>Reads fields until the reader ends; unknown fields are skipped.</summary>
+        public void MergeFrom(ProtoReader reader)
+        {
+            int number;
+            WireType wire;
+            while (reader.ReadTag(out number, out wire))
+            {
+                switch (number)
+                {
+                    case 1:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        BookId = reader.ReadString();
+                        break;
+                    default:
+                        reader.SkipField(wire);
+                        break;
+                }
+            }
+        }
+
+        /// <summary>Serializes this message to protobuf bytes.</summary>
+        public byte[] ToByteArray() { return ProtoWriter.Serialize(this); }
+
+        /// <summary>Parses protobuf bytes.</summary>
+        public static GetLoreBookRequest ParseFrom(byte[] data) { return ProtoReader.Parse<GetLoreBookRequest>(data); }
+    }
+
+    /// <summary>
+    /// One lore book.
+    /// </summary>
+    public sealed partial class GetLoreBookResponse : IProtoMessage
+    {
+        /// <summary>
+        /// The book.
+        /// </summary>
+        /// <remarks>Null when unset.</remarks>
+        public LoreBook Book { get; set; }
+
+        /// <summary>Writes every set field in field-number order.</summary>
+        public void WriteTo(ProtoWriter writer)
+        {
+            if (Book != null) { writer.WriteTag(1, WireType.LengthDelimited); writer.WriteMessage(Book); }
+        }
+
+        /// <summary>Reads fields until the reader ends; unknown fields are skipped.</summary>
+        public void MergeFrom(ProtoReader reader)
+        {
+            int number;
+            WireType wire;
+            while (reader.ReadTag(out number, out wire))
+            {
+                switch (number)
+                {
+                    case 1:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        {
+                            var item = Book ?? new LoreBook();
+                            reader.ReadMessage(item);
+                            Book = item;
+                        }
+                        break;
+                    default:
+                        reader.SkipField(wire);
+                        break;
+                }
+            }
+        }
+
+        /// <summary>Serializes this message to protobuf bytes.</summary>
+        public byte[] ToByteArray() { return ProtoWriter.Serialize(this); }
+
+        /// <summary>Parses protobuf bytes.</summary>
+        public static GetLoreBookResponse ParseFrom(byte[] data) { return ProtoReader.Parse<GetLoreBookResponse>(data); }
+    }
+
+    /// <summary>
+    /// Request to create or replace a lore book.
+    /// </summary>
+    public sealed partial class PutLoreBookRequest : IProtoMessage
+    {
+        /// <summary>
+        /// The book; its id names it.
+        /// </summary>
+        /// <remarks>Null when unset.</remarks>
+        public LoreBook Book { get; set; }
+
+        /// <summary>
+        /// Replace a book of that id (else ALREADY_EXISTS).
+        /// </summary>
+        public bool AllowExisting { get; set; } = false;
+
+        /// <summary>Writes every set field in field-number order.</summary>
+        public void WriteTo(ProtoWriter writer)
+        {
+            if (Book != null) { writer.WriteTag(1, WireType.LengthDelimited); writer.WriteMessage(Book); }
+            if (AllowExisting) { writer.WriteTag(2, WireType.Varint); writer.WriteBool(AllowExisting); }
+        }
+
+        /// <summary>Reads fields until the reader ends; unknown fields are skipped.</summary>
+        public void MergeFrom(ProtoReader reader)
+        {
+            int number;
+            WireType wire;
+            while (reader.ReadTag(out number, out wire))
+            {
+                switch (number)
+                {
+                    case 1:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        {
+                            var item = Book ?? new LoreBook();
+                            reader.ReadMessage(item);
+                            Book = item;
+                        }
+                        break;
+                    case 2:
+                        if (wire != WireType.Varint) { reader.SkipField(wire); break; }
+                        AllowExisting = reader.ReadBool();
+                        break;
+                    default:
+                        reader.SkipField(wire);
+                        break;
+                }
+            }
+        }
+
+        /// <summary>Serializes this message to protobuf bytes.</summary>
+        public byte[] ToByteArray() { return ProtoWriter.Serialize(this); }
+
+        /// <summary>Parses protobuf bytes.</summary>
+        public static PutLoreBookRequest ParseFrom(byte[] data) { return ProtoReader.Parse<PutLoreBookRequest>(data); }
+    }
+
+    /// <summary>
+    /// The stored lore book.
+    /// </summary>
+    public sealed partial class PutLoreBookResponse : IProtoMessage
+    {
+        /// <summary>
+        /// The book as stored.
+        /// </summary>
+        /// <remarks>Null when unset.</remarks>
+        public LoreBook Book { get; set; }
+
+        /// <summary>Writes every set field in field-number order.</summary>
+        public void WriteTo(ProtoWriter writer)
+        {
+            if (Book != null) { writer.WriteTag(1, WireType.LengthDelimited); writer.WriteMessage(Book); }
+        }
+
+        /// <summary>Reads fields until the reader ends; unknown fields are skipped.</summary>
+        public void MergeFrom(ProtoReader reader)
+        {
+            int number;
+            WireType wire;
+            while (reader.ReadTag(out number, out wire))
+            {
+                switch (number)
+                {
+                    case 1:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        {
+                            var item = Book ?? new LoreBook();
+                            reader.ReadMessage(item);
+                            Book = item;
+                        }
+                        break;
+                    default:
+                        reader.SkipField(wire);
+                        break;
+                }
+            }
+        }
+
+        /// <summary>Serializes this message to protobuf bytes.</summary>
+        public byte[] ToByteArray() { return ProtoWriter.Serialize(this); }
+
+        /// <summary>Parses protobuf bytes.</summary>
+        public static PutLoreBookResponse ParseFrom(byte[] data) { return ProtoReader.Parse<PutLoreBookResponse>(data); }
+    }
+
+    /// <summary>
+    /// Request to delete a lore book.
+    /// </summary>
+    public sealed partial class DeleteLoreBookRequest : IProtoMessage
+    {
+        /// <summary>
+        /// The book's id.
+        /// </summary>
+        public string BookId { get; set; } = "";
+
+        /// <summary>Writes every set field in field-number order.</summary>
+        public void WriteTo(ProtoWriter writer)
+        {
+            if (BookId.Length != 0) { writer.WriteTag(1, WireType.LengthDelimited); writer.WriteString(BookId); }
+        }
+
+        /// <summary>Reads fields until the reader ends; unknown fields are skipped.</summary>
+        public void MergeFrom(ProtoReader reader)
+        {
+            int number;
+            WireType wire;
+            while (reader.ReadTag(out number, out wire))
+            {
+                switch (number)
+                {
+                    case 1:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        BookId = reader.ReadString();
+                        break;
+                    default:
+                        reader.SkipField(wire);
+                        break;
+                }
+            }
+        }
+
+        /// <summary>Serializes this message to protobuf bytes.</summary>
+        public byte[] ToByteArray() { return ProtoWriter.Serialize(this); }
+
+        /// <summary>Parses protobuf bytes.</summary>
+        public static DeleteLoreBookRequest ParseFrom(byte[] data) { return ProtoReader.Parse<DeleteLoreBookRequest>(data); }
+    }
+
+    /// <summary>
+    /// Response of DeleteLoreBook.
+    /// </summary>
+    public sealed partial class DeleteLoreBookResponse : IProtoMessage
+    {
+        /// <summary>Writes every set field in field-number order.</summary>
+        public void WriteTo(ProtoWriter writer)
+        {
+        }
+
+        /// <summary>Reads fields until the reader ends; unknown fields are skipped.</summary>
+        public void MergeFrom(ProtoReader reader)
+        {
+            int number;
+            WireType wire;
+            while (reader.ReadTag(out number, out wire))
+            {
+                switch (number)
+                {
+                    default:
+                        reader.SkipField(wire);
+                        break;
+                }
+            }
+        }
+
+        /// <summary>Serializes this message to protobuf bytes.</summary>
+        public byte[] ToByteArray() { return ProtoWriter.Serialize(this); }
+
+        /// <summary>Parses protobuf bytes.</summary>
+        public static DeleteLoreBookResponse ParseFrom(byte[] data) { return ProtoReader.Parse<DeleteLoreBookResponse>(data); }
+    }
+
+    /// <summary>
+    /// Request to record a memory.
+    /// </summary>
+    public sealed partial class AddMemoryRequest : IProtoMessage
+    {
+        /// <summary>
+        /// The persona id of the NPC.
+        /// </summary>
+        public string PersonaId { get; set; } = "";
+
+        /// <summary>
+        /// The conversation that remembers it.
+        /// </summary>
+        public string ConversationId { get; set; } = "";
+
+        /// <summary>
+        /// The memory (text, importance).
+        /// </summary>
+        /// <remarks>Null when unset.</remarks>
+        public Memory Memory { get; set; }
+
+        /// <summary>Writes every set field in field-number order.</summary>
+        public void WriteTo(ProtoWriter writer)
+        {
+            if (PersonaId.Length != 0) { writer.WriteTag(1, WireType.LengthDelimited); writer.WriteString(PersonaId); }
+            if (ConversationId.Length != 0) { writer.WriteTag(2, WireType.LengthDelimited); writer.WriteString(ConversationId); }
+            if (Memory != null) { writer.WriteTag(3, WireType.LengthDelimited); writer.WriteMessage(Memory); }
+        }
+
+        /// <summary>Reads fields until the reader ends; unknown fields are skipped.</summary>
+        public void MergeFrom(ProtoReader reader)
+        {
+            int number;
+            WireType wire;
+            while (reader.ReadTag(out number, out wire))
+            {
+                switch (number)
+                {
+                    case 1:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        PersonaId = reader.ReadString();
+                        break;
+                    case 2:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        ConversationId = reader.ReadString();
+                        break;
+                    case 3:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        {
+                            var item = Memory ?? new Memory();
+                            reader.ReadMessage(item);
+                            Memory = item;
+                        }
+                        break;
+                    default:
+                        reader.SkipField(wire);
+                        break;
+                }
+            }
+        }
+
+        /// <summary>Serializes this message to protobuf bytes.</summary>
+        public byte[] ToByteArray() { return ProtoWriter.Serialize(this); }
+
+        /// <summary>Parses protobuf bytes.</summary>
+        public static AddMemoryRequest ParseFrom(byte[] data) { return ProtoReader.Parse<AddMemoryRequest>(data); }
+    }
+
+    /// <summary>
+    /// The recorded memory.
+    /// </summary>
+    public sealed partial class AddMemoryResponse : IProtoMessage
+    {
+        /// <summary>
+        /// The memory with its id and time.
+        /// </summary>
+        /// <remarks>Null when unset.</remarks>
+        public Memory Memory { get; set; }
+
+        /// <summary>Writes every set field in field-number order.</summary>
+        public void WriteTo(ProtoWriter writer)
+        {
+            if (Memory != null) { writer.WriteTag(1, WireType.LengthDelimited); writer.WriteMessage(Memory); }
+        }
+
+        /// <summary>Reads fields until the reader ends; unknown fields are skipped.</summary>
+        public void MergeFrom(ProtoReader reader)
+        {
+            int number;
+            WireType wire;
+            while (reader.ReadTag(out number, out wire))
+            {
+                switch (number)
+                {
+                    case 1:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        {
+                            var item = Memory ?? new Memory();
+                            reader.ReadMessage(item);
+                            Memory = item;
+                        }
+                        break;
+                    default:
+                        reader.SkipField(wire);
+                        break;
+                }
+            }
+        }
+
+        /// <summary>Serializes this message to protobuf bytes.</summary>
+        public byte[] ToByteArray() { return ProtoWriter.Serialize(this); }
+
+        /// <summary>Parses protobuf bytes.</summary>
+        public static AddMemoryResponse ParseFrom(byte[] data) { return ProtoReader.Parse<AddMemoryResponse>(data); }
+    }
+
+    /// <summary>
+    /// Request to list a conversation's memories.
+    /// </summary>
+    public sealed partial class ListMemoriesRequest : IProtoMessage
+    {
+        /// <summary>
+        /// The persona id of the NPC.
+        /// </summary>
+        public string PersonaId { get; set; } = "";
+
+        /// <summary>
+        /// The conversation.
+        /// </summary>
+        public string ConversationId { get; set; } = "";
+
+        /// <summary>
+        /// Most memories to return (1-1000; 0: 100).
+        /// </summary>
+        public int PageSize { get; set; }
+
+        /// <summary>
+        /// The next_page_token of a previous response, to continue from there.
+        /// </summary>
+        public string PageToken { get; set; } = "";
+
+        /// <summary>Writes every set field in field-number order.</summary>
+        public void WriteTo(ProtoWriter writer)
+        {
+            if (PersonaId.Length != 0) { writer.WriteTag(1, WireType.LengthDelimited); writer.WriteString(PersonaId); }
+            if (ConversationId.Length != 0) { writer.WriteTag(2, WireType.LengthDelimited); writer.WriteString(ConversationId); }
+            if (PageSize != 0) { writer.WriteTag(3, WireType.Varint); writer.WriteInt32(PageSize); }
+            if (PageToken.Length != 0) { writer.WriteTag(4, WireType.LengthDelimited); writer.WriteString(PageToken); }
+        }
+
+        /// <summary>Reads fields until the reader ends; unknown fields are skipped.</summary>
+        public void MergeFrom(ProtoReader reader)
+        {
+            int number;
+            WireType wire;
+            while (reader.ReadTag(out number, out wire))
+            {
+                switch (number)
+                {
+                    case 1:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        PersonaId = reader.ReadString();
+                        break;
+                    case 2:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        ConversationId = reader.ReadString();
+                        break;
+                    case 3:
+                        if (wire != WireType.Varint) { reader.SkipField(wire); break; }
+                        PageSize = reader.ReadInt32();
+                        break;
+                    case 4:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        PageToken = reader.ReadString();
+                        break;
+                    default:
+                        reader.SkipField(wire);
+                        break;
+                }
+            }
+        }
+
+        /// <summary>Serializes this message to protobuf bytes.</summary>
+        public byte[] ToByteArray() { return ProtoWriter.Serialize(this); }
+
+        /// <summary>Parses protobuf bytes.</summary>
+        public static ListMemoriesRequest ParseFrom(byte[] data) { return ProtoReader.Parse<ListMemoriesRequest>(data); }
+    }
+
+    /// <summary>
+    /// A page of memories.
+    /// </summary>
+    public sealed partial class ListMemoriesResponse : IProtoMessage
+    {
+        /// <summary>
+        /// Oldest first.
+        /// </summary>
+        public List<Memory> Memories { get; private set; } = new List<Memory>();
+
+        /// <summary>
+        /// Pass as page_token to get the next page. Empty on the last page.
+        /// </summary>
+        public string NextPageToken { get; set; } = "";
+
+        /// <summary>Writes every set field in field-number order.</summary>
+        public void WriteTo(ProtoWriter writer)
+        {
+            foreach (var item in Memories) { writer.WriteTag(1, WireType.LengthDelimited); writer.WriteMessage(item); }
+            if (NextPageToken.Length != 0) { writer.WriteTag(2, WireType.LengthDelimited); writer.WriteString(NextPageToken); }
+        }
+
+        /// <summary>Reads fields until the reader ends; unknown fields are skipped.</summary>
+        public void MergeFrom(ProtoReader reader)
+        {
+            int number;
+            WireType wire;
+            while (reader.ReadTag(out number, out wire))
+            {
+                switch (number)
+                {
+                    case 1:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        {
+                            var item = new Memory();
+                            reader.ReadMessage(item);
+                            Memories.Add(item);
+                        }
+                        break;
+                    case 2:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        NextPageToken = reader.ReadString();
+                        break;
+                    default:
+                        reader.SkipField(wire);
+                        break;
+                }
+            }
+        }
+
+        /// <summary>Serializes this message to protobuf bytes.</summary>
+        public byte[] ToByteArray() { return ProtoWriter.Serialize(this); }
+
+        /// <summary>Parses protobuf bytes.</summary>
+        public static ListMemoriesResponse ParseFrom(byte[] data) { return ProtoReader.Parse<ListMemoriesResponse>(data); }
+    }
+
+    /// <summary>
+    /// Request to delete a memory.
+    /// </summary>
+    public sealed partial class DeleteMemoryRequest : IProtoMessage
+    {
+        /// <summary>
+        /// The persona id of the NPC.
+        /// </summary>
+        public string PersonaId { get; set; } = "";
+
+        /// <summary>
+        /// The conversation.
+        /// </summary>
+        public string ConversationId { get; set; } = "";
+
+        /// <summary>
+        /// The memory's id.
+        /// </summary>
+        public long MemoryId { get; set; }
+
+        /// <summary>Writes every set field in field-number order.</summary>
+        public void WriteTo(ProtoWriter writer)
+        {
+            if (PersonaId.Length != 0) { writer.WriteTag(1, WireType.LengthDelimited); writer.WriteString(PersonaId); }
+            if (ConversationId.Length != 0) { writer.WriteTag(2, WireType.LengthDelimited); writer.WriteString(ConversationId); }
+            if (MemoryId != 0L) { writer.WriteTag(3, WireType.Varint); writer.WriteInt64(MemoryId); }
+        }
+
+        /// <summary>Reads fields until the reader ends; unknown fields are skipped.</summary>
+        public void MergeFrom(ProtoReader reader)
+        {
+            int number;
+            WireType wire;
+            while (reader.ReadTag(out number, out wire))
+            {
+                switch (number)
+                {
+                    case 1:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        PersonaId = reader.ReadString();
+                        break;
+                    case 2:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        ConversationId = reader.ReadString();
+                        break;
+                    case 3:
+                        if (wire != WireType.Varint) { reader.SkipField(wire); break; }
+                        MemoryId = reader.ReadInt64();
+                        break;
+                    default:
+                        reader.SkipField(wire);
+                        break;
+                }
+            }
+        }
+
+        /// <summary>Serializes this message to protobuf bytes.</summary>
+        public byte[] ToByteArray() { return ProtoWriter.Serialize(this); }
+
+        /// <summary>Parses protobuf bytes.</summary>
+        public static DeleteMemoryRequest ParseFrom(byte[] data) { return ProtoReader.Parse<DeleteMemoryRequest>(data); }
+    }
+
+    /// <summary>
+    /// Response of DeleteMemory.
+    /// </summary>
+    public sealed partial class DeleteMemoryResponse : IProtoMessage
+    {
+        /// <summary>Writes every set field in field-number order.</summary>
+        public void WriteTo(ProtoWriter writer)
+        {
+        }
+
+        /// <summary>Reads fields until the reader ends; unknown fields are skipped.</summary>
+        public void MergeFrom(ProtoReader reader)
+        {
+            int number;
+            WireType wire;
+            while (reader.ReadTag(out number, out wire))
+            {
+                switch (number)
+                {
+                    default:
+                        reader.SkipField(wire);
+                        break;
+                }
+            }
+        }
+
+        /// <summary>Serializes this message to protobuf bytes.</summary>
+        public byte[] ToByteArray() { return ProtoWriter.Serialize(this); }
+
+        /// <summary>Parses protobuf bytes.</summary>
+        public static DeleteMemoryResponse ParseFrom(byte[] data) { return ProtoReader.Parse<DeleteMemoryResponse>(data); }
+    }
+
+    /// <summary>
+    /// Request for a conversation's summary.
+    /// </summary>
+    public sealed partial class GetSummaryRequest : IProtoMessage
+    {
+        /// <summary>
+        /// The persona id of the NPC.
+        /// </summary>
+        public string PersonaId { get; set; } = "";
+
+        /// <summary>
+        /// The conversation.
+        /// </summary>
+        public string ConversationId { get; set; } = "";
+
+        /// <summary>Writes every set field in field-number order.</summary>
+        public void WriteTo(ProtoWriter writer)
+        {
+            if (PersonaId.Length != 0) { writer.WriteTag(1, WireType.LengthDelimited); writer.WriteString(PersonaId); }
+            if (ConversationId.Length != 0) { writer.WriteTag(2, WireType.LengthDelimited); writer.WriteString(ConversationId); }
+        }
+
+        /// <summary>Reads fields until the reader ends; unknown fields are skipped.</summary>
+        public void MergeFrom(ProtoReader reader)
+        {
+            int number;
+            WireType wire;
+            while (reader.ReadTag(out number, out wire))
+            {
+                switch (number)
+                {
+                    case 1:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        PersonaId = reader.ReadString();
+                        break;
+                    case 2:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        ConversationId = reader.ReadString();
+                        break;
+                    default:
+                        reader.SkipField(wire);
+                        break;
+                }
+            }
+        }
+
+        /// <summary>Serializes this message to protobuf bytes.</summary>
+        public byte[] ToByteArray() { return ProtoWriter.Serialize(this); }
+
+        /// <summary>Parses protobuf bytes.</summary>
+        public static GetSummaryRequest ParseFrom(byte[] data) { return ProtoReader.Parse<GetSummaryRequest>(data); }
+    }
+
+    /// <summary>
+    /// A conversation's summary.
+    /// </summary>
+    public sealed partial class GetSummaryResponse : IProtoMessage
+    {
+        /// <summary>
+        /// Empty text when there is none yet.
+        /// </summary>
+        /// <remarks>Null when unset.</remarks>
+        public ConversationSummary Summary { get; set; }
+
+        /// <summary>Writes every set field in field-number order.</summary>
+        public void WriteTo(ProtoWriter writer)
+        {
+            if (Summary != null) { writer.WriteTag(1, WireType.LengthDelimited); writer.WriteMessage(Summary); }
+        }
+
+        /// <summary>Reads fields until the reader ends; unknown fields are skipped.</summary>
+        public void MergeFrom(ProtoReader reader)
+        {
+            int number;
+            WireType wire;
+            while (reader.ReadTag(out number, out wire))
+            {
+                switch (number)
+                {
+                    case 1:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        {
+                            var item = Summary ?? new ConversationSummary();
+                            reader.ReadMessage(item);
+                            Summary = item;
+                        }
+                        break;
+                    default:
+                        reader.SkipField(wire);
+                        break;
+                }
+            }
+        }
+
+        /// <summary>Serializes this message to protobuf bytes.</summary>
+        public byte[] ToByteArray() { return ProtoWriter.Serialize(this); }
+
+        /// <summary>Parses protobuf bytes.</summary>
+        public static GetSummaryResponse ParseFrom(byte[] data) { return ProtoReader.Parse<GetSummaryResponse>(data); }
+    }
+
+    /// <summary>
+    /// Request to replace a conversation's summary.
+    /// </summary>
+    public sealed partial class SetSummaryRequest : IProtoMessage
+    {
+        /// <summary>
+        /// The persona id of the NPC.
+        /// </summary>
+        public string PersonaId { get; set; } = "";
+
+        /// <summary>
+        /// The conversation.
+        /// </summary>
+        public string ConversationId { get; set; } = "";
+
+        /// <summary>
+        /// The new summary (text and, optionally, through_turn: unset means all turns so far). Empty text removes it.
+        /// </summary>
+        /// <remarks>Null when unset.</remarks>
+        public ConversationSummary Summary { get; set; }
+
+        /// <summary>Writes every set field in field-number order.</summary>
+        public void WriteTo(ProtoWriter writer)
+        {
+            if (PersonaId.Length != 0) { writer.WriteTag(1, WireType.LengthDelimited); writer.WriteString(PersonaId); }
+            if (ConversationId.Length != 0) { writer.WriteTag(2, WireType.LengthDelimited); writer.WriteString(ConversationId); }
+            if (Summary != null) { writer.WriteTag(3, WireType.LengthDelimited); writer.WriteMessage(Summary); }
+        }
+
+        /// <summary>Reads fields until the reader ends; unknown fields are skipped.</summary>
+        public void MergeFrom(ProtoReader reader)
+        {
+            int number;
+            WireType wire;
+            while (reader.ReadTag(out number, out wire))
+            {
+                switch (number)
+                {
+                    case 1:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        PersonaId = reader.ReadString();
+                        break;
+                    case 2:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        ConversationId = reader.ReadString();
+                        break;
+                    case 3:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        {
+                            var item = Summary ?? new ConversationSummary();
+                            reader.ReadMessage(item);
+                            Summary = item;
+                        }
+                        break;
+                    default:
+                        reader.SkipField(wire);
+                        break;
+                }
+            }
+        }
+
+        /// <summary>Serializes this message to protobuf bytes.</summary>
+        public byte[] ToByteArray() { return ProtoWriter.Serialize(this); }
+
+        /// <summary>Parses protobuf bytes.</summary>
+        public static SetSummaryRequest ParseFrom(byte[] data) { return ProtoReader.Parse<SetSummaryRequest>(data); }
+    }
+
+    /// <summary>
+    /// The stored summary.
+    /// </summary>
+    public sealed partial class SetSummaryResponse : IProtoMessage
+    {
+        /// <summary>
+        /// The summary as stored.
+        /// </summary>
+        /// <remarks>Null when unset.</remarks>
+        public ConversationSummary Summary { get; set; }
+
+        /// <summary>Writes every set field in field-number order.</summary>
+        public void WriteTo(ProtoWriter writer)
+        {
+            if (Summary != null) { writer.WriteTag(1, WireType.LengthDelimited); writer.WriteMessage(Summary); }
+        }
+
+        /// <summary>Reads fields until the reader ends; unknown fields are skipped.</summary>
+        public void MergeFrom(ProtoReader reader)
+        {
+            int number;
+            WireType wire;
+            while (reader.ReadTag(out number, out wire))
+            {
+                switch (number)
+                {
+                    case 1:
+                        if (wire != WireType.LengthDelimited) { reader.SkipField(wire); break; }
+                        {
+                            var item = Summary ?? new ConversationSummary();
+                            reader.ReadMessage(item);
+                            Summary = item;
+                        }
+                        break;
+                    default:
+                        reader.SkipField(wire);
+                        break;
+                }
+            }
+        }
+
+        /// <summary>Serializes this message to protobuf bytes.</summary>
+        public byte[] ToByteArray() { return ProtoWriter.Serialize(this); }
+
+        /// <summary>Parses protobuf bytes.</summary>
+        public static SetSummaryResponse ParseFrom(byte[] data) { return ProtoReader.Parse<SetSummaryResponse>(data); }
     }
 }
