@@ -75,7 +75,7 @@ def talk(stub: Any, persona: str, conv: str, text: str = "", **kw: Any) -> tuple
     return events, events[-1].final
 
 
-def tps(final: Any) -> float | None:
+def tps(final: pb.CompletionFinal) -> float | None:
     t = final.timings
     # Decode speed after the first token: the tokens after it over the time they took.
     if t.eval_count < 8 or t.eval_ms <= 0:
