@@ -38,6 +38,7 @@ class Stubs:
         self.presets: Any = rpc.PresetServiceStub(channel)
         self.models: Any = rpc.ModelServiceStub(channel)
         self.designer: Any = rpc.DesignerServiceStub(channel)
+        self.knowledge: Any = rpc.KnowledgeServiceStub(channel)
         self.health: Any = health_pb2_grpc.HealthStub(channel)
 
 

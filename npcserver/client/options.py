@@ -74,6 +74,8 @@ class TalkOptions(TypedDict, total=False):
     #: The line's id (AIP-155), the same on every retry of it: a retry of a line already answered returns the stored
     #: reply instead of a new one. Default: a new UUID for each call (``talk`` reuses it on its own retries).
     request_id: str
+    #: Facts from the game for this line only ("it is night"): in the prompt, never stored as dialogue.
+    game_state: Sequence[str]
 
 
 def _check_names(options: Mapping[str, object], allowed: type, what: str) -> None:
@@ -149,6 +151,8 @@ def talk_request(npc: str, conversation: str, text: str, options: TalkOptions) -
         pb.ActionResult(call_id=k, content=v) for k, v in options.get("action_results", {}).items()
     )
     req.request_id = options.get("request_id") or str(uuid.uuid4())
+    game_state = options.get("game_state", ())
+    req.game_state.extend([game_state] if isinstance(game_state, str) else game_state)
     return req
 
 

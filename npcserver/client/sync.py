@@ -40,10 +40,12 @@ from npcserver.client.types import (
     ChatMessage,
     ChatResult,
     Conversation,
+    Memory,
     MessageLike,
     ModelInfo,
     Persona,
     Preset,
+    Summary,
     history_messages,
     to_message,
 )
@@ -319,6 +321,61 @@ class NpcClient:
             self._stubs.conversations.ImportConversation, pb.ImportConversationRequest(conversation=conv.to_pb())
         )
         return resp.imported_turns
+
+    # -- memories and the summary -------------------------------------------------------------------------------
+
+    def add_memory(
+        self, npc: str, conversation: str, text: str, *, importance: int = 5, source: str = "game"
+    ) -> Memory:
+        """Records a fact the NPC remembers in this conversation ("the player returned the ring"); recalled into
+        the prompt when a line makes it relevant. Past the server's max_memories: NpcQueueFull (RESOURCE_EXHAUSTED)."""
+        resp: pb.AddMemoryResponse = self._call(
+            self._stubs.knowledge.AddMemory,
+            pb.AddMemoryRequest(
+                persona_id=npc,
+                conversation_id=conversation,
+                memory=pb.Memory(text=text, importance=importance, source=source),
+            ),
+        )
+        return Memory.from_pb(resp.memory)
+
+    def list_memories(self, npc: str, conversation: str) -> list[Memory]:
+        """Every memory of a conversation, oldest first."""
+        out: list[Memory] = []
+        token = ""
+        while True:
+            resp: pb.ListMemoriesResponse = self._call(
+                self._stubs.knowledge.ListMemories,
+                pb.ListMemoriesRequest(persona_id=npc, conversation_id=conversation, page_size=1000, page_token=token),
+            )
+            out.extend(Memory.from_pb(m) for m in resp.memories)
+            token = resp.next_page_token
+            if not token:
+                return out
+
+    def delete_memory(self, npc: str, conversation: str, memory_id: int) -> None:
+        """Forgets one memory (NpcNotFound when there is no such memory)."""
+        self._call(
+            self._stubs.knowledge.DeleteMemory,
+            pb.DeleteMemoryRequest(persona_id=npc, conversation_id=conversation, memory_id=memory_id),
+        )
+
+    def get_summary(self, npc: str, conversation: str) -> Summary:
+        """The rolling summary of the turns that no longer fit in the prompt (text "" when there is none yet)."""
+        resp: pb.GetSummaryResponse = self._call(
+            self._stubs.knowledge.GetSummary, pb.GetSummaryRequest(persona_id=npc, conversation_id=conversation)
+        )
+        return Summary.from_pb(resp.summary)
+
+    def set_summary(self, npc: str, conversation: str, text: str) -> Summary:
+        """Replaces the rolling summary with the game's own text ("" removes it)."""
+        resp: pb.SetSummaryResponse = self._call(
+            self._stubs.knowledge.SetSummary,
+            pb.SetSummaryRequest(
+                persona_id=npc, conversation_id=conversation, summary=pb.ConversationSummary(text=text)
+            ),
+        )
+        return Summary.from_pb(resp.summary)
 
     # -- personas ----------------------------------------------------------------------------------------------
 

@@ -379,8 +379,52 @@ class Turn:
 
 
 @dataclass(frozen=True)
+class Memory:
+    """A fact a conversation remembers. ``importance``: 1 (trivia) to 10 (life-changing); ``source``: "game" or
+    "model" (proposed by the NPC). ``id`` and ``create_time_ms`` are the server's."""
+
+    text: str
+    importance: int = 5
+    source: str = "game"
+    id: int = 0
+    create_time_ms: int = 0
+
+    @classmethod
+    def from_pb(cls, msg: pb.Memory) -> Memory:
+        return cls(msg.text, msg.importance, msg.source, msg.id, msg.create_time_ms)
+
+    def to_pb(self) -> pb.Memory:
+        return pb.Memory(
+            text=self.text,
+            importance=self.importance,
+            source=self.source,
+            id=self.id,
+            create_time_ms=self.create_time_ms,
+        )
+
+
+@dataclass(frozen=True)
+class Summary:
+    """A conversation's rolling summary of the turns before ``through_turn`` ("" when there is none yet)."""
+
+    text: str
+    through_turn: int = 0
+    update_time_ms: int = 0
+
+    @classmethod
+    def from_pb(cls, msg: pb.ConversationSummary) -> Summary:
+        return cls(msg.text, msg.through_turn, msg.update_time_ms)
+
+    def to_pb(self) -> pb.ConversationSummary:
+        return pb.ConversationSummary(
+            text=self.text, through_turn=self.through_turn, update_time_ms=self.update_time_ms
+        )
+
+
+@dataclass(frozen=True)
 class Conversation:
-    """A whole conversation, oldest turn first: what history and export return and what import takes.
+    """A whole conversation, oldest turn first: what history and export return and what import takes, with its
+    rolling summary and memories.
 
     ``to_bytes`` / ``to_json`` give a form to keep in a save file; ``from_bytes`` / ``from_json`` read it back.
     """
@@ -388,14 +432,26 @@ class Conversation:
     persona_id: str
     conversation_id: str
     turns: tuple[Turn, ...] = ()
+    summary: Summary | None = None
+    memories: tuple[Memory, ...] = ()
 
     @classmethod
     def from_pb(cls, msg: pb.Conversation) -> Conversation:
-        return cls(msg.persona_id, msg.conversation_id, tuple(Turn.from_pb(t) for t in msg.turns))
+        return cls(
+            msg.persona_id,
+            msg.conversation_id,
+            tuple(Turn.from_pb(t) for t in msg.turns),
+            Summary.from_pb(msg.summary) if msg.HasField("summary") else None,
+            tuple(Memory.from_pb(m) for m in msg.memories),
+        )
 
     def to_pb(self) -> pb.Conversation:
         return pb.Conversation(
-            persona_id=self.persona_id, conversation_id=self.conversation_id, turns=[t.to_pb() for t in self.turns]
+            persona_id=self.persona_id,
+            conversation_id=self.conversation_id,
+            turns=[t.to_pb() for t in self.turns],
+            summary=self.summary.to_pb() if self.summary is not None else None,
+            memories=[m.to_pb() for m in self.memories],
         )
 
     def to_bytes(self) -> bytes:
@@ -423,6 +479,27 @@ class Conversation:
                     }
                     for t in self.turns
                 ],
+                **(
+                    {
+                        "summary": {
+                            "text": self.summary.text,
+                            "through_turn": self.summary.through_turn,
+                            "update_time_ms": self.summary.update_time_ms,
+                        }
+                    }
+                    if self.summary is not None
+                    else {}
+                ),
+                "memories": [
+                    {
+                        "text": m.text,
+                        "importance": m.importance,
+                        "source": m.source,
+                        "id": m.id,
+                        "create_time_ms": m.create_time_ms,
+                    }
+                    for m in self.memories
+                ],
             }
         )
 
@@ -435,6 +512,25 @@ class Conversation:
             turns=tuple(
                 Turn(t["player_line"], t["npc_line"], int(t.get("create_time_ms", 0)), t.get("player_name", ""))
                 for t in data.get("turns", [])
+            ),
+            summary=(
+                Summary(
+                    data["summary"]["text"],
+                    int(data["summary"].get("through_turn", 0)),
+                    int(data["summary"].get("update_time_ms", 0)),
+                )
+                if data.get("summary")
+                else None
+            ),
+            memories=tuple(
+                Memory(
+                    m["text"],
+                    int(m.get("importance", 5)),
+                    m.get("source", "game"),
+                    int(m.get("id", 0)),
+                    int(m.get("create_time_ms", 0)),
+                )
+                for m in data.get("memories", [])
             ),
         )
 
