@@ -156,7 +156,8 @@ def test_a_minted_token_names_its_player_prefix_and_personas() -> None:
 
 def _claims(**changes: object) -> dict[str, object]:
     now = int(time.time())
-    claims: dict[str, object] = {"sub": "p1", "aud": "npcserver", "exp": now + 60, "conversation_prefix": "p1/"}
+    # An hour: the parametrized tokens are minted at collection, and a long run reaches them many minutes later.
+    claims: dict[str, object] = {"sub": "p1", "aud": "npcserver", "exp": now + 3600, "conversation_prefix": "p1/"}
     claims.update(changes)
     return {k: v for k, v in claims.items() if v is not None}
 
