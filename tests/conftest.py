@@ -7,6 +7,7 @@ prints the ports it got on its ``npcserver ready:`` line, which the fixture read
 
 from __future__ import annotations
 
+import inspect
 import os
 import re
 import subprocess
@@ -101,6 +102,51 @@ def start_server(data_dir: Path, **env_overrides: str) -> ServerProcess:
         proc.wait(10)
         raise RuntimeError(f"server exited ({proc.returncode}) before ready:\n" + "".join(log))
     return ServerProcess(proc, found["grpc"], found["http"], data_dir, log)
+
+
+#: Fixtures that load the embedded model or start a server on it, defined here or in a folder's conftest.py. A test
+#: that uses one, directly or through another fixture, is marked ``model`` by the hook below, so the fast lane
+#: (``-m "not model and not slow"``) leaves it out without anyone having to remember the marker. tests/core's
+#: ``vocab`` (the model's tokenizer alone, milliseconds) is not one.
+MODEL_FIXTURES = frozenset(
+    {
+        "live_server",  # here
+        "server_factory",  # here
+        "model_path",  # tests/engine: the engine fixtures and the upstream's llama-server all start from it
+        "template_model",  # tests/templates: copies of the model with other chat templates
+    }
+)
+
+#: Helpers a test module may call itself to start a server on the model: a module that imports one is all ``model``.
+SERVER_STARTERS = frozenset({str(Path(__file__).resolve()), str(REPO / "tests" / "engine" / "llama_server.py")})
+
+
+def _starts_servers(module: object) -> bool:
+    for name in ("start_server", "llama_server"):
+        helper = getattr(module, name, None)
+        if callable(helper):
+            code = getattr(inspect.unwrap(helper), "__code__", None)
+            if code is not None and str(Path(code.co_filename).resolve()) in SERVER_STARTERS:
+                return True
+    return False
+
+
+def _uses_postgres(item: pytest.Item) -> bool:
+    # The store tests open their backend by parameter (a "postgres..." id) as well as through the fixture.
+    callspec = getattr(item, "callspec", None)
+    return "postgres_cluster" in getattr(item, "fixturenames", ()) or "postgres" in getattr(callspec, "id", "")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Marks ``model`` every test that needs the model: through a fixture in MODEL_FIXTURES, or because its module
+    starts servers itself; and ``slow`` every test on PostgreSQL (a database cluster and a database per test)."""
+    for item in items:
+        fixtures = getattr(item, "fixturenames", ())
+        module = getattr(item, "module", None)
+        if MODEL_FIXTURES.intersection(fixtures) or (module is not None and _starts_servers(module)):
+            item.add_marker(pytest.mark.model)
+        if _uses_postgres(item):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

@@ -43,16 +43,19 @@ def test_the_project_has_the_expected_scripts() -> None:
     assert len(GD_FILES) >= len(expected) + 5  # demo and tests too
 
 
+@pytest.mark.slow  # seconds per run of the GDScript toolkit over every script
 def test_gdparse_accepts_every_script() -> None:
     result = gdtool("gdparse", *(str(p) for p in GD_FILES))
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.slow  # seconds per run of the GDScript toolkit over every script
 def test_gdlint_is_clean() -> None:
     result = gdtool("gdlint", *(str(p) for p in GD_FILES))
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.slow  # seconds per run of the GDScript toolkit over every script
 def test_gdformat_check_is_clean() -> None:
     result = gdtool("gdformat", "--check", *(str(p) for p in GD_FILES))
     assert result.returncode == 0, result.stdout + result.stderr

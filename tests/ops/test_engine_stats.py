@@ -12,6 +12,8 @@ from npcserver.engine.batched import BatchedEngine
 from npcserver.engine.model import resolve_model_path
 from tests.engine.test_batched import make_conversations, run_conversation, stream
 
+pytestmark = pytest.mark.model  # starts its own engine on the embedded model
+
 
 @pytest.mark.asyncio(loop_scope="session")
 async def test_stats_count_evictions_restores_cache_hits_and_steps() -> None:

@@ -7,7 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.slow  # each test starts a server process (it stops before loading the model)
 
 
 def serve(tmp_path: Path, *flags: str, **env: str) -> subprocess.CompletedProcess[str]:
