@@ -186,6 +186,31 @@ func test_export_then_import_restores_the_conversation() -> void:
 	check_eq(await npc.import_conversation("not a save"), -1, "a bad save is rejected")
 
 
+## Every line gets its own request id; retry() sends a line again with its id, and a line the
+## server already stored comes back replayed (same text), not stored a second time.
+func test_a_retried_line_is_replayed_not_stored_twice() -> void:
+	var npc := make_dialogue(TAVERN, "retry")
+	npc.max_tokens = 16
+	var first: NpcLine = await npc.say("Is the stew fresh?")
+	var second: NpcLine = await npc.say("And the bread?")
+	if not check(first.ok and second.ok, "both lines completed"):
+		return
+	check_eq(first.request_id.length(), 32, "a request id: %s" % first.request_id)
+	check(first.request_id != second.request_id, "each line has its own request id")
+	check(not first.replayed and not second.replayed, "new lines are generated")
+	var history := await npc.get_history()
+	# An empty reply (or a call that did not validate) is not stored: then there is nothing to replay.
+	var stored: bool = history.size() > 0 and history[-1]["player_line"] == "And the bread?"
+	var again: NpcLine = await npc.retry(second)
+	if not check(again.ok, "the retry completed: %s" % again.error_message):
+		return
+	check_eq(again.request_id, second.request_id, "the retry kept the request id")
+	check_eq(again.replayed, stored, "a stored line is replayed")
+	if stored:
+		check_eq(again.text, second.text, "the replay is the stored reply")
+		check_eq((await npc.get_history()).size(), history.size(), "nothing stored twice")
+
+
 ## Preset, temperature, max_tokens and seed overrides reach the server; bad ones fail precisely.
 func test_overrides_and_server_errors() -> void:
 	var npc := make_dialogue(TAVERN, "overrides")

@@ -40,11 +40,17 @@ var _tls: TLSOptions
 var _started := false
 
 
-func _init(client: NpcClient, rpc_path: String, request: PackedByteArray) -> void:
+func _init(
+	client: NpcClient,
+	rpc_path: String,
+	request: PackedByteArray,
+	extra_headers := PackedStringArray()
+) -> void:
 	path = rpc_path
 	_connect_timeout_s = client.connect_timeout_s
 	_idle_timeout_s = client.idle_timeout_s
 	_headers = client.request_headers()
+	_headers.append_array(extra_headers)
 	_body = NpcGrpcWeb.frame(request)
 	_label = "%s at %s" % [path.get_file(), client.get_base_url()]
 	_host = client.host

@@ -128,10 +128,13 @@ func request_headers() -> PackedStringArray:
 
 
 ## Starts a call and returns it; it runs while this node is in the tree. Connect to its signals.
-func start_call(rpc_path: String, request: PackedByteArray) -> NpcCall:
+## [param extra_headers] ("Name: value") go with this call only.
+func start_call(
+	rpc_path: String, request: PackedByteArray, extra_headers := PackedStringArray()
+) -> NpcCall:
 	if OS.has_feature("web") and not _web_abort_installed:
 		install_web_abort()
-	var rpc_call := NpcCall.new(self, rpc_path, request)
+	var rpc_call := NpcCall.new(self, rpc_path, request, extra_headers)
 	rpc_call.finished.connect(_on_call_finished.bind(rpc_path), CONNECT_DEFERRED)
 	if is_inside_tree():
 		_calls.append(rpc_call)

@@ -56,6 +56,8 @@ enum ActionChoice {
 ## Most follow-up lines one [method say] sends results for on its own (a model that keeps calling
 ## actions stops there; the last line then has [member NpcLine.awaiting_results]).
 const MAX_FOLLOW_UPS := 4
+## Tries of one line when the server is unreachable or busy with a race (same request id each time).
+const TALK_ATTEMPTS := 3
 const _NO_CLIENT := "no NpcClient: set `client` or enable the plugin (NpcServer autoload)"
 const _JSON_TYPES := {
 	TYPE_STRING: "string",
@@ -98,6 +100,8 @@ var last_line: NpcLine
 
 var _call: NpcCall
 var _line: NpcLine
+# The transport status of the last Talk call (a failure there was already reported by the client).
+var _last_call_status := 0
 # Action name -> {"action": NpcProto.Action (null for the persona's own), "callable": Callable}.
 var _actions: Dictionary = {}
 # Bumped by each say() and cancel(), so a superseded exchange sends no more results.
@@ -256,6 +260,8 @@ func _talk_request(follow_up := false) -> NpcProto.TalkRequest:
 	if _get_client() == null:
 		return null
 	var request := NpcProto.TalkRequest.new()
+	# One id per line (reused by retries), so a retry never stores the line twice.
+	request.request_id = _new_request_id()
 	request.persona_id = persona_id
 	request.conversation_id = conversation_id
 	request.player_name = player_name
@@ -283,9 +289,57 @@ func _talk_request(follow_up := false) -> NpcProto.TalkRequest:
 	return request
 
 
+## Sends [param line] again with its request id, after it failed (a broken connection, a server
+## that went away): a line the server already stored comes back as stored, never twice.
+func retry(line: NpcLine) -> NpcLine:
+	cancel()
+	var again := NpcLine.new()
+	again.player_text = line.player_text
+	again.action_results = line.action_results.duplicate()
+	var request := _talk_request(not line.action_results.is_empty())
+	if request == null:
+		return _fail_local(again, _NO_CLIENT)
+	request.text = line.player_text
+	request.request_id = line.request_id
+	for call_id: String in line.action_results:
+		var result := NpcProto.ActionResult.new()
+		result.call_id = call_id
+		result.content = line.action_results[call_id]
+		request.action_results.append(result)
+	await _stream(request, again)
+	return again
+
+
+## The conversation key a proxy in front of several servers hashes on ("persona/conversation").
+func conversation_header() -> String:
+	var key := "%s/%s" % [persona_id.uri_encode(), conversation_id.uri_encode()]
+	return "X-Npc-Conversation: " + key.replace("%3A", ":").replace("%40", "@")
+
+
 func _stream(request: NpcProto.TalkRequest, line: NpcLine) -> void:
 	var npc_client := _get_client()
-	var rpc_call := npc_client.start_call(NpcProto.ConversationService.TALK, request.to_bytes())
+	line.request_id = request.request_id
+	for attempt in TALK_ATTEMPTS:
+		await _stream_once(npc_client, request, line)
+		# Retried by itself only while nothing reached the game; otherwise the game calls retry().
+		var retryable := (
+			line.status_code in [NpcGrpcWeb.Status.UNAVAILABLE, NpcGrpcWeb.Status.ABORTED]
+		)
+		if not retryable or line.delta_count > 0 or not line.action_calls.is_empty():
+			break
+		if attempt == TALK_ATTEMPTS - 1 or not is_inside_tree():
+			break
+		line.status_code = -1
+		line.error_message = ""
+		await get_tree().create_timer(0.2 * (attempt + 1)).timeout
+	_end_line(line)
+
+
+func _stream_once(npc_client: NpcClient, request: NpcProto.TalkRequest, line: NpcLine) -> void:
+	var headers := PackedStringArray([conversation_header()])
+	var rpc_call := npc_client.start_call(
+		NpcProto.ConversationService.TALK, request.to_bytes(), headers
+	)
 	_call = rpc_call
 	_line = line
 	rpc_call.message_received.connect(_on_talk_message.bind(line))
@@ -299,6 +353,10 @@ func _stream(request: NpcProto.TalkRequest, line: NpcLine) -> void:
 	elif line.status_code < 0:
 		line.status_code = rpc_call.status_code
 		line.error_message = rpc_call.status_message
+	_last_call_status = rpc_call.status_code
+
+
+func _end_line(line: NpcLine) -> void:
 	line.cancelled = line.status_code == NpcGrpcWeb.Status.CANCELLED
 	last_line = line
 	if line.ok:
@@ -306,7 +364,7 @@ func _stream(request: NpcProto.TalkRequest, line: NpcLine) -> void:
 	elif line.cancelled:
 		line_cancelled.emit()
 	else:
-		if rpc_call.status_code == NpcGrpcWeb.Status.OK:
+		if _last_call_status == NpcGrpcWeb.Status.OK:
 			push_error("npc_dialogue: " + line.error_message)
 		failed.emit(line.status_code, line.error_message)
 
@@ -464,6 +522,11 @@ func _run_awaited(line: NpcLine) -> Dictionary:
 	return results
 
 
+## A new request id: 128 random bits as hex, like a UUID without dashes.
+static func _new_request_id() -> String:
+	return Crypto.new().generate_random_bytes(16).hex_encode()
+
+
 func _result_text(result: Variant) -> String:
 	if result is String:
 		return result
@@ -498,6 +561,7 @@ func _finish_line(line: NpcLine, final: NpcProto.CompletionFinal) -> void:
 		)
 		line.text = final.message.content
 	line.finish_reason = final.finish_reason
+	line.replayed = final.replayed
 	for action_call in final.action_calls:
 		_on_action_call(line, action_call)
 	line.awaiting_results = final.finish_reason == NpcProto.FinishReason.FINISH_REASON_ACTION

@@ -40,6 +40,11 @@ var queue_ms := 0.0
 var truncated_turns := 0
 ## What the player said.
 var player_text := ""
+## The line's request id: the same on every retry of it, so a line the server already answered
+## comes back as it was stored ([member replayed]) instead of being generated again.
+var request_id := ""
+## True when the server returned the stored reply of an earlier try of this line.
+var replayed := false
 ## The actions the NPC called in this line, in order: Dictionaries with id, name, arguments (the
 ## parsed JSON object), index and, once a registered Callable returned, result (the text sent back
 ## for an awaited call).
