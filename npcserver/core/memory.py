@@ -25,6 +25,9 @@ SOURCES = ("game", "model")
 #: Words of the line used to search (the longest ones: short words match everything and say little).
 MAX_QUERY_WORDS = 16
 
+#: The best-ranked candidates tried against the budget (each is counted in tokens once, then cached).
+MAX_RECALL_CANDIDATES = 32
+
 #: Weights of a candidate's score (each part is in [0, 1]).
 RELEVANCE_WEIGHT = 0.6
 IMPORTANCE_WEIGHT = 0.25
@@ -91,7 +94,7 @@ def recall(core: NpcCore, persona_id: str, conversation_id: str, line: str, budg
     chosen: list[Memory] = []
     used = 0
     count = core.lore.counter(lambda t: len(core.engine.tokenize(t, add_bos=False, special=False)))
-    for m in rank(hits):
+    for m in rank(hits)[:MAX_RECALL_CANDIDATES]:
         n = count(f"Memory: {m.text}")
         if used + n > budget:
             continue

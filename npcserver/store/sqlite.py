@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -92,6 +93,8 @@ CREATE INDEX IF NOT EXISTS memories_importance ON memories (persona_id, conversa
 CREATE VIRTUAL TABLE IF NOT EXISTS memories_fts USING fts5(
     text, convkey, tokenize = 'unicode61 remove_diacritics 2'
 );
+-- How many memories hold each word: a word held by few is worth a full relevance search.
+CREATE VIRTUAL TABLE IF NOT EXISTS memories_vocab USING fts5vocab(memories_fts, 'row');
 """
 
 # Version 3: each turn's token count and the running sum of the counts before it, so a load finds the newest turns
@@ -501,15 +504,33 @@ class SqliteStore:
         found: dict[int, MemoryHit] = {}
         with self._lock:  # reads only: WAL readers need no write lock
             if words:
-                query = f"convkey : {_fts_phrase(_convkey(*key))} AND text : ({' OR '.join(map(_fts_phrase, words))})"
-                rows = self._db.execute(
-                    f"SELECT {_MEMORY_COLUMNS_M}, -bm25(memories_fts, 1.0, 0.0) FROM memories_fts "
-                    "JOIN memories m ON m.id = memories_fts.rowid WHERE memories_fts MATCH ? "
-                    "ORDER BY bm25(memories_fts, 1.0, 0.0) LIMIT ?",
-                    (query, SEARCH_CANDIDATES),
-                ).fetchall()
-                for r in rows:
-                    found[int(r[0])] = MemoryHit(_memory(r[:-1]), float(r[-1]))
+                conv = _fts_phrase(_convkey(*key))
+                # Scoring every match is what costs (a common word matches thousands): the newest matches are read
+                # in index order and stop at the limit; words rare in the index get a full relevance search.
+                queries = [(f"convkey : {conv} AND text : ({' OR '.join(map(_fts_phrase, words))})", "rowid DESC")]
+                marks = ",".join("?" * len(words))
+                rare = [
+                    str(r[0])
+                    for r in self._db.execute(
+                        f"SELECT term FROM memories_vocab WHERE term IN ({marks}) AND doc <= ?", (*words, _RARE_DOCS)
+                    )
+                ]
+                if rare:
+                    queries.append(
+                        (
+                            f"convkey : {conv} AND text : ({' OR '.join(map(_fts_phrase, rare))})",
+                            "bm25(memories_fts, 1.0, 0.0)",
+                        )
+                    )
+                for query, order in queries:
+                    # bm25 is computed only to order the rare words' matches: scoring costs per row.
+                    rows = self._db.execute(
+                        f"SELECT {_MEMORY_COLUMNS_M} FROM (SELECT rowid FROM memories_fts WHERE memories_fts MATCH ? "
+                        f"ORDER BY {order} LIMIT ?) f JOIN memories m ON m.id = f.rowid",
+                        (query, SEARCH_CANDIDATES),
+                    ).fetchall()
+                    for r in rows:
+                        found[int(r[0])] = MemoryHit(_memory(r), _relevance(str(r[1]), words, rare))
             for order in ("id DESC", "importance DESC, id DESC"):
                 rows = self._db.execute(
                     f"SELECT {_MEMORY_COLUMNS} FROM memories WHERE persona_id = ? AND conversation_id = ? "
@@ -522,7 +543,15 @@ class SqliteStore:
 
 
 _MEMORY_COLUMNS = "id, text, importance, create_time_ms, source"
+#: Words in at most this many memories (of the whole store) are searched by relevance over all their matches.
+_RARE_DOCS = 256
 _MEMORY_COLUMNS_M = "m.id, m.text, m.importance, m.create_time_ms, m.source"
+
+
+def _relevance(text: str, words: list[str], rare: list[str]) -> float:
+    """How well a matched memory fits the query: the query's words it holds, a rare word counting three times."""
+    held = set(re.findall(r"\w+", text.lower()))
+    return float(sum(3 if w in rare else 1 for w in words if w in held))
 
 
 def _memory(row: Sequence[object]) -> Memory:
