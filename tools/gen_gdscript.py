@@ -30,6 +30,11 @@ METHODS = (
     "npcserver.api.v1.ConversationService/ExportConversation",
     "npcserver.api.v1.ConversationService/ImportConversation",
     "npcserver.api.v1.PresetService/ListPresets",
+    "npcserver.api.v1.KnowledgeService/AddMemory",
+    "npcserver.api.v1.KnowledgeService/ListMemories",
+    "npcserver.api.v1.KnowledgeService/DeleteMemory",
+    "npcserver.api.v1.KnowledgeService/GetSummary",
+    "npcserver.api.v1.KnowledgeService/SetSummary",
 )
 LINE_LENGTH = 100
 FDP = descriptor_pb2.FieldDescriptorProto

@@ -186,6 +186,38 @@ func test_export_then_import_restores_the_conversation() -> void:
 	check_eq(await npc.import_conversation("not a save"), -1, "a bad save is rejected")
 
 
+## Game state rides on a line; memories and the summary are recorded, listed, replaced, and come
+## back with an exported save after a reset.
+func test_game_state_memories_and_summary() -> void:
+	var npc := make_dialogue(TAVERN, "knowledge")
+	npc.max_tokens = 8
+	npc.game_state = PackedStringArray(["it is night", "the player carries the silver key"])
+	var line: NpcLine = await npc.say("Evening!")
+	check(line.ok, "a line with game state completed: %s" % line.error_message)
+	npc.game_state = PackedStringArray()
+	var ring := await npc.add_memory("The player returned the ring.", 8)
+	check_eq(ring.get("importance"), 8, "the memory keeps its importance")
+	check(int(ring.get("id", 0)) > 0, "the memory has an id")
+	await npc.add_memory("The player likes cider.")
+	var memories := await npc.list_memories()
+	check_eq(memories.size(), 2, "two memories listed")
+	check_eq(memories[0]["text"], "The player returned the ring.", "oldest first")
+	check_eq(await npc.get_summary(), "", "no summary yet")
+	check(await npc.set_summary("The player is a regular."), "the game sets the summary")
+	check_eq(await npc.get_summary(), "The player is a regular.", "the summary reads back")
+	var saved := await npc.export_conversation()
+	var from_save: Variant = JSON.parse_string(JSON.stringify(saved))
+	await npc.reset()
+	check_eq((await npc.list_memories()).size(), 0, "reset forgot the memories")
+	check_eq(await npc.get_summary(), "", "reset forgot the summary")
+	check_eq(await npc.import_conversation(from_save), 1, "the save imports")
+	check_eq(await npc.get_summary(), "The player is a regular.", "the save restored the summary")
+	check_eq((await npc.list_memories()).size(), 2, "the save restored the memories")
+	check(await npc.delete_memory(int(ring["id"])) == false, "an id from before the import is gone")
+	var bad := await npc.add_memory("", 5)
+	check(bad.is_empty(), "an empty memory is refused")
+
+
 ## Every line gets its own request id; retry() sends a line again with its id, and a line the
 ## server already stored comes back replayed (same text), not stored a second time.
 func test_a_retried_line_is_replayed_not_stored_twice() -> void:

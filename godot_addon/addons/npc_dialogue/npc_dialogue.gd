@@ -97,6 +97,9 @@ const _CHOICE_MODES := {
 
 ## The last finished (or failed) line.
 var last_line: NpcLine
+## Facts from the game sent with each line ("it is night", "the player carries the silver key"): the
+## NPC knows them for that line only; they are never stored as dialogue. Set it before [method say].
+var game_state: PackedStringArray = []
 
 var _call: NpcCall
 var _line: NpcLine
@@ -265,6 +268,8 @@ func _talk_request(follow_up := false) -> NpcProto.TalkRequest:
 	request.persona_id = persona_id
 	request.conversation_id = conversation_id
 	request.player_name = player_name
+	for fact in game_state:
+		request.game_state.append(fact)
 	if not preset.is_empty():
 		request.preset = preset
 	if temperature >= 0.0:
@@ -406,6 +411,80 @@ func reset() -> int:
 		return -1
 	var response := NpcProto.ResetConversationResponse.from_bytes(reply.payload)
 	return response.deleted_turns if response != null else -1
+
+
+## Records a fact the NPC remembers in this conversation ("the player returned the ring"), with an
+## importance from 1 (trivia) to 10. Returns the stored memory as a Dictionary (id, text,
+## importance, create_time_ms, source), or an empty one on error (see [signal failed]).
+func add_memory(text: String, importance := 5) -> Dictionary:
+	var request := NpcProto.AddMemoryRequest.new()
+	request.persona_id = persona_id
+	request.conversation_id = conversation_id
+	request.memory = NpcProto.Memory.new()
+	request.memory.text = text
+	request.memory.importance = importance
+	var reply := await _unary(NpcProto.KnowledgeService.ADD_MEMORY, request.to_bytes())
+	if reply == null:
+		return {}
+	var response := NpcProto.AddMemoryResponse.from_bytes(reply.payload)
+	return response.memory.to_dict() if response != null and response.memory != null else {}
+
+
+## This conversation's memories, oldest first, as Dictionaries. Empty on error.
+func list_memories() -> Array[Dictionary]:
+	var memories: Array[Dictionary] = []
+	var token := ""
+	while true:
+		var request := NpcProto.ListMemoriesRequest.new()
+		request.persona_id = persona_id
+		request.conversation_id = conversation_id
+		request.page_size = 1000
+		request.page_token = token
+		var reply := await _unary(NpcProto.KnowledgeService.LIST_MEMORIES, request.to_bytes())
+		if reply == null:
+			return memories
+		var response := NpcProto.ListMemoriesResponse.from_bytes(reply.payload)
+		if response == null:
+			return memories
+		for memory in response.memories:
+			memories.append(memory.to_dict())
+		token = response.next_page_token
+		if token.is_empty():
+			break
+	return memories
+
+
+## Forgets one memory by its id. Returns whether it was deleted.
+func delete_memory(memory_id: int) -> bool:
+	var request := NpcProto.DeleteMemoryRequest.new()
+	request.persona_id = persona_id
+	request.conversation_id = conversation_id
+	request.memory_id = memory_id
+	return await _unary(NpcProto.KnowledgeService.DELETE_MEMORY, request.to_bytes()) != null
+
+
+## The rolling summary of the turns that no longer fit in the NPC's prompt ("" when there is none
+## yet, or on error).
+func get_summary() -> String:
+	var request := NpcProto.GetSummaryRequest.new()
+	request.persona_id = persona_id
+	request.conversation_id = conversation_id
+	var reply := await _unary(NpcProto.KnowledgeService.GET_SUMMARY, request.to_bytes())
+	if reply == null:
+		return ""
+	var response := NpcProto.GetSummaryResponse.from_bytes(reply.payload)
+	return response.summary.text if response != null and response.summary != null else ""
+
+
+## Replaces the rolling summary with the game's own text ("" removes it). Returns whether it was
+## stored.
+func set_summary(text: String) -> bool:
+	var request := NpcProto.SetSummaryRequest.new()
+	request.persona_id = persona_id
+	request.conversation_id = conversation_id
+	request.summary = NpcProto.ConversationSummary.new()
+	request.summary.text = text
+	return await _unary(NpcProto.KnowledgeService.SET_SUMMARY, request.to_bytes()) != null
 
 
 ## The whole conversation as a Dictionary for a save game (persona_id, conversation_id, turns).

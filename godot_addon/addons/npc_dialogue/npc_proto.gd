@@ -40,6 +40,22 @@ class ConversationService:
 	const IMPORT_CONVERSATION := "/npcserver.api.v1.ConversationService/ImportConversation"
 
 
+## What NPCs know: lore books (designer), and each conversation's rolling summary and memories (the
+## game, in its own conversations). The RPC paths, for gRPC-Web POSTs.
+class KnowledgeService:
+	## Records a memory in a conversation. RESOURCE_EXHAUSTED when it holds the server's
+	## max_memories.
+	const ADD_MEMORY := "/npcserver.api.v1.KnowledgeService/AddMemory"
+	## Lists a conversation's memories, oldest first.
+	const LIST_MEMORIES := "/npcserver.api.v1.KnowledgeService/ListMemories"
+	## Deletes one memory.
+	const DELETE_MEMORY := "/npcserver.api.v1.KnowledgeService/DeleteMemory"
+	## Reads a conversation's rolling summary (empty text when it has none yet).
+	const GET_SUMMARY := "/npcserver.api.v1.KnowledgeService/GetSummary"
+	## Replaces a conversation's rolling summary (empty text removes it).
+	const SET_SUMMARY := "/npcserver.api.v1.KnowledgeService/SetSummary"
+
+
 ## Named sampling presets (factual, dialogue, storytelling, ...). The RPC paths, for gRPC-Web POSTs.
 class PresetService:
 	## Lists the presets the server loaded, ordered by name.
@@ -2476,4 +2492,571 @@ class Preset:
 			m.min_p = float(d["min_p"])
 		if d.has("repeat_penalty"):
 			m.repeat_penalty = float(d["repeat_penalty"])
+		return m
+
+
+## Request to record a memory.
+class AddMemoryRequest:
+	## The persona id of the NPC.
+	var persona_id: String = ""
+	## The conversation that remembers it.
+	var conversation_id: String = ""
+	## The memory (text, importance).
+	var memory: Memory = null
+
+	## Encodes this message in the protobuf binary wire format.
+	func to_bytes() -> PackedByteArray:
+		var w := NpcWire.Writer.new()
+		if not persona_id.is_empty():
+			w.put_string(1, persona_id)
+		if not conversation_id.is_empty():
+			w.put_string(2, conversation_id)
+		if memory != null:
+			w.put_bytes(3, memory.to_bytes())
+		return w.data
+
+	## Decodes protobuf binary wire bytes. Returns null when they are malformed.
+	static func from_bytes(data: PackedByteArray) -> AddMemoryRequest:
+		var r := NpcWire.Reader.new(data)
+		var m := read_from(r, data.size())
+		return null if r.failed else m
+
+	## Decodes the message that spans the reader's bytes up to [param end] (used for nesting).
+	static func read_from(r: NpcWire.Reader, end: int) -> AddMemoryRequest:
+		var m := AddMemoryRequest.new()
+		while r.pos < end and not r.failed:
+			var tag := r.read_varint()
+			match tag:
+				10:
+					m.persona_id = r.read_string()
+				18:
+					m.conversation_id = r.read_string()
+				26:
+					m.memory = Memory.read_from(r, r.read_length_end())
+				_:
+					r.skip(tag)
+		r.expect_end(end)
+		return m
+
+	## The fields as a Dictionary keyed by proto field name; unset messages and optionals are left
+	## out, nested messages are Dictionaries.
+	func to_dict() -> Dictionary:
+		var d := {}
+		d["persona_id"] = persona_id
+		d["conversation_id"] = conversation_id
+		if memory != null:
+			d["memory"] = memory.to_dict()
+		return d
+
+	## Builds the message from a Dictionary shaped like [method to_dict]'s (missing keys keep their
+	## defaults; numbers may be floats, as after a JSON round trip).
+	static func from_dict(d: Dictionary) -> AddMemoryRequest:
+		var m := AddMemoryRequest.new()
+		if d.has("persona_id"):
+			m.persona_id = str(d["persona_id"])
+		if d.has("conversation_id"):
+			m.conversation_id = str(d["conversation_id"])
+		if d.get("memory") is Dictionary:
+			m.memory = Memory.from_dict(d["memory"])
+		return m
+
+
+## The recorded memory.
+class AddMemoryResponse:
+	## The memory with its id and time.
+	var memory: Memory = null
+
+	## Encodes this message in the protobuf binary wire format.
+	func to_bytes() -> PackedByteArray:
+		var w := NpcWire.Writer.new()
+		if memory != null:
+			w.put_bytes(1, memory.to_bytes())
+		return w.data
+
+	## Decodes protobuf binary wire bytes. Returns null when they are malformed.
+	static func from_bytes(data: PackedByteArray) -> AddMemoryResponse:
+		var r := NpcWire.Reader.new(data)
+		var m := read_from(r, data.size())
+		return null if r.failed else m
+
+	## Decodes the message that spans the reader's bytes up to [param end] (used for nesting).
+	static func read_from(r: NpcWire.Reader, end: int) -> AddMemoryResponse:
+		var m := AddMemoryResponse.new()
+		while r.pos < end and not r.failed:
+			var tag := r.read_varint()
+			match tag:
+				10:
+					m.memory = Memory.read_from(r, r.read_length_end())
+				_:
+					r.skip(tag)
+		r.expect_end(end)
+		return m
+
+	## The fields as a Dictionary keyed by proto field name; unset messages and optionals are left
+	## out, nested messages are Dictionaries.
+	func to_dict() -> Dictionary:
+		var d := {}
+		if memory != null:
+			d["memory"] = memory.to_dict()
+		return d
+
+	## Builds the message from a Dictionary shaped like [method to_dict]'s (missing keys keep their
+	## defaults; numbers may be floats, as after a JSON round trip).
+	static func from_dict(d: Dictionary) -> AddMemoryResponse:
+		var m := AddMemoryResponse.new()
+		if d.get("memory") is Dictionary:
+			m.memory = Memory.from_dict(d["memory"])
+		return m
+
+
+## Request to list a conversation's memories.
+class ListMemoriesRequest:
+	## The persona id of the NPC.
+	var persona_id: String = ""
+	## The conversation.
+	var conversation_id: String = ""
+	## Most memories to return (1-1000; 0: 100).
+	var page_size: int = 0
+	## The next_page_token of a previous response, to continue from there.
+	var page_token: String = ""
+
+	## Encodes this message in the protobuf binary wire format.
+	func to_bytes() -> PackedByteArray:
+		var w := NpcWire.Writer.new()
+		if not persona_id.is_empty():
+			w.put_string(1, persona_id)
+		if not conversation_id.is_empty():
+			w.put_string(2, conversation_id)
+		if page_size != 0:
+			w.put_varint(3, page_size)
+		if not page_token.is_empty():
+			w.put_string(4, page_token)
+		return w.data
+
+	## Decodes protobuf binary wire bytes. Returns null when they are malformed.
+	static func from_bytes(data: PackedByteArray) -> ListMemoriesRequest:
+		var r := NpcWire.Reader.new(data)
+		var m := read_from(r, data.size())
+		return null if r.failed else m
+
+	## Decodes the message that spans the reader's bytes up to [param end] (used for nesting).
+	static func read_from(r: NpcWire.Reader, end: int) -> ListMemoriesRequest:
+		var m := ListMemoriesRequest.new()
+		while r.pos < end and not r.failed:
+			var tag := r.read_varint()
+			match tag:
+				10:
+					m.persona_id = r.read_string()
+				18:
+					m.conversation_id = r.read_string()
+				24:
+					m.page_size = r.read_int32()
+				34:
+					m.page_token = r.read_string()
+				_:
+					r.skip(tag)
+		r.expect_end(end)
+		return m
+
+	## The fields as a Dictionary keyed by proto field name; unset messages and optionals are left
+	## out, nested messages are Dictionaries.
+	func to_dict() -> Dictionary:
+		var d := {}
+		d["persona_id"] = persona_id
+		d["conversation_id"] = conversation_id
+		d["page_size"] = page_size
+		d["page_token"] = page_token
+		return d
+
+	## Builds the message from a Dictionary shaped like [method to_dict]'s (missing keys keep their
+	## defaults; numbers may be floats, as after a JSON round trip).
+	static func from_dict(d: Dictionary) -> ListMemoriesRequest:
+		var m := ListMemoriesRequest.new()
+		if d.has("persona_id"):
+			m.persona_id = str(d["persona_id"])
+		if d.has("conversation_id"):
+			m.conversation_id = str(d["conversation_id"])
+		if d.has("page_size"):
+			m.page_size = int(d["page_size"])
+		if d.has("page_token"):
+			m.page_token = str(d["page_token"])
+		return m
+
+
+## A page of memories.
+class ListMemoriesResponse:
+	## Oldest first.
+	var memories: Array[Memory] = []
+	## Pass as page_token to get the next page. Empty on the last page.
+	var next_page_token: String = ""
+
+	## Encodes this message in the protobuf binary wire format.
+	func to_bytes() -> PackedByteArray:
+		var w := NpcWire.Writer.new()
+		for item in memories:
+			w.put_bytes(1, item.to_bytes())
+		if not next_page_token.is_empty():
+			w.put_string(2, next_page_token)
+		return w.data
+
+	## Decodes protobuf binary wire bytes. Returns null when they are malformed.
+	static func from_bytes(data: PackedByteArray) -> ListMemoriesResponse:
+		var r := NpcWire.Reader.new(data)
+		var m := read_from(r, data.size())
+		return null if r.failed else m
+
+	## Decodes the message that spans the reader's bytes up to [param end] (used for nesting).
+	static func read_from(r: NpcWire.Reader, end: int) -> ListMemoriesResponse:
+		var m := ListMemoriesResponse.new()
+		while r.pos < end and not r.failed:
+			var tag := r.read_varint()
+			match tag:
+				10:
+					m.memories.append(Memory.read_from(r, r.read_length_end()))
+				18:
+					m.next_page_token = r.read_string()
+				_:
+					r.skip(tag)
+		r.expect_end(end)
+		return m
+
+	## The fields as a Dictionary keyed by proto field name; unset messages and optionals are left
+	## out, nested messages are Dictionaries.
+	func to_dict() -> Dictionary:
+		var d := {}
+		var memories_list: Array = []
+		for item in memories:
+			memories_list.append(item.to_dict())
+		d["memories"] = memories_list
+		d["next_page_token"] = next_page_token
+		return d
+
+	## Builds the message from a Dictionary shaped like [method to_dict]'s (missing keys keep their
+	## defaults; numbers may be floats, as after a JSON round trip).
+	static func from_dict(d: Dictionary) -> ListMemoriesResponse:
+		var m := ListMemoriesResponse.new()
+		for item: Variant in d.get("memories", []):
+			if item is Dictionary:
+				m.memories.append(Memory.from_dict(item))
+		if d.has("next_page_token"):
+			m.next_page_token = str(d["next_page_token"])
+		return m
+
+
+## Request to delete a memory.
+class DeleteMemoryRequest:
+	## The persona id of the NPC.
+	var persona_id: String = ""
+	## The conversation.
+	var conversation_id: String = ""
+	## The memory's id.
+	var memory_id: int = 0
+
+	## Encodes this message in the protobuf binary wire format.
+	func to_bytes() -> PackedByteArray:
+		var w := NpcWire.Writer.new()
+		if not persona_id.is_empty():
+			w.put_string(1, persona_id)
+		if not conversation_id.is_empty():
+			w.put_string(2, conversation_id)
+		if memory_id != 0:
+			w.put_varint(3, memory_id)
+		return w.data
+
+	## Decodes protobuf binary wire bytes. Returns null when they are malformed.
+	static func from_bytes(data: PackedByteArray) -> DeleteMemoryRequest:
+		var r := NpcWire.Reader.new(data)
+		var m := read_from(r, data.size())
+		return null if r.failed else m
+
+	## Decodes the message that spans the reader's bytes up to [param end] (used for nesting).
+	static func read_from(r: NpcWire.Reader, end: int) -> DeleteMemoryRequest:
+		var m := DeleteMemoryRequest.new()
+		while r.pos < end and not r.failed:
+			var tag := r.read_varint()
+			match tag:
+				10:
+					m.persona_id = r.read_string()
+				18:
+					m.conversation_id = r.read_string()
+				24:
+					m.memory_id = r.read_varint()
+				_:
+					r.skip(tag)
+		r.expect_end(end)
+		return m
+
+	## The fields as a Dictionary keyed by proto field name; unset messages and optionals are left
+	## out, nested messages are Dictionaries.
+	func to_dict() -> Dictionary:
+		var d := {}
+		d["persona_id"] = persona_id
+		d["conversation_id"] = conversation_id
+		d["memory_id"] = memory_id
+		return d
+
+	## Builds the message from a Dictionary shaped like [method to_dict]'s (missing keys keep their
+	## defaults; numbers may be floats, as after a JSON round trip).
+	static func from_dict(d: Dictionary) -> DeleteMemoryRequest:
+		var m := DeleteMemoryRequest.new()
+		if d.has("persona_id"):
+			m.persona_id = str(d["persona_id"])
+		if d.has("conversation_id"):
+			m.conversation_id = str(d["conversation_id"])
+		if d.has("memory_id"):
+			m.memory_id = int(d["memory_id"])
+		return m
+
+
+## Response of DeleteMemory.
+class DeleteMemoryResponse:
+	## Encodes this message in the protobuf binary wire format.
+	func to_bytes() -> PackedByteArray:
+		var w := NpcWire.Writer.new()
+		return w.data
+
+	## Decodes protobuf binary wire bytes. Returns null when they are malformed.
+	static func from_bytes(data: PackedByteArray) -> DeleteMemoryResponse:
+		var r := NpcWire.Reader.new(data)
+		var m := read_from(r, data.size())
+		return null if r.failed else m
+
+	## Decodes the message that spans the reader's bytes up to [param end] (used for nesting).
+	static func read_from(r: NpcWire.Reader, end: int) -> DeleteMemoryResponse:
+		var m := DeleteMemoryResponse.new()
+		while r.pos < end and not r.failed:
+			var tag := r.read_varint()
+			r.skip(tag)
+		r.expect_end(end)
+		return m
+
+	## The fields as a Dictionary keyed by proto field name; unset messages and optionals are left
+	## out, nested messages are Dictionaries.
+	func to_dict() -> Dictionary:
+		var d := {}
+		return d
+
+	## Builds the message from a Dictionary shaped like [method to_dict]'s (missing keys keep their
+	## defaults; numbers may be floats, as after a JSON round trip).
+	static func from_dict(_d: Dictionary) -> DeleteMemoryResponse:
+		var m := DeleteMemoryResponse.new()
+		return m
+
+
+## Request for a conversation's summary.
+class GetSummaryRequest:
+	## The persona id of the NPC.
+	var persona_id: String = ""
+	## The conversation.
+	var conversation_id: String = ""
+
+	## Encodes this message in the protobuf binary wire format.
+	func to_bytes() -> PackedByteArray:
+		var w := NpcWire.Writer.new()
+		if not persona_id.is_empty():
+			w.put_string(1, persona_id)
+		if not conversation_id.is_empty():
+			w.put_string(2, conversation_id)
+		return w.data
+
+	## Decodes protobuf binary wire bytes. Returns null when they are malformed.
+	static func from_bytes(data: PackedByteArray) -> GetSummaryRequest:
+		var r := NpcWire.Reader.new(data)
+		var m := read_from(r, data.size())
+		return null if r.failed else m
+
+	## Decodes the message that spans the reader's bytes up to [param end] (used for nesting).
+	static func read_from(r: NpcWire.Reader, end: int) -> GetSummaryRequest:
+		var m := GetSummaryRequest.new()
+		while r.pos < end and not r.failed:
+			var tag := r.read_varint()
+			match tag:
+				10:
+					m.persona_id = r.read_string()
+				18:
+					m.conversation_id = r.read_string()
+				_:
+					r.skip(tag)
+		r.expect_end(end)
+		return m
+
+	## The fields as a Dictionary keyed by proto field name; unset messages and optionals are left
+	## out, nested messages are Dictionaries.
+	func to_dict() -> Dictionary:
+		var d := {}
+		d["persona_id"] = persona_id
+		d["conversation_id"] = conversation_id
+		return d
+
+	## Builds the message from a Dictionary shaped like [method to_dict]'s (missing keys keep their
+	## defaults; numbers may be floats, as after a JSON round trip).
+	static func from_dict(d: Dictionary) -> GetSummaryRequest:
+		var m := GetSummaryRequest.new()
+		if d.has("persona_id"):
+			m.persona_id = str(d["persona_id"])
+		if d.has("conversation_id"):
+			m.conversation_id = str(d["conversation_id"])
+		return m
+
+
+## A conversation's summary.
+class GetSummaryResponse:
+	## Empty text when there is none yet.
+	var summary: ConversationSummary = null
+
+	## Encodes this message in the protobuf binary wire format.
+	func to_bytes() -> PackedByteArray:
+		var w := NpcWire.Writer.new()
+		if summary != null:
+			w.put_bytes(1, summary.to_bytes())
+		return w.data
+
+	## Decodes protobuf binary wire bytes. Returns null when they are malformed.
+	static func from_bytes(data: PackedByteArray) -> GetSummaryResponse:
+		var r := NpcWire.Reader.new(data)
+		var m := read_from(r, data.size())
+		return null if r.failed else m
+
+	## Decodes the message that spans the reader's bytes up to [param end] (used for nesting).
+	static func read_from(r: NpcWire.Reader, end: int) -> GetSummaryResponse:
+		var m := GetSummaryResponse.new()
+		while r.pos < end and not r.failed:
+			var tag := r.read_varint()
+			match tag:
+				10:
+					m.summary = ConversationSummary.read_from(r, r.read_length_end())
+				_:
+					r.skip(tag)
+		r.expect_end(end)
+		return m
+
+	## The fields as a Dictionary keyed by proto field name; unset messages and optionals are left
+	## out, nested messages are Dictionaries.
+	func to_dict() -> Dictionary:
+		var d := {}
+		if summary != null:
+			d["summary"] = summary.to_dict()
+		return d
+
+	## Builds the message from a Dictionary shaped like [method to_dict]'s (missing keys keep their
+	## defaults; numbers may be floats, as after a JSON round trip).
+	static func from_dict(d: Dictionary) -> GetSummaryResponse:
+		var m := GetSummaryResponse.new()
+		if d.get("summary") is Dictionary:
+			m.summary = ConversationSummary.from_dict(d["summary"])
+		return m
+
+
+## Request to replace a conversation's summary.
+class SetSummaryRequest:
+	## The persona id of the NPC.
+	var persona_id: String = ""
+	## The conversation.
+	var conversation_id: String = ""
+	## The new summary (text and, optionally, through_turn: unset means all turns so far). Empty
+	## text removes it.
+	var summary: ConversationSummary = null
+
+	## Encodes this message in the protobuf binary wire format.
+	func to_bytes() -> PackedByteArray:
+		var w := NpcWire.Writer.new()
+		if not persona_id.is_empty():
+			w.put_string(1, persona_id)
+		if not conversation_id.is_empty():
+			w.put_string(2, conversation_id)
+		if summary != null:
+			w.put_bytes(3, summary.to_bytes())
+		return w.data
+
+	## Decodes protobuf binary wire bytes. Returns null when they are malformed.
+	static func from_bytes(data: PackedByteArray) -> SetSummaryRequest:
+		var r := NpcWire.Reader.new(data)
+		var m := read_from(r, data.size())
+		return null if r.failed else m
+
+	## Decodes the message that spans the reader's bytes up to [param end] (used for nesting).
+	static func read_from(r: NpcWire.Reader, end: int) -> SetSummaryRequest:
+		var m := SetSummaryRequest.new()
+		while r.pos < end and not r.failed:
+			var tag := r.read_varint()
+			match tag:
+				10:
+					m.persona_id = r.read_string()
+				18:
+					m.conversation_id = r.read_string()
+				26:
+					m.summary = ConversationSummary.read_from(r, r.read_length_end())
+				_:
+					r.skip(tag)
+		r.expect_end(end)
+		return m
+
+	## The fields as a Dictionary keyed by proto field name; unset messages and optionals are left
+	## out, nested messages are Dictionaries.
+	func to_dict() -> Dictionary:
+		var d := {}
+		d["persona_id"] = persona_id
+		d["conversation_id"] = conversation_id
+		if summary != null:
+			d["summary"] = summary.to_dict()
+		return d
+
+	## Builds the message from a Dictionary shaped like [method to_dict]'s (missing keys keep their
+	## defaults; numbers may be floats, as after a JSON round trip).
+	static func from_dict(d: Dictionary) -> SetSummaryRequest:
+		var m := SetSummaryRequest.new()
+		if d.has("persona_id"):
+			m.persona_id = str(d["persona_id"])
+		if d.has("conversation_id"):
+			m.conversation_id = str(d["conversation_id"])
+		if d.get("summary") is Dictionary:
+			m.summary = ConversationSummary.from_dict(d["summary"])
+		return m
+
+
+## The stored summary.
+class SetSummaryResponse:
+	## The summary as stored.
+	var summary: ConversationSummary = null
+
+	## Encodes this message in the protobuf binary wire format.
+	func to_bytes() -> PackedByteArray:
+		var w := NpcWire.Writer.new()
+		if summary != null:
+			w.put_bytes(1, summary.to_bytes())
+		return w.data
+
+	## Decodes protobuf binary wire bytes. Returns null when they are malformed.
+	static func from_bytes(data: PackedByteArray) -> SetSummaryResponse:
+		var r := NpcWire.Reader.new(data)
+		var m := read_from(r, data.size())
+		return null if r.failed else m
+
+	## Decodes the message that spans the reader's bytes up to [param end] (used for nesting).
+	static func read_from(r: NpcWire.Reader, end: int) -> SetSummaryResponse:
+		var m := SetSummaryResponse.new()
+		while r.pos < end and not r.failed:
+			var tag := r.read_varint()
+			match tag:
+				10:
+					m.summary = ConversationSummary.read_from(r, r.read_length_end())
+				_:
+					r.skip(tag)
+		r.expect_end(end)
+		return m
+
+	## The fields as a Dictionary keyed by proto field name; unset messages and optionals are left
+	## out, nested messages are Dictionaries.
+	func to_dict() -> Dictionary:
+		var d := {}
+		if summary != null:
+			d["summary"] = summary.to_dict()
+		return d
+
+	## Builds the message from a Dictionary shaped like [method to_dict]'s (missing keys keep their
+	## defaults; numbers may be floats, as after a JSON round trip).
+	static func from_dict(d: Dictionary) -> SetSummaryResponse:
+		var m := SetSummaryResponse.new()
+		if d.get("summary") is Dictionary:
+			m.summary = ConversationSummary.from_dict(d["summary"])
 		return m
