@@ -159,7 +159,9 @@ def test_three_presets_compare_in_one_engine_batch_and_leave_the_conversation_un
     request.variants[2].persona.display_name = "Old Hilda"
     compared = api.designer.Compare(request, timeout=120)
     assert [r.label for r in compared.results] == ["variant 1", "variant 2", "variant 3"]
-    assert compared.peak_batch == 3, compared  # all three held sequences in the engine at once
+    # All three held sequences in the engine at once (an earlier test's long conversation may have its rolling summary
+    # written in the background meanwhile, a fourth sequence).
+    assert compared.peak_batch >= 3, compared
     for r in compared.results:
         assert r.final.usage.completion_tokens > 0 and r.final.usage.prompt_tokens > 0
         assert r.final.timings.time_to_first_token_ms > 0
