@@ -145,3 +145,37 @@ async def test_rest_talk_interrupted_by_a_reset_is_409(replicas: Replicas) -> No
     error = reply.json()["error"]
     assert error["code"] == "epoch" and "was reset or replaced while this turn was made" in error["message"]
     assert await stored_lines(replicas.a) == [("B again?", "B's quick reply.")]
+
+
+async def test_replicas_racing_on_one_request_id_store_one_turn(replicas: Replicas) -> None:
+    # The client sent its line to A, gave up waiting and sent it again, with the same request id, to B. B stores it
+    # first; A's reply then loses the race and returns B's stored turn, marked replayed, instead of an error.
+    door = GrpcDoor(replicas.a, Settings(grpc_port=0, data_dir=replicas.tmp_path))
+    port = await door.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = pb_grpc.ConversationServiceStub(channel)
+            line = pb.TalkRequest(persona_id="tavern_keeper", conversation_id="c", text="A?", request_id="line-1")
+
+            async def talk_on_a() -> list[pb.TalkResponse]:
+                return [m async for m in stub.Talk(line)]
+
+            slow = asyncio.create_task(talk_on_a())
+            await asyncio.wait_for(replicas.engine_a.started.wait(), 30)
+            app = create_http_app(replicas.b, Settings(data_dir=replicas.tmp_path))
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://b") as client:
+                reply = await client.post(
+                    TALK, json={"text": "A?", "stream": False}, headers={"Idempotency-Key": "line-1"}
+                )
+            assert reply.status_code == 200, reply.text
+            assert (reply.json()["stored"], reply.json()["replayed"]) == (True, False)
+            replicas.engine_a.gate.set()
+            messages = await asyncio.wait_for(slow, 30)
+            final = messages[-1].final
+            assert final.replayed and final.message.content == "B's quick reply."
+            # And once more, to A: replayed at once, nothing generated.
+            again = (await talk_on_a())[-1].final
+            assert again.replayed and again.message.content == "B's quick reply."
+    finally:
+        await door.stop(0)
+    assert await stored_lines(replicas.b) == [("A?", "B's quick reply.")]
