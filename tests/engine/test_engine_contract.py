@@ -143,7 +143,7 @@ async def test_tokenize_round_trip(engine: ContractEngine) -> None:
     ("kwargs", "param"),
     [({"max_queue": -1}, "max_queue"), ({"n_seq": 0}, "n_seq"), ({"n_seq": 8, "n_batch": 4}, "n_batch")],
 )
-def test_bad_engine_arguments_are_invalid_argument(model_path: Path, kwargs: dict[str, int], param: str) -> None:
+def test_bad_engine_arguments_are_invalid_argument(model_path: Path, kwargs: dict[str, Any], param: str) -> None:
     with pytest.raises(InvalidArgument) as err:
         BatchedEngine(model_path=model_path, **kwargs)
     assert err.value.param == param

@@ -62,6 +62,7 @@ def test_chat_and_a_second_turn(client: ollama.Client, model: str) -> None:
     assert_stats(first, streamed=False)
     messages += [{"role": "assistant", "content": first.message.content}, user("And to drink?")]
     second = client.chat(model=model, messages=messages, options={"num_predict": 16, "temperature": 0})
+    assert first.prompt_eval_count is not None and second.prompt_eval_count is not None
     assert second.message.content and second.prompt_eval_count > first.prompt_eval_count
 
 
@@ -236,7 +237,8 @@ def test_keep_alive_unloads_and_the_next_request_reloads(server_factory: Callabl
     assert not loaded_in_models() and client.list().models[0].model == model  # still listed: it loads on demand
 
     again = client.chat(model=model, messages=[user("Hi")], options={"num_predict": 4})
-    assert again.done and again.eval_count > 0
+    assert again.done and again.eval_count is not None and again.eval_count > 0
+    assert again.load_duration is not None and again.total_duration is not None
     assert again.load_duration > 0 and again.total_duration > again.load_duration
     assert [m.model for m in client.ps().models] == [model]
     assert health()["loaded"] is True and loaded_in_models()
@@ -251,5 +253,5 @@ def test_keep_alive_unloads_and_the_next_request_reloads(server_factory: Callabl
     assert client.ps().models == []
     # An empty chat only loads, and a negative keep_alive keeps the model loaded for good.
     loaded = client.chat(model=model, messages=[], keep_alive=-1)
-    assert loaded.done_reason == "load" and loaded.load_duration > 0
+    assert loaded.done_reason == "load" and loaded.load_duration is not None and loaded.load_duration > 0
     assert [m.model for m in client.ps().models] == [model]

@@ -49,7 +49,9 @@ class Api:
             sampling=pb.SamplingOptions(max_tokens=4, seed=1),
             **fields,
         )
-        finals = [r.final for r in self.conversations.Talk(request, timeout=120) if r.HasField("final")]
+        finals: list[pb.CompletionFinal] = [
+            r.final for r in self.conversations.Talk(request, timeout=120) if r.HasField("final")
+        ]
         assert len(finals) == 1
         return finals[0]
 

@@ -211,12 +211,12 @@ def test_a_killed_replica_fails_over_without_losing_or_doubling_a_turn(
         # The retry, with the same request id, completes on the other replica.
         for attempt in range(5):
             try:
-                served, final = say(victim, "Tell me a long story.", "player-1-2", max_tokens=200)
+                answered_by, final = say(victim, "Tell me a long story.", "player-1-2", max_tokens=200)
                 break
             except grpc.RpcError:
                 assert attempt < 4
                 time.sleep(0.5)
-        assert served != dead and not final.replayed
+        assert answered_by != dead and not final.replayed
         # A client that never saw that final sends the line again: the SDK gets the stored turn back.
         with NpcClient(front.grpc_target) as npc:
             again = npc.talk(NPC, victim, "Tell me a long story.", max_tokens=200, request_id="player-1-2")
@@ -226,8 +226,8 @@ def test_a_killed_replica_fails_over_without_losing_or_doubling_a_turn(
         assert expect[victim][-1] == "Tell me a long story."
         # Every conversation goes on, on the replica still up, from where it was: one copy of every turn, in order.
         for conversation in home:
-            served, _ = say(conversation, "line 3", f"{conversation}-3")
-            assert served != dead
+            answered_by, _ = say(conversation, "line 3", f"{conversation}-3")
+            assert answered_by != dead
         for conversation in home:
             logs = [line for r in (a, b) for line in r.log if conversation in line or "Traceback" in line]
             assert stored(stub, conversation) == expect.get(conversation, []), (conversation, logs)

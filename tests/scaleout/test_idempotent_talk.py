@@ -18,7 +18,7 @@ from npcserver.client import NpcClient
 def talk(stub: pb_grpc.ConversationServiceStub, conversation: str, text: str, request_id: str) -> pb.CompletionFinal:
     req = pb.TalkRequest(persona_id="narrator", conversation_id=conversation, text=text, request_id=request_id)
     req.sampling.max_tokens = 24
-    finals = [m.final for m in stub.Talk(req, timeout=120) if m.HasField("final")]
+    finals: list[pb.CompletionFinal] = [m.final for m in stub.Talk(req, timeout=120) if m.HasField("final")]
     assert len(finals) == 1
     return finals[0]
 
