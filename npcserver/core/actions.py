@@ -7,6 +7,12 @@ arguments from its own schema (compiled by ``core.structured`` in the bounded wo
 The arguments are validated against the schema again after sampling; a call that is cut off or does not validate is
 never reported as a call (the final's ``structured`` says why, and the turn is not stored).
 
+On a model whose chat template has a tool format (``has_tool_format``: the template reads ``tools`` and writes
+``<tool_call>``, as Qwen 2.5 and Hermes do), the template renders the tools and the call is written its way,
+``<tool_call>\n{"name": ..., "arguments": {...}}\n</tool_call>``. ``auto`` then uses a lazy grammar: the line is
+free, and the grammar starts at ``<tool_call>`` (llama.cpp's lazy grammars); ``required`` and ``named`` constrain
+the whole reply to the call. ``none`` and models without a tool format (the transcript path) keep ``<action>``.
+
 Stored turns keep calls and results inside their lines (the store's turn has two text fields): the NPC line carries
 ``SEP`` and a JSON list of calls, and a results turn's player line is ``SEP`` and a JSON list of results. ``SEP`` is a
 control character that requests may not contain, so a player cannot forge one.
@@ -48,6 +54,25 @@ MAX_RESULTS = 16
 MAX_RESULT_CHARS = 8000
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _EMPTY_OBJECT: dict[str, Any] = {"type": "object", "properties": {}, "additionalProperties": False}
+TOOL_OPEN = "<tool_call>"
+TOOL_CLOSE = "</tool_call>"
+_READS_TOOLS = re.compile(r"\btools\b")
+
+
+def has_tool_format(template: str | None) -> bool:
+    """Whether a chat template renders ``tools`` and writes calls as ``<tool_call>`` JSON (Qwen 2.5, Hermes)."""
+    return bool(template) and TOOL_OPEN in str(template) and _READS_TOOLS.search(str(template)) is not None
+
+
+def template_tools(actions: tuple[Action, ...]) -> tuple[dict[str, Any], ...]:
+    """The actions as OpenAI-style tools, the shape chat templates read."""
+    return tuple(
+        {
+            "type": "function",
+            "function": {"name": a.name, "description": a.description or a.name, "parameters": schema_of(a)},
+        }
+        for a in actions
+    )
 
 
 def new_call_id() -> str:
@@ -144,13 +169,29 @@ class ActionPlan:
     choice: ActionChoice
     compiled: dict[str, CompiledFormat]
     grammar: str
+    #: The call is written in the chat template's tool format (``<tool_call>``), which renders ``tools``.
+    tool_format: bool = False
+    #: Texts that start a lazy grammar (``GenerationRequest.grammar_triggers``); empty: the grammar is not lazy.
+    triggers: tuple[str, ...] = ()
+
+    @property
+    def markers(self) -> tuple[str, str]:
+        return (TOOL_OPEN, TOOL_CLOSE) if self.tool_format else (OPEN, CLOSE)
+
+    @property
+    def tools(self) -> tuple[dict[str, Any], ...]:
+        """What the template renders (nothing unless it has the tool format and a call is possible)."""
+        return template_tools(self.actions) if self.tool_format and self.choice.mode != "none" else ()
 
     def action(self, name: str) -> Action | None:
         return next((a for a in self.actions if a.name == name), None)
 
 
-async def plan(actions: tuple[Action, ...], choice: ActionChoice, *, param: str = "actions") -> ActionPlan | None:
-    """The grammar for a reply that may (or must) call one of ``actions``; None when no call is possible."""
+async def plan(
+    actions: tuple[Action, ...], choice: ActionChoice, *, param: str = "actions", tool_format: bool = False
+) -> ActionPlan | None:
+    """The grammar for a reply that may (or must) call one of ``actions``; None when no call is possible.
+    ``tool_format``: the call is written as the chat template's ``<tool_call>`` (see the module docstring)."""
     if not actions:
         return None
     if choice.mode == "none":
@@ -167,6 +208,12 @@ async def plan(actions: tuple[Action, ...], choice: ActionChoice, *, param: str 
         rules.append(_prefixed(grammar, prefix))
         head = json.dumps('{"name": ' + json.dumps(a.name) + ', "arguments": ')
         alts.append(f'{head} {prefix}root "}}"')
+    if tool_format:
+        # As Qwen 2.5's template writes a call; the lazy grammar's root matches from the trigger on.
+        call = f'call ::= "{TOOL_OPEN}" [ \\n]{{0,2}} ( {" | ".join(alts)} ) [ \\n]{{0,2}} "{TOOL_CLOSE}"'
+        lazy = choice.mode == "auto"
+        grammar = "\n".join(["root ::= call", call, *rules])
+        return ActionPlan(actions, choice, compiled, grammar, True, (TOOL_OPEN,) if lazy else ())
     call = f'call ::= "{OPEN}" ( {" | ".join(alts)} ) "{CLOSE}"'
     line = "line ::= [^\\n<]+"
     # auto: talk, call, or both. required, named: the call comes first, so a small model cannot talk past
@@ -231,9 +278,10 @@ async def read_call(
     def bad(error: str) -> tuple[None, StructuredResult]:
         return None, StructuredResult(valid=False, error=f"the action call was not made: {error}", schema_name="action")
 
-    if finish_reason == "length" or not raw.rstrip().endswith(CLOSE):
+    open_, close = plan_.markers
+    if finish_reason == "length" or not raw.rstrip().endswith(close) or not raw.startswith(open_):
         return bad("the reply was cut off by max_tokens before the call was complete")
-    body = raw.rstrip()[len(OPEN) : -len(CLOSE)]
+    body = raw.rstrip()[len(open_) : -len(close)].strip()
     try:
         value = json.loads(body)
     except ValueError as exc:
@@ -305,18 +353,19 @@ def _call_dict(c: ActionCall) -> dict[str, Any]:
     return {"id": c.id, "name": c.name, "arguments": c.arguments, "await": c.await_result, "at": c.at}
 
 
-def call_text(c: ActionCall) -> str:
+def call_text(c: ActionCall, tool_format: bool = False) -> str:
     """A call as the model writes it (so a stored turn renders as it was generated)."""
-    return f'{OPEN}{{"name": {json.dumps(c.name)}, "arguments": {c.arguments}}}{CLOSE}'
+    body = f'{{"name": {json.dumps(c.name)}, "arguments": {c.arguments}}}'
+    return f"{TOOL_OPEN}\n{body}\n{TOOL_CLOSE}" if tool_format else f"{OPEN}{body}{CLOSE}"
 
 
-def render_npc_line(stored: str) -> str:
+def render_npc_line(stored: str, tool_format: bool = False) -> str:
     """A stored NPC line as the prompt shows it: the line, then its call."""
     line, calls = decode_npc_line(stored)
     if not calls:
         return line
     at = min(max(calls[0].at, 0), len(line))
-    return line[:at] + call_text(calls[0]) + line[at:]
+    return line[:at] + call_text(calls[0], tool_format) + line[at:]
 
 
 def render_results(results: tuple[ActionResult, ...], calls: tuple[ActionCall, ...]) -> str:
@@ -378,9 +427,13 @@ def check_results(
 
 class CallCutter:
     """Splits a streamed reply around its call: the spoken text streams, the call (from ``<``, which spoken text
-    cannot contain under the grammar, to ``</action>``) is held in ``raw`` until it is complete and validated."""
+    cannot contain under the grammar, to ``</action>``) is held in ``raw`` until it is complete and validated.
+    With the template's tool format (``tool_format``) the line is free text: ``<`` is held only while it may still
+    start ``<tool_call>``."""
 
-    def __init__(self) -> None:
+    def __init__(self, tool_format: bool = False) -> None:
+        self.open, self.close = (TOOL_OPEN, TOOL_CLOSE) if tool_format else (OPEN, CLOSE)
+        self.tool_format = tool_format
         self.raw = ""
         #: The spoken text before the call (where the call goes when the turn is rendered again).
         self.before = ""
@@ -398,11 +451,20 @@ class CallCutter:
             head, text = text[:at], text[at:]
             self.before += head
         self.raw += text
-        end = self.raw.find(CLOSE)
+        if self.tool_format and not self.raw.startswith(self.open) and not self.open.startswith(self.raw):
+            # Not a call after all: "<" in the line. Give the text back, holding a later "<" the same way.
+            released, self.raw = self.raw, ""
+            at = released.find("<", 1)
+            if at < 0:
+                self.before += released
+                return head + released
+            self.before += released[:at]
+            return head + released[:at] + self.feed(released[at:])
+        end = self.raw.find(self.close)
         if end < 0:
             return head
-        tail = self.raw[end + len(CLOSE) :]
-        self.raw = self.raw[: end + len(CLOSE)]
+        tail = self.raw[end + len(self.close) :]
+        self.raw = self.raw[: end + len(self.close)]
         self.done = True
         return head + tail
 
@@ -453,16 +515,21 @@ def _no_grammar_clash(plan_: ActionPlan | None, compiled: CompiledFormat, param:
 
 
 async def prepare_talk(
-    request: TalkRequest, persona: Persona, compiled: CompiledFormat
+    request: TalkRequest, persona: Persona, compiled: CompiledFormat, template: str | None = None
 ) -> tuple[ActionPlan | None, Persona]:
     """Checks a Talk's actions and choice; the plan, and the persona the NPC speaks as: its actions described in the
-    persona block (the stable prefix), this turn's after the history."""
+    persona block (the stable prefix), this turn's after the history. With a ``template`` that has a tool format
+    the template renders the actions instead (``ActionPlan.tools``)."""
     check_actions(request.actions, param="actions", also=persona.actions)
     actions = persona.actions + request.actions
     choice = request.action_choice or ActionChoice("none" if request.action_results else "auto")
     check_choice(choice, actions)
-    plan_ = await plan(actions, choice)
+    plan_ = await plan(actions, choice, tool_format=has_tool_format(template) and choice.mode != "none")
     _no_grammar_clash(plan_, compiled, "actions")
+    if plan_ is not None and plan_.tool_format:
+        # The example dialogue shows calls the way this template writes them.
+        examples = tuple(replace(e, npc_line=_as_tool_calls(e.npc_line)) for e in persona.example_dialogue)
+        return plan_, replace(persona, example_dialogue=examples)
     if plan_ is None:
         return None, persona
     npc = persona.display_name
@@ -472,11 +539,20 @@ async def prepare_talk(
     return plan_, replace(persona, system_prompt=system, post_history_instructions=after)
 
 
+_ACTION_TEXT = re.compile(re.escape(OPEN) + r"(.*?)" + re.escape(CLOSE), re.S)
+
+
+def _as_tool_calls(text: str) -> str:
+    return _ACTION_TEXT.sub(lambda m: f"{TOOL_OPEN}\n{m.group(1)}\n{TOOL_CLOSE}", text)
+
+
 def _how_to_act(npc: str) -> str:
     return f'To act, {npc} ends the line with {OPEN}{{"name": "<action>", "arguments": {{...}}}}{CLOSE}.'
 
 
-def prepare_turns(request: TalkRequest, turns: tuple[Turn, ...] | list[Turn], start: int) -> tuple[str, list[Turn]]:
+def prepare_turns(
+    request: TalkRequest, turns: tuple[Turn, ...] | list[Turn], start: int, tool_format: bool = False
+) -> tuple[str, list[Turn]]:
     """The line the NPC answers (the player's, or the results of its pending calls, checked) and the history as the
     prompt shows it (calls and results rendered as they were generated and heard)."""
     pending = decode_npc_line(turns[-1].npc_line)[1] if turns else ()
@@ -492,7 +568,11 @@ def prepare_turns(request: TalkRequest, turns: tuple[Turn, ...] | list[Turn], st
         t = turns[i]
         before = turns[i - 1].npc_line if i > 0 else ""
         shown.append(
-            replace(t, player_line=render_player_line(t.player_line, before), npc_line=render_npc_line(t.npc_line))
+            replace(
+                t,
+                player_line=render_player_line(t.player_line, before),
+                npc_line=render_npc_line(t.npc_line, tool_format),
+            )
         )
     return line, shown
 
@@ -506,19 +586,26 @@ def stored_turn(request: TalkRequest, final: Completion, time_ms: int) -> Turn:
     )
 
 
-async def prepare_chat(request: ChatRequest, compiled: CompiledFormat) -> tuple[ActionPlan | None, ChatRequest]:
+async def prepare_chat(
+    request: ChatRequest, compiled: CompiledFormat, template: str | None = None
+) -> tuple[ActionPlan | None, ChatRequest]:
     """Checks a chat's tools and tool_choice; the plan, and the messages as the model reads them (tools described
-    in the system message, earlier calls and tool results rendered)."""
+    in the system message, or rendered by a ``template`` with a tool format; earlier calls and tool results
+    rendered)."""
     check_actions(request.tools, param="tools")
     choice = request.tool_choice or ActionChoice("auto" if request.tools else "none")
     check_choice(choice, request.tools, param="tool_choice")
-    plan_ = await plan(request.tools, choice, param="tools")
+    tool_format = has_tool_format(template) and choice.mode != "none"
+    plan_ = await plan(request.tools, choice, param="tools", tool_format=tool_format)
     _no_grammar_clash(plan_, compiled, "tools")
-    messages = chat_messages(request.messages, request.tools if plan_ is not None else ())
+    described = request.tools if plan_ is not None and not tool_format else ()
+    messages = chat_messages(request.messages, described, tool_format)
     return plan_, replace(request, messages=messages)
 
 
-def chat_messages(messages: tuple[Message, ...], tools: tuple[Action, ...]) -> tuple[Message, ...]:
+def chat_messages(
+    messages: tuple[Message, ...], tools: tuple[Action, ...], tool_format: bool = False
+) -> tuple[Message, ...]:
     calls: dict[str, ActionCall] = {}
     out: list[Message] = []
     for i, m in enumerate(messages):
@@ -526,7 +613,9 @@ def chat_messages(messages: tuple[Message, ...], tools: tuple[Action, ...]) -> t
             raise InvalidArgument(f"messages[{i}] has tool_calls but is not the assistant's", param="messages")
         if m.role == "assistant" and m.tool_calls:
             calls.update((c.id, c) for c in m.tool_calls)
-            out.append(replace(m, content=m.content + "".join(call_text(c) for c in m.tool_calls), tool_calls=()))
+            out.append(
+                replace(m, content=m.content + "".join(call_text(c, tool_format) for c in m.tool_calls), tool_calls=())
+            )
         elif m.role == "tool":
             call = calls.get(m.tool_call_id)
             if call is None:

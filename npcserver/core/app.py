@@ -201,7 +201,7 @@ class NpcCore:
         self._check_messages(request)
         self._check_overrides(request.overrides)
         compiled = await compile_format_async(request.response_format)
-        plan, request = await acts.prepare_chat(request, compiled)
+        plan, request = await acts.prepare_chat(request, compiled, request.chat_template or info.chat_template)
         params = self.presets.resolve(
             request.overrides, request.preset, None, default_max_tokens=self.default_max_tokens
         )
@@ -209,6 +209,7 @@ class NpcCore:
             enable_thinking=request.enable_thinking,
             add_generation_prompt=request.add_generation_prompt,
             content_format=request.chat_template_content_format,
+            tools=plan.tools if plan is not None else (),
         )
         prompt = await asyncio.to_thread(
             self.prompts.chat,
@@ -250,7 +251,7 @@ class NpcCore:
             request.overrides, request.preset, persona, default_max_tokens=self.default_max_tokens
         )
         # The persona the NPC speaks as describes its actions; per-turn ones follow the history.
-        plan, persona = await acts.prepare_talk(request, persona, compiled)
+        plan, persona = await acts.prepare_talk(request, persona, compiled, self.prompts.chat_template)
         key = (request.persona_id, request.conversation_id)
         lock = self._lock(key)
         async with self._queued(lock):
@@ -272,7 +273,7 @@ class NpcCore:
             )
             history = await asyncio.to_thread(self.store.load_recent, *key, room)
             start = overflow_start([t.tokens for t in history.turns], history.tokens_before, room)
-            line, shown = acts.prepare_turns(request, history.turns, start)
+            line, shown = acts.prepare_turns(request, history.turns, start, plan is not None and plan.tool_format)
             for_line = await asyncio.to_thread(knowledge.for_line, self, known, request, shown, line)
             player_name = request.player_name or persona.player_name
             enable_thinking = request.enable_thinking
@@ -286,7 +287,7 @@ class NpcCore:
                 player_name=player_name,
                 max_tokens=params.max_tokens,
                 structured=compiled.grammar is not None,
-                options=TemplateOptions(enable_thinking=enable_thinking),
+                options=TemplateOptions(enable_thinking=enable_thinking, tools=plan.tools if plan is not None else ()),
                 knowledge=for_line,
             )
             prompt = replace(prompt, truncated_turns=history.first + start + prompt.truncated_turns)
@@ -386,13 +387,14 @@ class NpcCore:
             grammar = allow_leading_space(grammar)
         if plan is not None:
             grammar = plan.grammar
-        cut = acts.CallCutter()
+        cut = acts.CallCutter(plan is not None and plan.tool_format)
         request = GenerationRequest(
             prompt=prompt.tokens,
             params=params,
             grammar=grammar,
             session=session,
             prefix_len=prompt.prefix_len,
+            grammar_triggers=plan.triggers if plan is not None else (),
             request_id=request_id,
         )
         pieces: list[str] = []

@@ -734,6 +734,8 @@ class PromptBuilder:
             extra["enable_thinking"] = options.enable_thinking
         if documents:
             extra["documents"] = documents
+        if options.tools:
+            extra["tools"] = [dict(t) for t in options.tools]
         content: list[dict[str, Any]] = [dict(m) for m in msgs]
         if _content_format(template, options.content_format) == "openai":
             content = [{**m, "content": [{"type": "text", "text": m["content"]}]} for m in msgs]

@@ -36,6 +36,8 @@ class TemplateOptions:
     content_format: str = "auto"
     #: Reference documents as ``{"title": ..., "text": ...}`` (for templates that read ``documents``).
     documents: tuple[tuple[str, str], ...] = ()
+    #: OpenAI-style tools (``{"type": "function", "function": {...}}``) for templates with a tool format.
+    tools: tuple[dict[str, Any], ...] = ()
 
 
 DEFAULT_OPTIONS = TemplateOptions()

@@ -244,13 +244,18 @@ async def render_talk(core: NpcCore, request: TalkRequest, persona_fields: dict[
         await core.validate_persona(persona)
     compiled, grammar_source = await _talk_format(core, request, persona)
     params, sampling = explain_sampling(core, request.overrides, request.preset, persona)
-    plan, persona = await acts.prepare_talk(request, persona, compiled)
-    prompt = await talk_prompt(core, request, persona, params, compiled)
+    plan, persona = await acts.prepare_talk(request, persona, compiled, core.prompts.chat_template)
+    prompt = await talk_prompt(core, request, persona, params, compiled, plan)
     return await asyncio.to_thread(_inspection, core, prompt, params, sampling, compiled, grammar_source, plan)
 
 
 async def talk_prompt(
-    core: NpcCore, request: TalkRequest, persona: Persona, params: SamplingParams, compiled: CompiledFormat
+    core: NpcCore,
+    request: TalkRequest,
+    persona: Persona,
+    params: SamplingParams,
+    compiled: CompiledFormat,
+    plan: acts.ActionPlan | None = None,
 ) -> BuiltPrompt:
     """The Talk prompt exactly as NpcCore.stream_talk builds it (keep the two in step; ``persona`` is the one
     actions.prepare_talk returned): the newest turns that fit,
@@ -261,7 +266,7 @@ async def talk_prompt(
     )
     history = await asyncio.to_thread(core.store.load_recent, request.persona_id, request.conversation_id, room)
     start = overflow_start([t.tokens for t in history.turns], history.tokens_before, room)
-    line, shown = acts.prepare_turns(request, history.turns, start)
+    line, shown = acts.prepare_turns(request, history.turns, start, plan is not None and plan.tool_format)
     for_line = await asyncio.to_thread(knowledge.for_line, core, known, request, shown, line)
     enable_thinking = request.enable_thinking if request.enable_thinking is not None else persona.enable_thinking
     prompt = await asyncio.to_thread(
@@ -272,7 +277,7 @@ async def talk_prompt(
         player_name=request.player_name or persona.player_name,
         max_tokens=params.max_tokens,
         structured=compiled.grammar is not None,
-        options=TemplateOptions(enable_thinking=enable_thinking),
+        options=TemplateOptions(enable_thinking=enable_thinking, tools=plan.tools if plan is not None else ()),
         knowledge=for_line,
     )
     before = history.first + start
@@ -292,13 +297,14 @@ async def render_chat(core: NpcCore, request: ChatRequest) -> Inspection:
     core._check_messages(request)
     core._check_overrides(request.overrides)
     compiled = await compile_format_async(request.response_format)
-    plan, request = await acts.prepare_chat(request, compiled)
+    plan, request = await acts.prepare_chat(request, compiled, request.chat_template or info.chat_template)
     params, sampling = explain_sampling(core, request.overrides, request.preset, None)
     # As NpcCore.stream_chat builds it (keep the two in step).
     options = TemplateOptions(
         enable_thinking=request.enable_thinking,
         add_generation_prompt=request.add_generation_prompt,
         content_format=request.chat_template_content_format,
+        tools=plan.tools if plan is not None else (),
     )
     prompt = await asyncio.to_thread(
         core.prompts.chat,
@@ -353,8 +359,8 @@ async def compare(core: NpcCore, request: TalkRequest, variants: Sequence[Varian
         compiled, _ = await _talk_format(core, request, persona)
         params, _ = explain_sampling(core, v.overrides, v.preset, persona)
         # The variant speaks with its actions described (as a Talk would); its result keeps the persona as edited.
-        plan, speaking = await acts.prepare_talk(request, persona, compiled)
-        prompt = await talk_prompt(core, request, speaking, params, compiled)
+        plan, speaking = await acts.prepare_talk(request, persona, compiled, core.prompts.chat_template)
+        prompt = await talk_prompt(core, request, speaking, params, compiled, plan)
         prepared.append((v.label or f"variant {i + 1}", persona, prompt, params, compiled, plan))
 
     async def one(

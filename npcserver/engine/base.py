@@ -42,6 +42,9 @@ class GenerationRequest:
     params: SamplingParams
     #: GBNF grammar text that constrains sampling, or None.
     grammar: str | None = None
+    #: Texts that start the grammar (a lazy grammar, llama.cpp's): sampling is free until the output contains one,
+    #: then the grammar constrains from it on (its root matches from the trigger). Empty: constrained from the start.
+    grammar_triggers: tuple[str, ...] = ()
     #: A stable key for the conversation ("persona/conversation"), so an engine may keep its KV cache between
     #: turns. None for one-off requests.
     session: str | None = None

@@ -712,7 +712,7 @@ class BatchedEngine:
         del slot.tokens[keep:]
         slot.last_used = time.monotonic()
         try:
-            sampler = SequenceSampler(self._vocab, req.params, req.grammar)
+            sampler = SequenceSampler(self._vocab, req.params, req.grammar, req.grammar_triggers)
         except NpcError as exc:
             self._fail(seq, exc)
             return

@@ -12,6 +12,12 @@ those is allowed: greedy decoding picks what a full pass would (barring a repeat
 sampling with top-k <= 1024 draws from the same candidates. Every accepted token has passed the grammar, so the
 output is exactly as grammar-valid as with the grammar applied up front.
 
+A lazy grammar (``triggers``: literal texts, passed as escaped patterns to llama.cpp's
+``llama_sampler_init_grammar_lazy_patterns``) leaves the text free until the output contains a trigger, then
+constrains from it on: the fast path needs no change, as the grammar allows every token until then. A token that
+completes a trigger with more text after it is redrawn: llama.cpp replays that text into the grammar and aborts the
+process when it does not fit.
+
 ``top_p`` below 1 always applies (0 keeps only the most likely token), as in llama-cpp-python.
 
 Not thread-safe: one ``SequenceSampler`` belongs to the scheduler thread.
@@ -22,6 +28,7 @@ from __future__ import annotations
 import ctypes
 import math
 import random
+import re
 
 import llama_cpp.llama_cpp as ll
 import numpy as np
@@ -79,7 +86,13 @@ class CandidateBuffer:
 class SequenceSampler:
     """The sampler state of one generation: chain (penalty history, RNG) and optional grammar."""
 
-    def __init__(self, vocab: ll.llama_vocab_p, params: SamplingParams, grammar: str | None) -> None:
+    def __init__(
+        self,
+        vocab: ll.llama_vocab_p,
+        params: SamplingParams,
+        grammar: str | None,
+        triggers: tuple[str, ...] = (),
+    ) -> None:
         self._chain = ll.llama_sampler_chain_init(ll.llama_sampler_chain_default_params())
         self._grammar: ll.llama_sampler_p | None = None
         n_vocab = ll.llama_vocab_n_tokens(vocab)
@@ -101,8 +114,18 @@ class SequenceSampler:
             self._add(ll.llama_sampler_init_temp(params.temperature))
             seed = params.seed if params.seed is not None else random.getrandbits(32)
             self._add(ll.llama_sampler_init_dist(seed & 0xFFFFFFFF))
-        if grammar is not None:
+        self._vocab = vocab
+        #: The texts the lazy grammar waits for, and the end of the output seen until then.
+        self._waiting = triggers if grammar is not None else ()
+        self._seen = ""
+        if grammar is not None and triggers:
+            patterns = (ctypes.c_char_p * len(triggers))(*(re.escape(t).encode("utf-8") for t in triggers))
+            g = ll.llama_sampler_init_grammar_lazy_patterns(
+                vocab, grammar.encode("utf-8"), b"root", patterns, len(triggers), None, 0
+            )
+        elif grammar is not None:
             g = ll.llama_sampler_init_grammar(vocab, grammar.encode("utf-8"), b"root")
+        if grammar is not None:
             if not g:
                 self.close()
                 raise InvalidArgument(
@@ -130,6 +153,8 @@ class SequenceSampler:
         buf.load(logits)
         ll.llama_sampler_apply(self._chain, ctypes.byref(buf.array))
         token = buf.selected()
+        if self._waiting:
+            token = self._before_trigger(token, logits, buf)
         self.grammar_checks += 1
         if not self._grammar_allows(token):
             # Rejected: redo the draw over the grammar-allowed tokens of the smallest shortlist that has any.
@@ -149,6 +174,28 @@ class SequenceSampler:
         ll.llama_sampler_accept(self._grammar, token)
         ll.llama_sampler_accept(self._chain, token)
         return token
+
+    def _before_trigger(self, token: int, logits: npt.NDArray[np.float32], buf: CandidateBuffer) -> int:
+        """While a lazy grammar waits: redraws a token that would complete a trigger with more text after it, and
+        notes when the grammar has started."""
+        while True:
+            seen = self._seen + self._piece(token)
+            hit = min((at + len(t) for t in self._waiting if (at := seen.find(t)) >= 0), default=-1)
+            if hit < 0:
+                self._seen = seen[-max(len(t) for t in self._waiting) :]
+                return token
+            if hit == len(seen):
+                self._waiting = ()  # the grammar takes over from here
+                return token
+            logits[token] = -math.inf
+            buf.load(logits)
+            ll.llama_sampler_apply(self._chain, ctypes.byref(buf.array))
+            token = buf.selected()
+
+    def _piece(self, token: int) -> str:
+        out = ctypes.create_string_buffer(64)
+        n = ll.llama_token_to_piece(self._vocab, token, out, len(out), 0, True)
+        return out.raw[: max(n, 0)].decode("utf-8", errors="replace")
 
     def _grammar_allows(self, token: int) -> bool:
         one = ll.llama_token_data(id=token, logit=1.0, p=0.0)
