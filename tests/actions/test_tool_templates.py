@@ -237,7 +237,7 @@ async def test_lazy_grammar_leaves_the_text_free_until_its_trigger() -> None:
         lazy = GenerationRequest(prompt=prompt, params=greedy, grammar=grammar, grammar_triggers=(trigger,))
         # Up to the trigger the output is the unconstrained one; from it on, the grammar's (then the end).
         both = await asyncio.gather(generate(engine, lazy), generate(engine, GenerationRequest(prompt, greedy)))
-        assert both == [head + " XYZZY.", free]
+        assert list(both) == [head + " XYZZY.", free]
         # A trigger that a token would complete with more text after it: that token is redrawn (llama.cpp would
         # abort replaying text the grammar does not allow), and the grammar still holds once it starts.
         cut = trigger[:-1]
