@@ -45,7 +45,11 @@ per-sequence ubatches and only groups consecutive sequence ids, so a decode step
 several small ubatches. A unified cache decodes the whole batch at once, and flash attention skips the cells that
 the mask hides, so a sequence pays for its own tokens only. Gemma 3's sliding-window layers keep a full-size cache
 (``swa_full``) because a windowed cache forgets old positions, and truncating a sequence back to a shared prefix
-(the next turn re-tokenizes the reply a little differently) would then attend over a window with holes.
+(the next turn re-tokenizes the reply a little differently) would then attend over a window with holes. Even
+with ``swa_full``, llama.cpp gives a cell to new tokens once it is outside its own sequence's window, so a long
+sequence can still lose early positions from the windowed layers; ``_holds`` checks what the cache reports after
+every trim, copy and restore, and a slot that lost what its next tokens need is read again (a prompt over the window
+that another conversation's copy left with a gap, or a trim far back into a long conversation).
 
 Isolation (llama.cpp #27148): every token in a batch carries exactly one sequence id, and the attention mask lets it
 see only cells tagged with that id, so a conversation never sees another's tokens. The randomized-interleaving test
@@ -309,6 +313,7 @@ class BatchedEngine:
         self._mem: ll.llama_memory_t | None = None
         self._batch: ll.llama_batch | None = None
         self._n_ctx_seq = 0
+        self._n_swa = 0
         self._n_vocab = 0
         self._grammars = GrammarCheck()  # thread-safe on its own
 
@@ -501,6 +506,7 @@ class BatchedEngine:
         self._ctx = ctx
         self._mem = ll.llama_get_memory(ctx)
         self._n_ctx_seq = per_seq
+        self._n_swa = int(ll.llama_model_n_swa(model))
         self._cand = CandidateBuffer(self._n_vocab)
         self._batch = ll.llama_batch_init(self._n_batch, 0, 1)
         self._slots = [_Slot(seq_id=i) for i in range(self._n_seq)]
@@ -710,6 +716,10 @@ class BatchedEngine:
             ll.llama_memory_seq_rm(self._mem, slot.seq_id, -1, -1)
             keep = 0
         del slot.tokens[keep:]
+        if not self._holds(slot):
+            ll.llama_memory_seq_rm(self._mem, slot.seq_id, -1, -1)
+            slot.tokens.clear()
+            keep = 0
         slot.last_used = time.monotonic()
         try:
             sampler = SequenceSampler(self._vocab, req.params, req.grammar, req.grammar_triggers)
@@ -724,6 +734,29 @@ class BatchedEngine:
         seq.clock.admitted = time.perf_counter()
         seq.status = _Status.READING
         self._running.append(seq)
+
+    def _holds(self, slot: _Slot) -> bool:
+        """Whether the KV cache really holds what ``slot.tokens`` says, as far as llama.cpp lets us see.
+
+        llama.cpp's sliding-window cache hands a cell to new tokens once it is outside its own sequence's window,
+        even with ``swa_full``: a long sequence's early positions can vanish from the windowed layers. Trimming such
+        a sequence back, copying its prefix to another, or restoring it, can then leave a gap where the new tokens'
+        window needs cells (llama_decode refuses the batch when the newest is missing). So after each of those the
+        windowed cache must still end at the last token and reach down to the window below it; if not, the slot is
+        read again rather than trusted.
+        """
+        assert self._mem is not None
+        n = len(slot.tokens)
+        last = int(ll.llama_memory_seq_pos_max(self._mem, slot.seq_id))
+        if n == 0:
+            return last < 0
+        if last != n - 1:
+            return False
+        if self._n_swa <= 0:
+            return True
+        # The next token, at position n, sees the positions above n - n_swa.
+        first = int(ll.llama_memory_seq_pos_min(self._mem, slot.seq_id))
+        return 0 <= first <= max(0, n + 1 - self._n_swa)
 
     def _save(self, slot: _Slot) -> None:
         """Keeps an evicted conversation's KV in RAM (bounded, oldest first out); what leaves RAM, or does not fit
@@ -754,8 +787,8 @@ class BatchedEngine:
         """Loads a saved conversation into a slot (replacing what it held); on failure the slot is empty."""
         assert self._mem is not None
         tokens, buf = saved
-        if ll.llama_state_seq_set_data(self._ctx, buf, len(buf), slot.seq_id) > 0:
-            slot.tokens = list(tokens)
+        slot.tokens = list(tokens)
+        if ll.llama_state_seq_set_data(self._ctx, buf, len(buf), slot.seq_id) > 0 and self._holds(slot):
             self.restores += 1
         else:
             ll.llama_memory_seq_rm(self._mem, slot.seq_id, -1, -1)
@@ -836,8 +869,12 @@ class BatchedEngine:
             if read.donor is not None:
                 ll.llama_memory_seq_cp(self._mem, read.donor.seq_id, slot.seq_id, seq.prompt_pos, read.copy_to)
                 slot.tokens.extend(prompt[seq.prompt_pos : read.copy_to])
-                seq.cached += read.copy_to - seq.prompt_pos
-                seq.prompt_pos = read.copy_to
+                if self._holds(slot):
+                    seq.cached += read.copy_to - seq.prompt_pos
+                    seq.prompt_pos = read.copy_to
+                else:  # the donor lost some of those cells (see _holds): read them instead
+                    ll.llama_memory_seq_rm(self._mem, slot.seq_id, seq.prompt_pos, -1)
+                    del slot.tokens[seq.prompt_pos :]
             pos = seq.prompt_pos
             end = pos + read.take
             last = len(prompt) - 1
