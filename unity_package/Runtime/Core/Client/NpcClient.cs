@@ -20,6 +20,15 @@ namespace NpcServer.Dialogue
         /// <summary>The content type of binary gRPC-Web.</summary>
         public const string ContentType = "application/grpc-web+proto";
 
+        /// <summary>
+        /// The header with the conversation key ("persona/conversation") that a proxy in front of several servers
+        /// hashes on, so a conversation stays on the server whose cache holds it. Sent on every Talk.
+        /// </summary>
+        public const string ConversationHeader = "x-npc-conversation";
+
+        /// <summary>How many times a Talk is sent when the server is unreachable or ABORTED, before any delta.</summary>
+        public const int TalkAttempts = 3;
+
         readonly INpcTransport _transport;
         readonly string _apiKey;
 
@@ -76,17 +85,45 @@ namespace NpcServer.Dialogue
         public async Task<NpcLine> TalkAsync(TalkRequest request, IProgress<string> onDelta,
             IProgress<NpcActionCall> onActionCall, CancellationToken cancellationToken = default(CancellationToken))
         {
+            if (request == null) throw new ArgumentNullException("request");
+            // One id per line, kept on retries: a line the server already stored comes back as stored, never twice.
+            if (string.IsNullOrEmpty(request.RequestId)) request.RequestId = Guid.NewGuid().ToString("N");
+            var headers = BuildHeaders();
+            headers[ConversationHeader] = Uri.EscapeDataString(request.PersonaId) + "/"
+                                          + Uri.EscapeDataString(request.ConversationId);
             CompletionFinal final = null;
-            await ServerStreamingAsync<TalkRequest, TalkResponse>(ConversationServicePaths.Talk, request,
-                response =>
+            for (var attempt = 1; ; attempt++)
+            {
+                var reported = false;
+                try
                 {
-                    if (response.Delta != null && onDelta != null) onDelta.Report(response.Delta.Content);
-                    if (response.ActionCall != null && onActionCall != null)
-                    {
-                        onActionCall.Report(new NpcActionCall(response.ActionCall));
-                    }
-                    if (response.Final != null) final = response.Final;
-                }, cancellationToken).ConfigureAwait(false);
+                    await SendStreamingAsync<TalkRequest, TalkResponse>(ConversationServicePaths.Talk, request,
+                        response =>
+                        {
+                            if (response.Delta != null && onDelta != null)
+                            {
+                                reported = true;
+                                onDelta.Report(response.Delta.Content);
+                            }
+                            if (response.ActionCall != null && onActionCall != null)
+                            {
+                                reported = true;
+                                onActionCall.Report(new NpcActionCall(response.ActionCall));
+                            }
+                            if (response.Final != null) final = response.Final;
+                        }, headers, cancellationToken).ConfigureAwait(false);
+                    break;
+                }
+                catch (NpcRpcException e)
+                {
+                    // Retried here only while nothing reached the game; otherwise the caller sends the same
+                    // request (same RequestId) again.
+                    var retryable = e.StatusCode == GrpcStatusCode.Unavailable
+                                    || e.StatusCode == GrpcStatusCode.Aborted;
+                    if (!retryable || reported || attempt >= TalkAttempts) throw;
+                }
+                await Task.Delay(200 * attempt, cancellationToken).ConfigureAwait(false);
+            }
             if (final == null)
             {
                 throw NpcRpcException.FromStatus(GrpcStatusCode.Internal, "Talk stream ended with no final message",
@@ -230,15 +267,23 @@ namespace NpcServer.Dialogue
         /// on the transport's thread. The task completes after the OK trailer and throws
         /// <see cref="NpcRpcException"/> (or a subclass) for any other status.
         /// </summary>
-        public async Task ServerStreamingAsync<TRequest, TResponse>(string path, TRequest request,
+        public Task ServerStreamingAsync<TRequest, TResponse>(string path, TRequest request,
             Action<TResponse> onMessage, CancellationToken cancellationToken = default(CancellationToken))
+            where TRequest : IProtoMessage
+            where TResponse : IProtoMessage, new()
+        {
+            return SendStreamingAsync(path, request, onMessage, BuildHeaders(), cancellationToken);
+        }
+
+        async Task SendStreamingAsync<TRequest, TResponse>(string path, TRequest request,
+            Action<TResponse> onMessage, Dictionary<string, string> headers, CancellationToken cancellationToken)
             where TRequest : IProtoMessage
             where TResponse : IProtoMessage, new()
         {
             if (request == null) throw new ArgumentNullException("request");
             var body = GrpcWebFraming.EncodeMessage(ProtoWriter.Serialize(request));
             var reader = new GrpcWebResponseReader<TResponse>(onMessage);
-            await _transport.SendAsync(new NpcHttpRequest(path, body, BuildHeaders()), reader, cancellationToken)
+            await _transport.SendAsync(new NpcHttpRequest(path, body, headers), reader, cancellationToken)
                 .ConfigureAwait(false);
             reader.Complete();
         }

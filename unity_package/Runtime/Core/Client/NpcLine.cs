@@ -107,6 +107,15 @@ namespace NpcServer.Dialogue
         }
 
         /// <summary>
+        /// True when this is the reply the server stored for an earlier try of the same line (same request id),
+        /// returned without generating again.
+        /// </summary>
+        public bool Replayed
+        {
+            get { return Final.Replayed; }
+        }
+
+        /// <summary>
         /// The structured payload parsed into dictionaries, lists, strings, doubles, bools and nulls; null when
         /// there is no valid payload or it is not a JSON object.
         /// </summary>
