@@ -346,6 +346,8 @@ class NpcCore:
                 if cut > known.summary_through:
                     # Turns left the prompt: their summary is written in the background, after this reply.
                     self.summarizer.schedule(persona, key, cut, history.epoch)
+                if persona.propose_memories:
+                    self.summarizer.propose(persona, key, request.text, final.text)
             yield final
 
     async def _stored_reply(self, request: TalkRequest) -> list[StreamEvent] | None:

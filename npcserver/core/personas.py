@@ -201,6 +201,7 @@ def persona_to_dict(p: Persona) -> dict[str, Any]:
         "opening_lines": list(p.opening_lines),
         "post_history_instructions": p.post_history_instructions,
         "enable_thinking": p.enable_thinking,
+        "propose_memories": p.propose_memories,
         "source": p.source,
         "load_error": p.load_error,
         "card": p.card,
@@ -232,6 +233,7 @@ def persona_from_dict(d: dict[str, Any], *, origin: str = "persona") -> Persona:
         "opening_lines",
         "post_history_instructions",
         "enable_thinking",
+        "propose_memories",
         "actions",
         # Set by the server, never by a file: where the persona comes from, its file's error, its imported card.
         *STORED_ONLY,
@@ -252,6 +254,9 @@ def persona_from_dict(d: dict[str, Any], *, origin: str = "persona") -> Persona:
     thinking = d.get("enable_thinking")
     if thinking is not None and not isinstance(thinking, bool):
         raise InvalidArgument(f"{origin}: enable_thinking must be true or false", param="enable_thinking")
+    propose = d.get("propose_memories", False)
+    if not isinstance(propose, bool):
+        raise InvalidArgument(f"{origin}: propose_memories must be true or false", param="propose_memories")
     actions = _actions_from(d.get("actions") or [], origin)
     examples = []
     for i, ex in enumerate(d.get("example_dialogue") or []):
@@ -276,6 +281,7 @@ def persona_from_dict(d: dict[str, Any], *, origin: str = "persona") -> Persona:
             opening_lines=tuple(str(s) for s in d.get("opening_lines") or ()),
             post_history_instructions=str(d.get("post_history_instructions") or ""),
             enable_thinking=thinking,
+            propose_memories=propose,
             source=str(d.get("source") or ""),
             load_error=str(d.get("load_error") or ""),
             card=d.get("card") if isinstance(d.get("card"), dict) else None,

@@ -13,15 +13,18 @@ some thread of what was said.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from npcserver.clock import now_ms
+from npcserver.core.memory import check_memory
 from npcserver.core.personas import LINE_BREAKS
-from npcserver.core.types import Persona, Summary, Turn
+from npcserver.core.structured import compile_format_async
+from npcserver.core.types import Memory, Persona, ResponseFormat, Summary, Turn
 from npcserver.engine.base import GenerationRequest, SamplingParams, TextDelta
-from npcserver.errors import Aborted, NpcError
+from npcserver.errors import Aborted, InvalidArgument, NpcError, ResourceExhausted
 
 if TYPE_CHECKING:
     from npcserver.core.app import NpcCore
@@ -34,6 +37,31 @@ MAX_TOKENS = 160
 MAX_CHARS = 2000
 #: Most turns one rewrite reads (the newest of those left behind).
 MAX_TURNS = 40
+PROPOSAL_MAX_TOKENS = 120
+#: What a model's memory proposal looks like (enforced while sampling).
+PROPOSAL_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "memories": {
+            "type": "array",
+            # At least one: a small model asked for "none if nothing matters" nearly always says none; the
+            # importance it gives lets recall pass over trivia.
+            "minItems": 1,
+            "maxItems": 2,
+            "items": {
+                "type": "object",
+                "properties": {
+                    "text": {"type": "string", "minLength": 8, "maxLength": 200},
+                    "importance": {"type": "integer", "minimum": 1, "maximum": 10},
+                },
+                "required": ["text", "importance"],
+                "additionalProperties": False,
+            },
+        }
+    },
+    "required": ["memories"],
+    "additionalProperties": False,
+}
 
 
 def _flat(text: str, limit: int = 300) -> str:
@@ -71,6 +99,7 @@ class Summarizer:
     def __init__(self, core: NpcCore) -> None:
         self.core = core
         self._tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._proposals: dict[tuple[str, str], asyncio.Task[None]] = {}
 
     def schedule(self, persona: Persona, key: tuple[str, str], cut: int, epoch: int) -> None:
         """Summarizes the turns before index ``cut`` (those the prompt leaves out now), unless one is under way."""
@@ -82,9 +111,52 @@ class Summarizer:
         task.add_done_callback(lambda t: self._tasks.pop(key, None) if self._tasks.get(key) is t else None)
 
     async def idle(self) -> None:
-        """Waits for every rewrite under way (tests, shutdown)."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks.values()), return_exceptions=True)
+        """Waits for every rewrite and proposal under way (tests, shutdown)."""
+        while self._tasks or self._proposals:
+            await asyncio.gather(*self._tasks.values(), *self._proposals.values(), return_exceptions=True)
+
+    def propose(self, persona: Persona, key: tuple[str, str], player_line: str, npc_line: str) -> None:
+        """Lets the model propose memories of the exchange just stored, unless a proposal is under way (a busy
+        conversation skips some exchanges rather than queueing work behind its lines)."""
+        running = self._proposals.get(key)
+        if running is not None and not running.done():
+            return
+        task = asyncio.create_task(self._propose(persona, key, player_line, npc_line))
+        self._proposals[key] = task
+        task.add_done_callback(lambda t: self._proposals.pop(key, None) if self._proposals.get(key) is t else None)
+
+    async def _propose(self, persona: Persona, key: tuple[str, str], player_line: str, npc_line: str) -> None:
+        try:
+            compiled = await compile_format_async(ResponseFormat("json_schema", PROPOSAL_SCHEMA, "memories"))
+            npc = _flat(persona.display_name, 64) or "NPC"
+            player = _flat(persona.player_name, 64) or "Player"
+            prompt = (
+                f"{player}: {_flat(player_line)}\n{npc}: {_flat(npc_line)}\n\n"
+                f"The fact from this exchange that {npc} should remember later, as JSON with an importance from 1 "
+                "(trivia) to 10:\n"
+            )
+            text = await self._run(prompt, compiled.grammar, PROPOSAL_MAX_TOKENS)
+            try:
+                items = json.loads(text)["memories"] if text else []
+            except (ValueError, KeyError, TypeError):
+                log.info("memory proposal of %s/%s is not JSON (cut off?): %r", *key, text[:200])
+                return
+            for item in items:
+                # Sampling grammars do not bound numbers: the importance is clamped to the scale.
+                importance = min(max(int(item["importance"]), 1), 10)
+                memory = Memory(str(item["text"]).strip(), importance, source="model")
+                try:
+                    check_memory(memory)
+                    await asyncio.to_thread(self.core.store.add_memory, *key, memory, limit=self.core.max_memories)
+                except ResourceExhausted:
+                    log.info("memories of %s/%s are full: the model's proposal is not kept", *key)
+                    return
+                except InvalidArgument:
+                    continue
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("memory proposal of %s/%s failed", *key)
 
     async def _rewrite(self, persona: Persona, key: tuple[str, str], cut: int, epoch: int) -> None:
         try:
@@ -106,20 +178,23 @@ class Summarizer:
             log.exception("summary rewrite of %s/%s failed", *key)
 
     async def _generate(self, persona: Persona, previous: str, turns: Sequence[Turn]) -> str:
+        return " ".join((await self._run(summary_prompt(persona, previous, turns), None, MAX_TOKENS)).split())
+
+    async def _run(self, prompt: str, grammar: str | None, max_tokens: int) -> str:
         engine = self.core.engine
         info = engine.info
-        prompt = summary_prompt(persona, previous, turns)
         ids = await asyncio.to_thread(engine.tokenize, prompt, add_bos=info.add_bos, special=False)
-        room = info.context_size - MAX_TOKENS - 8
+        room = info.context_size - max_tokens - 8
         if len(ids) > room:
             ids = ids[:1] + ids[len(ids) - room + 1 :] if info.add_bos else ids[-room:]
-        params = SamplingParams(temperature=TEMPERATURE, top_p=0.9, max_tokens=MAX_TOKENS, seed=0, stop=("\n\n",))
+        stop = () if grammar else ("\n\n",)
+        params = SamplingParams(temperature=TEMPERATURE, top_p=0.9, max_tokens=max_tokens, seed=0, stop=stop)
         out: list[str] = []
         try:
-            async for event in engine.generate(GenerationRequest(ids, params, request_id="summary")):
+            async for event in engine.generate(GenerationRequest(ids, params, grammar=grammar, request_id="summary")):
                 if isinstance(event, TextDelta):
                     out.append(event.text)
         except NpcError as exc:
-            log.warning("summary not generated (%s); keeping a shortened transcript instead", exc.message)
+            log.warning("background generation failed (%s)", exc.message)
             return ""
-        return " ".join("".join(out).split())
+        return "".join(out)

@@ -233,6 +233,8 @@ class Persona:
     actions: tuple[Action, ...] = ()
     #: Whether a thinking model may reason before this NPC answers, unless a Talk says (None: the template's own).
     enable_thinking: bool | None = None
+    #: After each stored reply, the model proposes memories of the exchange (structured output, in the background).
+    propose_memories: bool = False
 
 
 @dataclass(frozen=True)

@@ -303,6 +303,7 @@ def persona_from_pb(msg: pb.Persona) -> Persona:
         opening_lines=tuple(msg.opening_lines),
         post_history_instructions=msg.post_history_instructions,
         enable_thinking=_opt(msg, "enable_thinking"),
+        propose_memories=msg.propose_memories,
         actions=actions_from_pb(msg.actions, "persona.actions"),
         # source and load_error are output only: the server sets them.
     )
@@ -325,6 +326,7 @@ def persona_to_pb(p: Persona) -> pb.Persona:
         load_error=p.load_error,
         opening_lines=list(p.opening_lines),
         post_history_instructions=p.post_history_instructions,
+        propose_memories=p.propose_memories,
     )
     if p.max_tokens is not None:
         msg.max_tokens = p.max_tokens

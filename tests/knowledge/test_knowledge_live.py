@@ -175,6 +175,22 @@ def test_memories_are_recalled_when_they_matter_and_limited(api: Api) -> None:
     assert api.http.delete(f"{path}/{ring.id}").status_code == 404
 
 
+def test_a_persona_that_proposes_memories_gets_the_models_memories(api: Api) -> None:
+    greta = api.http.get(f"/v1/npcs/{GRETA}").json()
+    body = {k: v for k, v in greta.items() if k not in ("source", "load_error")}
+    body.update(id="remembering_keeper", propose_memories=True)
+    assert api.http.put("/v1/npcs/remembering_keeper", json=body).status_code == 200
+    path = "/v1/npcs/remembering_keeper/conversations/m1"
+    line = {"text": "I found your lost silver ring by the well.", "sampling": {"max_tokens": 12, "seed": "3"}}
+    reply = api.http.post(path + ":talk", json={**line, "stream": False})
+    assert reply.status_code == 200 and reply.json()["stored"] is True, reply.text
+    eventually(lambda: bool(api.http.get(path + "/memories").json()["memories"]), within_s=120)
+    memory = api.http.get(path + "/memories").json()["memories"][0]
+    assert memory["source"] == "model" and 1 <= memory["importance"] <= 10 and len(memory["text"]) >= 8
+    # Greta herself does not propose any.
+    assert api.http.get(f"/v1/npcs/{GRETA}/conversations/c1/memories").json()["memories"] == []
+
+
 def test_after_200_turns_the_summary_is_in_the_prompt_and_a_save_game_restores_it_with_the_memories(api: Api) -> None:
     conversation = f"long-{uuid.uuid4().hex[:6]}"
     turns = [

@@ -390,7 +390,7 @@ class ExampleExchange(_message.Message):
     def __init__(self, player_line: _Optional[str] = ..., npc_line: _Optional[str] = ...) -> None: ...
 
 class Persona(_message.Message):
-    __slots__ = ("id", "display_name", "system_prompt", "example_dialogue", "default_preset", "response_schema", "max_tokens", "stop", "player_name", "description", "source", "load_error", "opening_lines", "post_history_instructions", "actions", "enable_thinking")
+    __slots__ = ("id", "display_name", "system_prompt", "example_dialogue", "default_preset", "response_schema", "max_tokens", "stop", "player_name", "description", "source", "load_error", "opening_lines", "post_history_instructions", "actions", "enable_thinking", "propose_memories")
     ID_FIELD_NUMBER: _ClassVar[int]
     DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
     SYSTEM_PROMPT_FIELD_NUMBER: _ClassVar[int]
@@ -407,6 +407,7 @@ class Persona(_message.Message):
     POST_HISTORY_INSTRUCTIONS_FIELD_NUMBER: _ClassVar[int]
     ACTIONS_FIELD_NUMBER: _ClassVar[int]
     ENABLE_THINKING_FIELD_NUMBER: _ClassVar[int]
+    PROPOSE_MEMORIES_FIELD_NUMBER: _ClassVar[int]
     id: str
     display_name: str
     system_prompt: str
@@ -423,7 +424,8 @@ class Persona(_message.Message):
     post_history_instructions: str
     actions: _containers.RepeatedCompositeFieldContainer[Action]
     enable_thinking: bool
-    def __init__(self, id: _Optional[str] = ..., display_name: _Optional[str] = ..., system_prompt: _Optional[str] = ..., example_dialogue: _Optional[_Iterable[_Union[ExampleExchange, _Mapping]]] = ..., default_preset: _Optional[str] = ..., response_schema: _Optional[str] = ..., max_tokens: _Optional[int] = ..., stop: _Optional[_Iterable[str]] = ..., player_name: _Optional[str] = ..., description: _Optional[str] = ..., source: _Optional[str] = ..., load_error: _Optional[str] = ..., opening_lines: _Optional[_Iterable[str]] = ..., post_history_instructions: _Optional[str] = ..., actions: _Optional[_Iterable[_Union[Action, _Mapping]]] = ..., enable_thinking: _Optional[bool] = ...) -> None: ...
+    propose_memories: bool
+    def __init__(self, id: _Optional[str] = ..., display_name: _Optional[str] = ..., system_prompt: _Optional[str] = ..., example_dialogue: _Optional[_Iterable[_Union[ExampleExchange, _Mapping]]] = ..., default_preset: _Optional[str] = ..., response_schema: _Optional[str] = ..., max_tokens: _Optional[int] = ..., stop: _Optional[_Iterable[str]] = ..., player_name: _Optional[str] = ..., description: _Optional[str] = ..., source: _Optional[str] = ..., load_error: _Optional[str] = ..., opening_lines: _Optional[_Iterable[str]] = ..., post_history_instructions: _Optional[str] = ..., actions: _Optional[_Iterable[_Union[Action, _Mapping]]] = ..., enable_thinking: _Optional[bool] = ..., propose_memories: _Optional[bool] = ...) -> None: ...
 
 class CreatePersonaRequest(_message.Message):
     __slots__ = ("persona",)

@@ -2559,6 +2559,12 @@ namespace NpcServer.Api.V1
         /// <remarks>Null when unset: the server then applies its default.</remarks>
         public bool? EnableThinking { get; set; }
 
+        /// <summary>
+        /// After each stored reply, the model proposes what of the exchange to remember (structured output, in the
+        /// background, never delaying a line); its memories have source "model".
+        /// </summary>
+        public bool ProposeMemories { get; set; } = false;
+
         /// <summary>Writes every set field in field-number order.</summary>
         public void WriteTo(ProtoWriter writer)
         {
@@ -2578,6 +2584,7 @@ namespace NpcServer.Api.V1
             if (PostHistoryInstructions.Length != 0) { writer.WriteTag(14, WireType.LengthDelimited); writer.WriteString(PostHistoryInstructions); }
             foreach (var item in Actions) { writer.WriteTag(15, WireType.LengthDelimited); writer.WriteMessage(item); }
             if (EnableThinking.HasValue) { writer.WriteTag(20, WireType.Varint); writer.WriteBool(EnableThinking.Value); }
+            if (ProposeMemories) { writer.WriteTag(21, WireType.Varint); writer.WriteBool(ProposeMemories); }
         }
 
         /// <summary>Reads fields until the reader ends; unknown fields are skipped.</summary>
@@ -2660,6 +2667,10 @@ namespace NpcServer.Api.V1
                     case 20:
                         if (wire != WireType.Varint) { reader.SkipField(wire); break; }
                         EnableThinking = reader.ReadBool();
+                        break;
+                    case 21:
+                        if (wire != WireType.Varint) { reader.SkipField(wire); break; }
+                        ProposeMemories = reader.ReadBool();
                         break;
                     default:
                         reader.SkipField(wire);
