@@ -81,6 +81,45 @@ namespace NpcServer.Dialogue.E2E
         }
 
         [Test]
+        public void GameStateMemoriesAndSummaryComeBackWithASave()
+        {
+            string id = NewConversationId("knowledge");
+            var conversation = new NpcConversation(_client, "tavern_keeper", id) { MaxTokens = 8 };
+            conversation.GameState.Add("it is night");
+            conversation.GameState.Add("the player carries the silver key");
+            var line = Run(conversation.SayAsync("Evening!"));
+            Assert.Greater(line.Final.Usage.PromptTokens, 0);
+            conversation.GameState.Clear();
+
+            var ring = Run(_client.AddMemoryAsync("tavern_keeper", id, "The player returned the ring.", 8));
+            Assert.Greater(ring.Id, 0);
+            Assert.AreEqual(8, ring.Importance);
+            Assert.AreEqual("game", ring.Source);
+            Run(_client.AddMemoryAsync("tavern_keeper", id, "The player likes cider."));
+            var memories = Run(_client.ListMemoriesAsync("tavern_keeper", id));
+            CollectionAssert.AreEqual(new[] { "The player returned the ring.", "The player likes cider." },
+                memories.Select(m => m.Text).ToArray());
+            Assert.AreEqual("", Run(_client.GetSummaryAsync("tavern_keeper", id)));
+            var summary = Run(_client.SetSummaryAsync("tavern_keeper", id, "The player is a regular."));
+            Assert.AreEqual(1, summary.ThroughTurn, "the game's summary covers the turns so far");
+
+            var saved = Run(_client.ExportConversationAsync("tavern_keeper", id));
+            Assert.AreEqual("The player is a regular.", saved.Summary.Text);
+            Assert.AreEqual(2, saved.Memories.Count);
+            Run(_client.ResetConversationAsync("tavern_keeper", id));
+            Assert.AreEqual(0, Run(_client.ListMemoriesAsync("tavern_keeper", id)).Count);
+            Assert.AreEqual("", Run(_client.GetSummaryAsync("tavern_keeper", id)));
+            Assert.AreEqual(1, Run(_client.ImportConversationAsync(saved)));
+            Assert.AreEqual("The player is a regular.", Run(_client.GetSummaryAsync("tavern_keeper", id)));
+            Assert.AreEqual(2, Run(_client.ListMemoriesAsync("tavern_keeper", id)).Count);
+
+            var error = Catch(() => _client.AddMemoryAsync("tavern_keeper", id, "x", 11));
+            Assert.IsInstanceOf<NpcRpcException>(error, "got " + error);
+            Assert.AreEqual(GrpcStatusCode.InvalidArgument, ((NpcRpcException)error).StatusCode);
+            StringAssert.Contains("importance is 11", ((NpcRpcException)error).StatusMessage);
+        }
+
+        [Test]
         public void ServerAnswersUnaryCalls()
         {
             var models = Run(_client.ListModelsAsync());

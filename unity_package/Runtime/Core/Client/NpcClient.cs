@@ -223,6 +223,78 @@ namespace NpcServer.Dialogue
             return response.ImportedTurns;
         }
 
+        /// <summary>
+        /// Records a fact the NPC remembers in this conversation ("the player returned the ring"), importance 1 (trivia)
+        /// to 10; it is recalled into the prompt when a line makes it relevant. RESOURCE_EXHAUSTED past the server's
+        /// max_memories.
+        /// </summary>
+        public async Task<Memory> AddMemoryAsync(string personaId, string conversationId, string text, int importance = 5,
+            CancellationToken cancellationToken = default(CancellationToken))
+        {
+            var response = await UnaryAsync<AddMemoryRequest, AddMemoryResponse>(KnowledgeServicePaths.AddMemory,
+                new AddMemoryRequest
+                {
+                    PersonaId = personaId, ConversationId = conversationId,
+                    Memory = new Memory { Text = text ?? "", Importance = importance },
+                },
+                cancellationToken).ConfigureAwait(false);
+            return response.Memory;
+        }
+
+        /// <summary>Returns a conversation's memories, oldest first.</summary>
+        public async Task<List<Memory>> ListMemoriesAsync(string personaId, string conversationId,
+            CancellationToken cancellationToken = default(CancellationToken))
+        {
+            var memories = new List<Memory>();
+            string token = "";
+            do
+            {
+                var response = await UnaryAsync<ListMemoriesRequest, ListMemoriesResponse>(
+                    KnowledgeServicePaths.ListMemories,
+                    new ListMemoriesRequest
+                    {
+                        PersonaId = personaId, ConversationId = conversationId, PageSize = 1000, PageToken = token,
+                    },
+                    cancellationToken).ConfigureAwait(false);
+                memories.AddRange(response.Memories);
+                token = response.NextPageToken ?? "";
+            } while (token.Length > 0);
+            return memories;
+        }
+
+        /// <summary>Forgets one memory (NOT_FOUND when the conversation has no such memory).</summary>
+        public Task DeleteMemoryAsync(string personaId, string conversationId, long memoryId,
+            CancellationToken cancellationToken = default(CancellationToken))
+        {
+            return UnaryAsync<DeleteMemoryRequest, DeleteMemoryResponse>(KnowledgeServicePaths.DeleteMemory,
+                new DeleteMemoryRequest { PersonaId = personaId, ConversationId = conversationId, MemoryId = memoryId },
+                cancellationToken);
+        }
+
+        /// <summary>Returns the rolling summary of the turns that no longer fit in the prompt ("" when none yet).</summary>
+        public async Task<string> GetSummaryAsync(string personaId, string conversationId,
+            CancellationToken cancellationToken = default(CancellationToken))
+        {
+            var response = await UnaryAsync<GetSummaryRequest, GetSummaryResponse>(KnowledgeServicePaths.GetSummary,
+                new GetSummaryRequest { PersonaId = personaId, ConversationId = conversationId },
+                cancellationToken).ConfigureAwait(false);
+            return response.Summary != null ? response.Summary.Text : "";
+        }
+
+        /// <summary>Replaces the rolling summary with the game's own text ("" removes it).</summary>
+        public async Task<ConversationSummary> SetSummaryAsync(string personaId, string conversationId, string text,
+            CancellationToken cancellationToken = default(CancellationToken))
+        {
+            var response = await UnaryAsync<SetSummaryRequest, SetSummaryResponse>(KnowledgeServicePaths.SetSummary,
+                new SetSummaryRequest
+                {
+                    PersonaId = personaId, ConversationId = conversationId,
+                    Summary = new ConversationSummary { Text = text ?? "" },
+                },
+                cancellationToken).ConfigureAwait(false);
+            return response.Summary ?? new ConversationSummary();
+        }
+
         /// <summary>Lists the server's sampling presets.</summary>
         public Task<ListPresetsResponse> ListPresetsAsync(CancellationToken cancellationToken = default(CancellationToken))
         {

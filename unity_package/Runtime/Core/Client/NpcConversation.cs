@@ -35,7 +35,14 @@ namespace NpcServer.Dialogue
             PersonaId = personaId;
             ConversationId = conversationId;
             PlayerName = "";
+            GameState = new List<string>();
         }
+
+        /// <summary>
+        /// Facts from the game sent with each line ("it is night", "the player carries the silver key"): the NPC knows
+        /// them for that line only; they are never stored as dialogue. Change it before <see cref="SayAsync"/>.
+        /// </summary>
+        public List<string> GameState { get; private set; }
 
         /// <summary>
         /// A line passed its checks (not empty, not while another is spoken) and is being sent. Raised on the thread
@@ -223,6 +230,7 @@ namespace NpcServer.Dialogue
                 ConversationId = ConversationId,
                 PlayerName = PlayerName ?? "",
             };
+            request.GameState.AddRange(GameState);
             if (!string.IsNullOrEmpty(Preset)) request.Preset = Preset;
             if (MaxTokens > 0) request.MaxTokens = MaxTokens;
             lock (_gate)
