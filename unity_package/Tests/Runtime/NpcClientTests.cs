@@ -44,35 +44,31 @@ namespace NpcServer.Dialogue.Tests
         }
 
         [Test]
-        public void TalkSendsARequestIdAndTheConversationKeyAndRetriesUnavailableWithTheSameId()
+        public void TalkSendsARequestIdAndTheConversationKeyAndARetryOfTheRequestKeepsTheId()
         {
             var replayed = Final("Stew.");
             replayed.Final.Replayed = true;
             var transport = new ScriptedTransport().Trailer(14, "replica gone").NextCall().Message(replayed).Trailer(0);
-            var line = Sync.Run(new NpcClient(transport).TalkAsync("tavern_keeper", "p 1", "Menu?", null));
-            Assert.AreEqual(2, transport.Calls);
+            var client = new NpcClient(transport);
+            var request = new TalkRequest { PersonaId = "tavern_keeper", ConversationId = "p 1", Text = "Menu?" };
+            var error = Sync.Catch(() => client.TalkAsync(request, null));
+            Assert.AreEqual(GrpcStatusCode.Unavailable, ((NpcRpcException)error).StatusCode);
+            Assert.AreEqual(1, transport.Calls, "the client does not retry by itself");
+            var line = Sync.Run(client.TalkAsync(request, null));  // the game's retry: the same request
             var ids = new List<string>();
-            foreach (var request in transport.Requests)
+            foreach (var sent in transport.Requests)
             {
-                Assert.AreEqual("tavern_keeper/p%201", request.Headers["x-npc-conversation"]);
-                ids.Add(TalkRequest.ParseFrom(new GrpcWebDecoder().Feed(request.Body)[0].Payload).RequestId);
+                Assert.AreEqual("tavern_keeper/p%201", sent.Headers["x-npc-conversation"]);
+                ids.Add(TalkRequest.ParseFrom(new GrpcWebDecoder().Feed(sent.Body)[0].Payload).RequestId);
             }
             Assert.AreEqual(32, ids[0].Length);
             Assert.AreEqual(ids[0], ids[1]);
             Assert.IsTrue(line.Replayed);
             Assert.AreEqual("Stew.", line.Text);
-        }
-
-        [Test]
-        public void ATalkThatAlreadyStreamedIsLeftToTheCallerToRetry()
-        {
-            var transport = new ScriptedTransport().Message(Delta("Ste")).Trailer(14, "replica gone")
-                .NextCall().Message(Final("Stew.")).Trailer(0);
-            var error = Sync.Catch(
-                () => new NpcClient(transport).TalkAsync("tavern_keeper", "p1", "Menu?", new Recorder<string>()));
-            Assert.AreEqual(1, transport.Calls);
-            Assert.IsInstanceOf<NpcRpcException>(error);
-            Assert.AreEqual(GrpcStatusCode.Unavailable, ((NpcRpcException)error).StatusCode);
+            var other = new TalkRequest { PersonaId = "tavern_keeper", ConversationId = "p 1", Text = "And?" };
+            Sync.Run(client.TalkAsync(other, null));
+            Assert.AreNotEqual(ids[0], TalkRequest.ParseFrom(
+                new GrpcWebDecoder().Feed(transport.LastRequest.Body)[0].Payload).RequestId, "a new line, a new id");
         }
 
         [Test]

@@ -26,9 +26,6 @@ namespace NpcServer.Dialogue
         /// </summary>
         public const string ConversationHeader = "x-npc-conversation";
 
-        /// <summary>How many times a Talk is sent when the server is unreachable or ABORTED, before any delta.</summary>
-        public const int TalkAttempts = 3;
-
         readonly INpcTransport _transport;
         readonly string _apiKey;
 
@@ -86,44 +83,23 @@ namespace NpcServer.Dialogue
             IProgress<NpcActionCall> onActionCall, CancellationToken cancellationToken = default(CancellationToken))
         {
             if (request == null) throw new ArgumentNullException("request");
-            // One id per line, kept on retries: a line the server already stored comes back as stored, never twice.
+            // One id per line, kept in the request: sending the same request again (after UNAVAILABLE or ABORTED)
+            // retries the line, and a line the server already stored comes back as stored, never twice.
             if (string.IsNullOrEmpty(request.RequestId)) request.RequestId = Guid.NewGuid().ToString("N");
             var headers = BuildHeaders();
             headers[ConversationHeader] = Uri.EscapeDataString(request.PersonaId) + "/"
                                           + Uri.EscapeDataString(request.ConversationId);
             CompletionFinal final = null;
-            for (var attempt = 1; ; attempt++)
-            {
-                var reported = false;
-                try
+            await SendStreamingAsync<TalkRequest, TalkResponse>(ConversationServicePaths.Talk, request,
+                response =>
                 {
-                    await SendStreamingAsync<TalkRequest, TalkResponse>(ConversationServicePaths.Talk, request,
-                        response =>
-                        {
-                            if (response.Delta != null && onDelta != null)
-                            {
-                                reported = true;
-                                onDelta.Report(response.Delta.Content);
-                            }
-                            if (response.ActionCall != null && onActionCall != null)
-                            {
-                                reported = true;
-                                onActionCall.Report(new NpcActionCall(response.ActionCall));
-                            }
-                            if (response.Final != null) final = response.Final;
-                        }, headers, cancellationToken).ConfigureAwait(false);
-                    break;
-                }
-                catch (NpcRpcException e)
-                {
-                    // Retried here only while nothing reached the game; otherwise the caller sends the same
-                    // request (same RequestId) again.
-                    var retryable = e.StatusCode == GrpcStatusCode.Unavailable
-                                    || e.StatusCode == GrpcStatusCode.Aborted;
-                    if (!retryable || reported || attempt >= TalkAttempts) throw;
-                }
-                await Task.Delay(200 * attempt, cancellationToken).ConfigureAwait(false);
-            }
+                    if (response.Delta != null && onDelta != null) onDelta.Report(response.Delta.Content);
+                    if (response.ActionCall != null && onActionCall != null)
+                    {
+                        onActionCall.Report(new NpcActionCall(response.ActionCall));
+                    }
+                    if (response.Final != null) final = response.Final;
+                }, headers, cancellationToken).ConfigureAwait(false);
             if (final == null)
             {
                 throw NpcRpcException.FromStatus(GrpcStatusCode.Internal, "Talk stream ended with no final message",
