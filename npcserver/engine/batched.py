@@ -48,8 +48,10 @@ the mask hides, so a sequence pays for its own tokens only. Gemma 3's sliding-wi
 (the next turn re-tokenizes the reply a little differently) would then attend over a window with holes. Even
 with ``swa_full``, llama.cpp gives a cell to new tokens once it is outside its own sequence's window, so a long
 sequence can still lose early positions from the windowed layers; ``_holds`` checks what the cache reports after
-every trim, copy and restore, and a slot that lost what its next tokens need is read again (a prompt over the window
-that another conversation's copy left with a gap, or a trim far back into a long conversation).
+every trim, copy and restore, and a slot whose windowed cache no longer ends at its last token is read again
+(llama_decode refuses such a batch). Gaps lower in the window are not detected: after a trim or a copy from a long
+sequence, the first new tokens of the windowed layers may attend over a window missing some of its oldest
+positions (an open problem; a fix belongs in llama.cpp's cell reuse under ``swa_full``).
 
 Isolation (llama.cpp #27148): every token in a batch carries exactly one sequence id, and the attention mask lets it
 see only cells tagged with that id, so a conversation never sees another's tokens. The randomized-interleaving test
@@ -717,6 +719,7 @@ class BatchedEngine:
             keep = 0
         del slot.tokens[keep:]
         if not self._holds(slot):
+            logger.warning("engine: slot %d lost KV below position %d; reading it again", slot.seq_id, keep)
             ll.llama_memory_seq_rm(self._mem, slot.seq_id, -1, -1)
             slot.tokens.clear()
             keep = 0
@@ -742,21 +745,17 @@ class BatchedEngine:
         even with ``swa_full``: a long sequence's early positions can vanish from the windowed layers. Trimming such
         a sequence back, copying its prefix to another, or restoring it, can then leave a gap where the new tokens'
         window needs cells (llama_decode refuses the batch when the newest is missing). So after each of those the
-        windowed cache must still end at the last token and reach down to the window below it; if not, the slot is
-        read again rather than trusted.
+        windowed cache must still end at the slot's last token; if not, the slot is read again rather than trusted.
         """
         assert self._mem is not None
         n = len(slot.tokens)
         last = int(ll.llama_memory_seq_pos_max(self._mem, slot.seq_id))
         if n == 0:
             return last < 0
-        if last != n - 1:
-            return False
-        if self._n_swa <= 0:
-            return True
-        # The next token, at position n, sees the positions above n - n_swa.
-        first = int(ll.llama_memory_seq_pos_min(self._mem, slot.seq_id))
-        return 0 <= first <= max(0, n + 1 - self._n_swa)
+        # Only the newest position is checked: requiring the whole window below it as well made every long
+        # conversation's next turn read its window again (llama.cpp reuses the cells just below a sequence's window
+        # as it goes), seconds a line; a gap there is what the design note describes.
+        return last == n - 1
 
     def _save(self, slot: _Slot) -> None:
         """Keeps an evicted conversation's KV in RAM (bounded, oldest first out); what leaves RAM, or does not fit
