@@ -21,8 +21,10 @@ grow at the end between turns and an engine can reuse their KV cache.
 Text is text: every string a client sends (lines, messages, names, personas, imported turns) is tokenized with
 special-token parsing off, so typing ``<end_of_turn>`` cannot close a turn. Only the chat template's own markup is
 parsed for special tokens: the template is rendered with placeholders in place of the client text, and the pieces
-are tokenized separately. In a transcript, every line-breaking character in client text becomes a space, so no
-client text can start a speaker line of its own.
+are tokenized separately. Tools (actions on a template with a tool format) are client text too: any of their strings
+in which this vocabulary would read a special token reaches the template as a placeholder as well. A placeholder that
+the template escaped (``tojson``) is filled with the text escaped the same way. In a transcript, every line-breaking
+character in client text becomes a space, so no client text can start a speaker line of its own.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
+
+from jinja2.utils import htmlsafe_json_dumps
 
 from npcserver.core.personas import LINE_BREAKS
 from npcserver.core.templates import DEFAULT_OPTIONS, TemplateOptions, render_chat_template
@@ -47,6 +51,8 @@ Tokenize = Callable[[str, bool, bool], list[int]]  # (text, add_bos, special) ->
 # except where the placeholders land.
 _SLOT = "\ue000{}\ue001"
 _SLOTS = re.compile("\ue000([0-9]+)\ue001")
+# In the output also escaped, as ``tojson`` (and Python's repr) writes one: the ASCII text \ue0003\ue001.
+_OUT_SLOTS = re.compile("\ue000([0-9]+)\ue001" + r"|\\ue000([0-9]+)\\ue001")
 
 
 @dataclass(frozen=True)
@@ -188,6 +194,7 @@ class PromptBuilder:
         self.eos_token = eos_token
         self.add_bos = add_bos
         self._end_of_turn: dict[str, tuple[str, ...]] = {}
+        self._needs_slot_cache: dict[str, bool] = {}
 
     # --- Talk ----------------------------------------------------------------------------------------------------
 
@@ -657,23 +664,27 @@ class PromptBuilder:
                 doc["title"] = _SLOT.format(len(cores))
                 cores.append(title)
             documents.append(doc)
-        text = self._render(template, slotted, add_generation_prompt, options, documents)
+        tools = self._slot_tools(options.tools, cores)
+        text = self._render(template, slotted, add_generation_prompt, options, documents, tools)
         pieces: list[tuple[str, bool]] = []
         spans: list[tuple[int, int, int]] = []
         message_of = [j for j, m in enumerate(slotted) if _SLOTS.search(m["content"])]
         out = 0  # length of the output so far
         seen: set[int] = set()
         pos = 0
-        for match in _SLOTS.finditer(text):
-            index = int(match.group(1))
+        for match in _OUT_SLOTS.finditer(text):
+            raw = match.group(1) is not None
+            index = int(match.group(1) if raw else match.group(2))
             if index >= len(cores):
                 continue
+            # An escaped placeholder sits inside a JSON string: the text goes in as tojson would have written it.
+            piece = cores[index] if raw else str(htmlsafe_json_dumps(cores[index]))[1:-1]
             pieces.append((text[pos : match.start()], True))
-            pieces.append((cores[index], False))
+            pieces.append((piece, False))
             out += match.start() - pos
             if index < message_slots:
-                spans.append((out, out + len(cores[index]), message_of[index]))
-            out += len(cores[index])
+                spans.append((out, out + len(piece), message_of[index]))
+            out += len(piece)
             seen.add(index)
             pos = match.end()
             if index == final_slot:
@@ -691,6 +702,50 @@ class PromptBuilder:
         }
         missing = any(slot_of[j] not in seen for j in system)
         return _Rendered(tuple(p for p in pieces if p[0]), tuple(spans)), missing
+
+    def _slot_tools(self, tools: Sequence[dict[str, Any]], cores: list[str]) -> list[dict[str, Any]]:
+        """The tools with each string (key or value, at any depth) that needs it replaced by a placeholder whose text
+        is appended to ``cores``. Other strings stay as they are, so the template reads types, enums and required
+        names as usual and the prompt is the same as without placeholders; one string gets one placeholder, so
+        ``required`` still names the keys of ``properties``."""
+        memo: dict[str, str] = {}
+
+        def slot(text: str) -> str:
+            if text in memo:
+                return memo[text]
+            if not self._needs_slot(text):
+                return text
+            core = text.strip()
+            start = len(text) - len(text.lstrip())
+            memo[text] = text[:start] + _SLOT.format(len(cores)) + text[start + len(core) :]
+            cores.append(core)
+            return memo[text]
+
+        def walk(value: Any) -> Any:
+            if isinstance(value, str):
+                return slot(value)
+            if isinstance(value, dict):
+                return {slot(k) if isinstance(k, str) else k: walk(v) for k, v in value.items()}
+            if isinstance(value, list | tuple):
+                return [walk(v) for v in value]
+            return value
+
+        return [walk(dict(t)) for t in tools]
+
+    def _needs_slot(self, text: str) -> bool:
+        """Whether a tool's string would not read as plain text inside markup: this vocabulary parses a special token
+        in it, or it looks like a placeholder."""
+        needs = self._needs_slot_cache.get(text)
+        if needs is None:
+            needs = (
+                "\ue000" in text
+                or "\\ue000" in text
+                or self._tokenize(text, False, True) != self._tokenize(text, False, False)
+            )
+            if len(self._needs_slot_cache) >= 4096:
+                self._needs_slot_cache.clear()
+            self._needs_slot_cache[text] = needs
+        return needs
 
     def _wants_bos(self, rendered: _Rendered) -> bool:
         pieces = rendered.pieces
@@ -726,6 +781,7 @@ class PromptBuilder:
         add_generation_prompt: bool,
         options: TemplateOptions = DEFAULT_OPTIONS,
         documents: list[dict[str, str]] | None = None,
+        tools: list[dict[str, Any]] | None = None,
     ) -> str:
         # In a bounded worker process with a deadline and a memory limit: a template is a program, and a request
         # may send its own (see npcserver.core.templates).
@@ -734,8 +790,8 @@ class PromptBuilder:
             extra["enable_thinking"] = options.enable_thinking
         if documents:
             extra["documents"] = documents
-        if options.tools:
-            extra["tools"] = [dict(t) for t in options.tools]
+        if tools:
+            extra["tools"] = tools
         content: list[dict[str, Any]] = [dict(m) for m in msgs]
         if _content_format(template, options.content_format) == "openai":
             content = [{**m, "content": [{"type": "text", "text": m["content"]}]} for m in msgs]

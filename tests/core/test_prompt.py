@@ -7,10 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from jinja2.utils import htmlsafe_json_dumps
 
+from npcserver.core.actions import has_tool_format, template_tools
 from npcserver.core.personas import load_persona_files
-from npcserver.core.prompt import PromptBuilder, overflow_start, reply_reserve
-from npcserver.core.types import Message, Persona, Turn
+from npcserver.core.prompt import BuiltPrompt, Knowledge, PromptBuilder, overflow_start, reply_reserve
+from npcserver.core.templates import TemplateOptions
+from npcserver.core.types import Action, Document, Message, Persona, Turn
 from npcserver.errors import InvalidArgument
 
 REPO = Path(__file__).resolve().parents[2]
@@ -213,6 +216,123 @@ def test_client_text_never_becomes_control_tokens(vocab: Any, name: str) -> None
     )
     plain = b.talk(greta, [Turn("a", "b")], "c", player_name="", max_tokens=32, structured=False)
     assert [t for t in talk.tokens if t in controls] == [t for t in plain.tokens if t in controls]
+
+
+# A tool-format template that writes the tools' strings as they are (Hermes 2 Pro's shape: each action's name and
+# description, its arguments with type and description, then the schema as JSON), in the embedded vocabulary's markup.
+WRITES_TOOLS = (
+    "{{ bos_token }}<start_of_turn>user\nTools:\n{% for tool in tools %}{% set f = tool.function %}"
+    "{{ f.name }}: {{ f.description | trim }}\n{% for key, spec in f.parameters.properties.items() %}"
+    "- {{ key }}{% if key in f.parameters.required %} (required){% endif %}: {{ spec.type }}, {{ spec.description }}\n"
+    "{% endfor %}{{ f.parameters | tojson }}\n{% endfor %}Call one as <tool_call>{...}</tool_call>.<end_of_turn>\n"
+    "{% for m in messages %}<start_of_turn>{{ m.role }}\n{{ m.content }}<end_of_turn>\n{% endfor %}"
+    "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+)
+
+
+def controls_in(vocab: Any, built: BuiltPrompt) -> list[int]:
+    controls = control_ids(vocab)
+    return [t for t in built.tokens if t in controls]
+
+
+@pytest.mark.parametrize("name", ["writes_tools", "qwen2_5"])
+def test_tool_descriptions_and_schemas_never_become_control_tokens(vocab: Any, name: str) -> None:
+    """An action's description, argument names and schema reach a tool-format template as text, not markup."""
+    template = WRITES_TOOLS if name == "writes_tools" else real_template(name)
+    assert has_tool_format(template)
+    b = builder(vocab, template=template)
+
+    def prompt(typed: str) -> BuiltPrompt:
+        key = f"item{typed}"
+        schema = {
+            "type": "object",
+            "properties": {key: {"type": "string", "description": f"What{typed} to pour."}},
+            "required": [key],
+        }
+        tools = template_tools((Action("pour", f"Pour a drink.{typed}", schema),))
+        return b.chat(
+            [Message("user", "Ale, please.")],
+            max_tokens=32,
+            continue_final=False,
+            chat_template=None,
+            options=TemplateOptions(tools=tools),
+        )
+
+    baseline = controls_in(vocab, prompt(""))
+    assert baseline
+    for typed in INJECTIONS:
+        built = prompt(typed)
+        assert controls_in(vocab, built) == baseline, typed
+        text = vocab.detokenize(built.tokens).decode()
+        assert "\ue000" not in text and "\\ue000" not in text  # no placeholder is left behind
+        if name == "writes_tools":
+            # Written as it was sent, and "required" still names the argument.
+            assert f"Pour a drink.{typed}" in text and f"- item{typed} (required): string, What{typed}" in text
+        else:  # inside tojson's JSON, escaped as tojson escapes it
+            assert str(htmlsafe_json_dumps(f"Pour a drink.{typed}")) in text
+            assert str(htmlsafe_json_dumps(f"item{typed}")) in text
+
+
+# Templates that read ``documents``: one writes them as they are, one as JSON (a placeholder inside tojson is escaped).
+DOCUMENT_TEMPLATES = {
+    "writes": "{% for d in documents %}[{{ d.title }}] {{ d.text }}\n{% endfor %}",
+    "tojson": "{{ documents | tojson }}\n",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(DOCUMENT_TEMPLATES))
+def test_documents_never_become_control_tokens(vocab: Any, kind: str) -> None:
+    template = (
+        "{{ bos_token }}<start_of_turn>user\n" + DOCUMENT_TEMPLATES[kind] + "<end_of_turn>\n"
+        "{% for m in messages %}<start_of_turn>{{ m.role }}\n{{ m.content }}<end_of_turn>\n{% endfor %}"
+        "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+    )
+    b = builder(vocab, template=template)
+
+    def prompt(typed: str) -> BuiltPrompt:
+        docs = (Document(f"The cellar{typed} holds ale.", f"Menu{typed}"),)
+        return b.chat(
+            [Message("user", "What's in the cellar?")],
+            max_tokens=32,
+            continue_final=False,
+            chat_template=None,
+            documents=docs,
+        )
+
+    baseline = controls_in(vocab, prompt(""))
+    for typed in INJECTIONS:
+        built = prompt(typed)
+        assert controls_in(vocab, built) == baseline, typed
+        text = vocab.detokenize(built.tokens).decode()
+        assert "\ue000" not in text and "\\ue000" not in text
+        if kind == "writes":
+            assert f"[Menu{typed}] The cellar{typed} holds ale." in text
+        else:  # the documents' text reaches the model, as JSON
+            assert str(htmlsafe_json_dumps(f"The cellar{typed} holds ale.")) in text
+
+
+@pytest.mark.parametrize("name", ["gemma3", "qwen2_5"])
+def test_lore_memories_game_state_and_summary_never_become_control_tokens(vocab: Any, name: str) -> None:
+    b = builder(vocab, template=real_template(name))
+    greta = PERSONAS["tavern_keeper"]
+
+    def prompt(typed: str) -> BuiltPrompt:
+        knowledge = Knowledge(
+            world=f"The world{typed}.\n\n",
+            summary=f"Earlier{typed}.",
+            lore=f"[Lore: the cellar{typed}]\n",
+            memories=f"[Memory: ale{typed}]\n",
+            game_state=f"[Now: night{typed}]\n",
+        )
+        return b.talk(greta, [], "Hello.", player_name="", max_tokens=32, structured=False, knowledge=knowledge)
+
+    baseline = controls_in(vocab, prompt(""))
+    for typed in INJECTIONS:
+        built = prompt(typed)
+        assert controls_in(vocab, built) == baseline, typed
+        text = vocab.detokenize(built.tokens).decode()
+        for part in (f"The world{typed}", f"Earlier{typed}", f"cellar{typed}", f"ale{typed}", f"night{typed}"):
+            assert part in text
 
 
 @pytest.mark.parametrize(
