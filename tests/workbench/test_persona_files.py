@@ -105,20 +105,44 @@ async def test_a_saved_file_applies_within_a_second(bench: Bench) -> None:
     assert isinstance(final, Completion) and final.stored
 
 
+GRETA = (REPO / "personas" / "tavern_keeper.toml").read_text()
+# Greta's actions (the end of her file): a response_schema cannot sit beside them, so the schema cases drop them.
+GRETA_ACTIONS = GRETA[GRETA.index("[[actions]]") :]
+NO_ACTIONS = "# (no actions)\n"
+SCHEMA_WAT = 'max_tokens = 60\nresponse_schema = \'{"type": "wat"}\''
+
+
 @pytest.mark.parametrize(
-    ("old", "new", "error"),
+    ("edits", "error"),
     [
-        ('display_name = "Greta"', 'display_name = "Greta', "tavern_keeper.toml: "),  # bad TOML
-        ('default_preset = "dialogue"', 'default_preset = "cheerful"', "preset 'cheerful' does not exist"),
-        ("max_tokens = 60", 'max_tokens = 60\nresponse_schema = \'{"type": "wat"}\'', "not a valid JSON Schema"),
-        ("max_tokens = 60", "max_tokens = 60\nmood = 'grim'", "unknown fields ['mood']"),
+        pytest.param([('display_name = "Greta"', 'display_name = "Greta')], "tavern_keeper.toml: ", id="bad TOML"),
+        pytest.param(
+            [('default_preset = "dialogue"', 'default_preset = "cheerful"')],
+            "preset 'cheerful' does not exist",
+            id="missing preset",
+        ),
+        pytest.param(
+            [("max_tokens = 60", SCHEMA_WAT), (GRETA_ACTIONS, NO_ACTIONS)],
+            "not a valid JSON Schema",
+            id="response_schema wat",
+        ),
+        # With her actions kept, the clash is reported first: no change to the schema alone would make it load.
+        pytest.param(
+            [("max_tokens = 60", SCHEMA_WAT)],
+            "persona.actions cannot be combined with a response_schema",
+            id="response_schema beside actions",
+        ),
+        pytest.param([("max_tokens = 60", "max_tokens = 60\nmood = 'grim'")], "unknown fields ['mood']", id="mood"),
     ],
 )
 async def test_a_broken_file_keeps_the_last_good_version_and_shows_the_error(
-    bench: Bench, old: str, new: str, error: str
+    bench: Bench, edits: list[tuple[str, str]], error: str
 ) -> None:
     bench.edit(bench.greta, "She speaks in short", "She talks in short")
-    bench.edit(bench.greta, old, new)
+    text = bench.greta.read_text()
+    for old, new in edits:
+        text = text.replace(old, new)
+    bench.greta.write_text(text)  # one save with every edit
 
     async def failed() -> bool:
         return bool((await persona(bench.core)).load_error)
@@ -127,7 +151,8 @@ async def test_a_broken_file_keeps_the_last_good_version_and_shows_the_error(
     greta = await persona(bench.core)
     assert error in greta.load_error and str(bench.greta) in greta.load_error
     assert greta.display_name == "Greta" and "She speaks in short" in greta.system_prompt  # the last good version
-    bench.edit(bench.greta, new, old)
+    for old, new in reversed(edits):
+        bench.edit(bench.greta, new, old)
 
     async def fixed() -> bool:
         p = await persona(bench.core)
