@@ -350,6 +350,11 @@ BAD_REQUESTS: dict[str, tuple[Callable[[Api], Callable[[], Any]], grpc.StatusCod
         "system_prompt must not be empty",
     ),
     "persona exists": (
+        lambda a: lambda: _create_twice(a, "echo_twice"),
+        grpc.StatusCode.ALREADY_EXISTS,
+        "already exists",
+    ),
+    "persona managed by a file": (
         lambda a: (
             lambda: a.personas.CreatePersona(
                 pb.CreatePersonaRequest(
@@ -357,10 +362,21 @@ BAD_REQUESTS: dict[str, tuple[Callable[[Api], Callable[[], Any]], grpc.StatusCod
                 )
             )
         ),
-        grpc.StatusCode.ALREADY_EXISTS,
-        "already exists",
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "tavern_keeper.toml",
     ),
 }
+
+
+def _create_twice(a: Api, persona_id: str) -> None:
+    """Creates an API persona (once per server: the first call may find it there already), then creates it again."""
+    persona = pb.Persona(id=persona_id, display_name="Echo", system_prompt="An echo in a cave.")
+    try:
+        a.personas.CreatePersona(pb.CreatePersonaRequest(persona=persona))
+    except grpc.RpcError as exc:
+        if exc.code() != grpc.StatusCode.ALREADY_EXISTS:
+            raise
+    a.personas.CreatePersona(pb.CreatePersonaRequest(persona=persona))
 
 
 @pytest.mark.parametrize("case", sorted(BAD_REQUESTS))

@@ -29,6 +29,8 @@ from tests.http.grpcweb_wire import WebReply, call
 SERVICE = "/npcserver.api.v1."
 TALK = SERVICE + "ConversationService/Talk"
 NPC = "tavern_keeper"
+#: A persona without actions, for replies forced into a long JSON schema (actions and a JSON format do not mix).
+SCHEMA_NPC = "narrator"
 
 
 def long_schema(n: int) -> dict[str, Any]:
@@ -365,7 +367,7 @@ def test_grpcweb_unary_shares_the_services_with_rest(door: Door) -> None:
 def test_grpcweb_talk_streams_tokens_incrementally(door: Door) -> None:
     conversation = f"web-{uuid.uuid4().hex[:8]}"
     request = pb.TalkRequest(
-        persona_id=NPC,
+        persona_id=SCHEMA_NPC,
         conversation_id=conversation,
         text="Tell me the news.",
         response_format=pb_long_format(16),
@@ -409,7 +411,7 @@ def test_grpcweb_error_before_first_message_is_trailers_only(door: Door) -> None
 def test_grpcweb_error_mid_stream_keeps_messages_and_ends_with_a_trailer(door: Door) -> None:
     conversation = f"deadline-{uuid.uuid4().hex[:8]}"
     request = pb.TalkRequest(
-        persona_id=NPC, conversation_id=conversation, text="Hi", response_format=pb_long_format(40), max_tokens=0
+        persona_id=SCHEMA_NPC, conversation_id=conversation, text="Hi", response_format=pb_long_format(40), max_tokens=0
     )
     # The deadline must pass after the first token and before the (long) reply ends; widen it on a slow machine.
     for timeout_ms in (2500, 5000, 10000):
@@ -427,7 +429,7 @@ def test_grpcweb_error_mid_stream_keeps_messages_and_ends_with_a_trailer(door: D
 def test_disconnect_mid_stream_frees_the_engine_and_stores_no_turn(door: Door, model_id: str) -> None:
     conversation = f"gone-{uuid.uuid4().hex[:8]}"
     request = pb.TalkRequest(
-        persona_id=NPC, conversation_id=conversation, text="Hi", response_format=pb_long_format(40), max_tokens=0
+        persona_id=SCHEMA_NPC, conversation_id=conversation, text="Hi", response_format=pb_long_format(40), max_tokens=0
     )
     reply = door.web(TALK, request, hang_up_after=3)
     assert reply.hung_up and len(reply.messages) == 3
@@ -438,7 +440,7 @@ def test_disconnect_mid_stream_frees_the_engine_and_stores_no_turn(door: Door, m
     )
     assert after.model_extra is not None and after.model_extra["timings"]["queue_ms"] < 1500
     assert time.monotonic() - started < 30
-    history = httpx.get(f"{door.url}/v1/npcs/{NPC}/conversations/{conversation}", timeout=30).json()
+    history = httpx.get(f"{door.url}/v1/npcs/{SCHEMA_NPC}/conversations/{conversation}", timeout=30).json()
     assert history["turns"] == []
 
 
