@@ -184,7 +184,8 @@ def test_schema_over_a_limit_is_refused_before_any_work_naming_the_limit(schema:
     with pytest.raises(InvalidArgument) as exc:
         check_schema_limits(schema)
     assert limit in exc.value.message and exc.value.param == "response_format"
-    assert time.perf_counter() - start < 0.5, "the limits are checked in linear time, before any work"
+    # Generous for a loaded machine: the point is that no compile ran (the 100,000-value enum took 39 s in llama.cpp).
+    assert time.perf_counter() - start < 5, "the limits are checked in linear time, before any work"
     with pytest.raises(InvalidArgument, match=limit):
         compile_format(schema_format(schema))
 
@@ -264,7 +265,7 @@ async def test_async_validation_leaves_the_event_loop_free() -> None:
     done.set()
     await tick
     assert result is not None and not result.valid and "could not be validated" in result.error
-    assert max(gaps) < 0.5, f"the event loop stalled for {max(gaps):.2f} s"
+    assert max(gaps) < 1.0, f"the event loop stalled for {max(gaps):.2f} s"
 
 
 async def test_stored_persona_schema_over_a_limit_is_refused_naming_the_persona() -> None:
