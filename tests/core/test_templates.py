@@ -64,4 +64,6 @@ def test_a_cpu_bomb_is_stopped_at_the_deadline() -> None:
 def test_a_memory_bomb_is_stopped() -> None:
     with pytest.raises(ResourceExhausted) as exc:
         render("{{ 'a' * 100000000 }}{{ 'b' * 100000000 }}")
-    assert exc.value.code in ("memory_limit", "rendered_too_long"), exc.value.message
+    # Usually the memory limit stops it; on a heavily loaded machine the 2 s render deadline can come first. Either
+    # way the render is bounded (the memory limit on its own is tested in test_bounded.py).
+    assert exc.value.code in ("memory_limit", "rendered_too_long", "time_limit"), exc.value.message
