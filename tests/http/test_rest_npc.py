@@ -60,7 +60,16 @@ async def test_talk_streams_talk_responses_and_the_final_is_completion_final_plu
     events = sse_events(reply.text)
     assert [e["delta"] for e in events[:-1]] == [{"content": "Two"}, {"content": " silver."}]
     final = events[-1]["final"]
-    assert set(final) == {"message", "finish_reason", "usage", "timings", "truncated_turns", "stored", "action_calls"}
+    assert set(final) == {
+        "message",
+        "finish_reason",
+        "usage",
+        "timings",
+        "truncated_turns",
+        "stored",
+        "action_calls",
+        "replayed",
+    }
     assert final["message"] == {
         "role": "assistant",
         "content": "Two silver.",
@@ -133,6 +142,7 @@ async def test_personas_are_proto_json(door: tuple[httpx.AsyncClient, FakeEngine
         "opening_lines": [],
         "post_history_instructions": "",
         "actions": [],
+        "propose_memories": False,
     }
     listed = (await client.get("/v1/npcs", params={"page_size": 1})).json()
     assert set(listed) == {"personas", "next_page_token"} and len(listed["personas"]) == 1
@@ -157,6 +167,7 @@ async def test_conversations_round_trip_as_proto_json(door: tuple[httpx.AsyncCli
         "persona_id": "tavern_keeper",
         "conversation_id": "save-1",
         "turns": [{**turns[0], "create_time_ms": "1000", "action_calls": [], "action_results": []}],
+        "memories": [],
     }
     assert (await client.put(path, json=exported)).json() == {"imported_turns": 1}
     assert (await client.delete(path)).json() == {"deleted_turns": 1}

@@ -29,7 +29,8 @@ from tests.fakes import FakeEngine
 REPO = Path(__file__).resolve().parents[2]
 SECRET = b"k" * 48
 KEYS = [ApiKey(f"{role}-key", role, hash_key(f"{role}-secret")) for role in Role]
-TOKEN = mint_player_token(SECRET, "p1", "p1/", personas=["tavern_keeper"], ttl=300)
+# Minted when the module is collected, and a full run reaches these tests many minutes later: it lives an hour.
+TOKEN = mint_player_token(SECRET, "p1", "p1/", personas=["tavern_keeper"], ttl=3600)
 CREDENTIALS = {
     "player token": f"Bearer {TOKEN}",
     "player key": "Bearer player-secret",
