@@ -41,27 +41,10 @@ def n_seq(request: pytest.FixtureRequest) -> int:
 
 #: Contract tests that cannot hold for an engine whose model runs in another server: the fewest sequences at which
 #: each differs, and why. They are reported as skipped with the reason on the upstream engine (``-rs`` lists them).
-UPSTREAM_DIFFERENCES: dict[str, tuple[int, str]] = {
-    "test_waiting_requests_are_served_in_arrival_order": (
-        2,
-        "waiting requests leave the local queue in arrival order, but with several llama-server slots they then run "
-        "side by side upstream, and llama-server ends equally long ones in no set order",
-    ),
-}
-
-
 @pytest.fixture(scope="session", params=["batched", "upstream"])
 def engine_kind(request: pytest.FixtureRequest) -> str:
     """The engine under contract: the embedded batched one, or the upstream one over a llama-server."""
     return str(request.param)
-
-
-@pytest.fixture(autouse=True)
-def _upstream_differences(request: pytest.FixtureRequest) -> None:
-    if "engine_kind" in request.fixturenames and request.getfixturevalue("engine_kind") == "upstream":
-        n_seq, reason = UPSTREAM_DIFFERENCES.get(request.node.originalname, (0, ""))
-        if reason and request.getfixturevalue("n_seq") >= n_seq:
-            pytest.skip(f"upstream engine: {reason}")
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")

@@ -1,7 +1,7 @@
 """The engine contract on the real embedded model, at one sequence and at four (the ``engine`` fixture is
 parametrized): streaming, sampling, stops, limits, cancellation, the queue, UTF-8, grammars, loading and closing.
-The same tests run on the upstream engine over a real llama-server with as many slots (``engine_kind``); the few
-that cannot hold there are listed with the reason in conftest's ``UPSTREAM_DIFFERENCES``.
+The same tests run on the upstream engine over a real llama-server with as many slots (``engine_kind``); where the
+upstream's order differs (equally long requests ending in any order), the test says so and checks what still holds.
 
 At one sequence requests run strictly one after another; at four, the tests that need a queue first occupy every
 sequence with a long generation (``occupy``), so the same checks hold however many run at once.
@@ -359,7 +359,12 @@ async def test_waiting_requests_are_served_in_arrival_order(engine: ContractEngi
     finally:
         await release(running)
     await asyncio.gather(*tasks)
-    assert order == list(range(n))
+    if isinstance(engine, UpstreamEngine) and engine.n_seq > 1:
+        # Requests leave the local queue in arrival order, but several llama-server slots then run them side by side
+        # and end equally long ones in no set order: every waiting request is served, none lost or doubled.
+        assert sorted(order) == list(range(n))
+    else:
+        assert order == list(range(n))
 
 
 async def test_tokenize_is_safe_while_generating(engine: ContractEngine) -> None:
