@@ -13,7 +13,7 @@ import re
 import weakref
 from collections.abc import AsyncIterator, Sequence
 from contextlib import aclosing
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +76,7 @@ from npcserver.errors import (
     QueueFull,
     ResourceExhausted,
 )
-from npcserver.store.base import PutMode, Store
+from npcserver.store.base import History, PutMode, Store
 from npcserver.store.base import Turn as StoredTurn
 
 log = logging.getLogger(__name__)
@@ -88,6 +88,18 @@ MAX_DOCUMENTS = 32
 CONTENT_FORMATS = ("auto", "string", "openai")
 MAX_PAGE = 1000
 DEFAULT_PAGE = 100
+
+
+@dataclass(frozen=True)
+class PreparedChat:
+    """A checked chat completion with its prompt, ready to generate (or to inspect)."""
+
+    request: ChatRequest
+    compiled: CompiledFormat
+    plan: acts.ActionPlan | None
+    params: SamplingParams
+    prompt: BuiltPrompt
+    template: str | None
 
 
 class NpcCore:
@@ -187,8 +199,8 @@ class NpcCore:
 
     # --- chat completions ----------------------------------------------------------------------------------------
 
-    async def stream_chat(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
-        """Streams a chat completion: TextDelta events, then one Completion."""
+    async def prepare_chat(self, request: ChatRequest) -> PreparedChat:
+        """Checks a chat completion and builds its prompt: what stream_chat runs and the prompt inspector shows."""
         info = self.engine.info
         if request.model and request.model != info.id:
             # A 400 / INVALID_ARGUMENT, as the games chat API documents it: the request names the wrong model.
@@ -201,7 +213,8 @@ class NpcCore:
         self._check_messages(request)
         self._check_overrides(request.overrides)
         compiled = await compile_format_async(request.response_format)
-        plan, request = await acts.prepare_chat(request, compiled, request.chat_template or info.chat_template)
+        template = request.chat_template or info.chat_template
+        plan, request = await acts.prepare_chat(request, compiled, template)
         params = self.presets.resolve(
             request.overrides, request.preset, None, default_max_tokens=self.default_max_tokens
         )
@@ -220,16 +233,27 @@ class NpcCore:
             options=options,
             documents=request.documents,
         )
-        template = request.chat_template or info.chat_template
+        return PreparedChat(request, compiled, plan, params, prompt, template)
+
+    async def stream_chat(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+        """Streams a chat completion: TextDelta events, then one Completion."""
+        chat = await self.prepare_chat(request)
         async for event in self._generate(
-            request.id, request.created, prompt, params, compiled, session=None, template=template, plan=plan
+            chat.request.id,
+            chat.request.created,
+            chat.prompt,
+            chat.params,
+            chat.compiled,
+            session=None,
+            template=chat.template,
+            plan=chat.plan,
         ):
             yield event
 
     # --- Talk ----------------------------------------------------------------------------------------------------
 
-    async def stream_talk(self, request: TalkRequest) -> AsyncIterator[StreamEvent]:
-        """The player says a line; streams the NPC's reply and stores the turn when it completes."""
+    def check_talk(self, request: TalkRequest) -> None:
+        """The checks of a Talk request, made before any work (Talk and the prompt inspector alike)."""
         check_strings(request)
         rules.check_persona_id(request.persona_id)
         rules.check_conversation_id(request.conversation_id)
@@ -240,13 +264,59 @@ class NpcCore:
         _check_request_id(request.request_id)
         knowledge.check_game_state(request.game_state)
         self._check_overrides(request.overrides)
-        persona = await self._usable_persona(request.persona_id)
-        deletions = self._deletions.get(request.persona_id, 0)
+
+    async def talk_format(self, request: TalkRequest, persona: Persona) -> tuple[CompiledFormat, str]:
+        """The reply's format and where it comes from: the request's, else the persona's response schema."""
         if request.response_format is None and persona.response_schema is not None:
             # Checked against the limits again: a persona stored before them is refused, not executed.
-            compiled = await compile_persona_schema(persona.id, persona.response_schema)
-        else:
-            compiled = await compile_format_async(request.response_format)
+            return await compile_persona_schema(persona.id, persona.response_schema), "persona response_schema"
+        return await compile_format_async(request.response_format), "request response_format"
+
+    async def talk_prompt(
+        self,
+        request: TalkRequest,
+        persona: Persona,
+        params: SamplingParams,
+        compiled: CompiledFormat,
+        plan: acts.ActionPlan | None,
+    ) -> tuple[BuiltPrompt, History, int, knowledge.Plan]:
+        """A Talk's prompt (``persona`` as actions.prepare_talk returned it), with the history it was built from,
+        where the shown turns start in it, and the knowledge planned for it.
+
+        Only the newest turns that can fit are read, and an overflowing history leaves in big steps, so a line costs
+        the same at 20 turns and at 20,000 and most lines extend the cached prompt (core.prompt). ``left_out`` and
+        ``truncated_turns`` count every turn left out.
+        """
+        known = await asyncio.to_thread(knowledge.plan, self, persona, request)
+        room = await asyncio.to_thread(
+            self.prompts.history_room, persona, params.max_tokens, fixed_text=known.fixed_text, reserved=known.reserved
+        )
+        history = await asyncio.to_thread(self.store.load_recent, request.persona_id, request.conversation_id, room)
+        start = overflow_start([t.tokens for t in history.turns], history.tokens_before, room)
+        line, shown = acts.prepare_turns(request, history.turns, start, plan is not None and plan.tool_format)
+        for_line = await asyncio.to_thread(knowledge.for_line, self, known, request, shown, line)
+        enable_thinking = request.enable_thinking if request.enable_thinking is not None else persona.enable_thinking
+        prompt = await asyncio.to_thread(
+            self.prompts.talk,
+            persona,
+            shown,
+            line,
+            player_name=request.player_name or persona.player_name,
+            max_tokens=params.max_tokens,
+            structured=compiled.grammar is not None,
+            options=TemplateOptions(enable_thinking=enable_thinking, tools=plan.tools if plan is not None else ()),
+            knowledge=for_line,
+        )
+        before = history.first + start
+        prompt = replace(prompt, truncated_turns=before + prompt.truncated_turns, left_out=before + prompt.left_out)
+        return prompt, history, start, known
+
+    async def stream_talk(self, request: TalkRequest) -> AsyncIterator[StreamEvent]:
+        """The player says a line; streams the NPC's reply and stores the turn when it completes."""
+        self.check_talk(request)
+        persona = await self._usable_persona(request.persona_id)
+        deletions = self._deletions.get(request.persona_id, 0)
+        compiled, _ = await self.talk_format(request, persona)
         params = self.presets.resolve(
             request.overrides, request.preset, persona, default_max_tokens=self.default_max_tokens
         )
@@ -261,36 +331,7 @@ class NpcCore:
                 for event in replay:
                     yield event
                 return
-            # Only the newest turns that can fit are read, and an overflowing history leaves in big steps, so a
-            # line costs the same at 20 turns and at 20,000 and most lines extend the cached prompt (core.prompt).
-            known = await asyncio.to_thread(knowledge.plan, self, persona, request)
-            room = await asyncio.to_thread(
-                self.prompts.history_room,
-                persona,
-                params.max_tokens,
-                fixed_text=known.fixed_text,
-                reserved=known.reserved,
-            )
-            history = await asyncio.to_thread(self.store.load_recent, *key, room)
-            start = overflow_start([t.tokens for t in history.turns], history.tokens_before, room)
-            line, shown = acts.prepare_turns(request, history.turns, start, plan is not None and plan.tool_format)
-            for_line = await asyncio.to_thread(knowledge.for_line, self, known, request, shown, line)
-            player_name = request.player_name or persona.player_name
-            enable_thinking = request.enable_thinking
-            if enable_thinking is None:
-                enable_thinking = persona.enable_thinking
-            prompt = await asyncio.to_thread(
-                self.prompts.talk,
-                persona,
-                shown,
-                line,
-                player_name=player_name,
-                max_tokens=params.max_tokens,
-                structured=compiled.grammar is not None,
-                options=TemplateOptions(enable_thinking=enable_thinking, tools=plan.tools if plan is not None else ()),
-                knowledge=for_line,
-            )
-            prompt = replace(prompt, truncated_turns=history.first + start + prompt.truncated_turns)
+            prompt, history, start, known = await self.talk_prompt(request, persona, params, compiled, plan)
             final: Completion | None = None
             async for event in self._generate(
                 request.id,

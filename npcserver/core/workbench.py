@@ -19,12 +19,8 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from npcserver.core import actions as acts
-from npcserver.core import knowledge
-from npcserver.core import personas as rules
-from npcserver.core.inputs import check_strings
-from npcserver.core.prompt import BuiltPrompt, Span, Unit, overflow_start
-from npcserver.core.structured import CompiledFormat, compile_format_async, compile_persona_schema
-from npcserver.core.templates import TemplateOptions
+from npcserver.core.prompt import BuiltPrompt, Span, Unit
+from npcserver.core.structured import CompiledFormat
 from npcserver.core.types import ChatRequest, Completion, Persona, SamplingOverrides, TalkRequest, new_id
 from npcserver.engine.base import SamplingParams
 from npcserver.errors import Internal, InvalidArgument
@@ -212,37 +208,15 @@ def _stops(params: SamplingParams, prompt: BuiltPrompt) -> tuple[str, ...]:
     return tuple(dict.fromkeys((*params.stop, *prompt.stop)))[: MAX_STOP + 4]
 
 
-async def _talk_format(core: NpcCore, request: TalkRequest, persona: Persona) -> tuple[CompiledFormat, str]:
-    if request.response_format is None and persona.response_schema is not None:
-        return await compile_persona_schema(persona.id, persona.response_schema), "persona response_schema"
-    return await compile_format_async(request.response_format), "request response_format"
-
-
-def _check_talk(core: NpcCore, request: TalkRequest) -> None:
-    from npcserver.core.app import _check_request_id
-
-    """The checks of a Talk request, as NpcCore.stream_talk makes them."""
-    check_strings(request)
-    rules.check_persona_id(request.persona_id)
-    rules.check_conversation_id(request.conversation_id)
-    if not request.text.strip() and not request.action_results:
-        raise InvalidArgument("text must not be empty: it is what the player says", param="text")
-    core._check_chars(request.text, "text")
-    rules.check_name(request.player_name, field="player_name")
-    _check_request_id(request.request_id)
-    core._check_overrides(request.overrides)
-    knowledge.check_game_state(request.game_state)
-
-
 async def render_talk(core: NpcCore, request: TalkRequest, persona_fields: dict[str, Any] | None = None) -> Inspection:
     """The prompt a Talk would send, with nothing generated or stored. ``persona_fields`` replace the stored
     persona's (checked as a persona update would check them)."""
-    _check_talk(core, request)
+    core.check_talk(request)
     persona = await core._usable_persona(request.persona_id)
     if persona_fields:
         persona = variant_persona(persona, persona_fields, "render")
         await core.validate_persona(persona)
-    compiled, grammar_source = await _talk_format(core, request, persona)
+    compiled, grammar_source = await core.talk_format(request, persona)
     params, sampling = explain_sampling(core, request.overrides, request.preset, persona)
     plan, persona = await acts.prepare_talk(request, persona, compiled, core.prompts.chat_template)
     prompt = await talk_prompt(core, request, persona, params, compiled, plan)
@@ -257,66 +231,17 @@ async def talk_prompt(
     compiled: CompiledFormat,
     plan: acts.ActionPlan | None = None,
 ) -> BuiltPrompt:
-    """The Talk prompt exactly as NpcCore.stream_talk builds it (keep the two in step; ``persona`` is the one
-    actions.prepare_talk returned): the newest turns that fit,
-    an overflowing history cut in big steps; ``left_out`` and ``truncated_turns`` count every turn left out."""
-    known = await asyncio.to_thread(knowledge.plan, core, persona, request)
-    room = await asyncio.to_thread(
-        core.prompts.history_room, persona, params.max_tokens, fixed_text=known.fixed_text, reserved=known.reserved
-    )
-    history = await asyncio.to_thread(core.store.load_recent, request.persona_id, request.conversation_id, room)
-    start = overflow_start([t.tokens for t in history.turns], history.tokens_before, room)
-    line, shown = acts.prepare_turns(request, history.turns, start, plan is not None and plan.tool_format)
-    for_line = await asyncio.to_thread(knowledge.for_line, core, known, request, shown, line)
-    enable_thinking = request.enable_thinking if request.enable_thinking is not None else persona.enable_thinking
-    prompt = await asyncio.to_thread(
-        core.prompts.talk,
-        persona,
-        shown,
-        line,
-        player_name=request.player_name or persona.player_name,
-        max_tokens=params.max_tokens,
-        structured=compiled.grammar is not None,
-        options=TemplateOptions(enable_thinking=enable_thinking, tools=plan.tools if plan is not None else ()),
-        knowledge=for_line,
-    )
-    before = history.first + start
-    return replace(prompt, truncated_turns=before + prompt.truncated_turns, left_out=before + prompt.left_out)
+    """The Talk prompt exactly as NpcCore.stream_talk builds it (``persona`` as actions.prepare_talk returned it)."""
+    prompt, _, _, _ = await core.talk_prompt(request, persona, params, compiled, plan)
+    return prompt
 
 
 async def render_chat(core: NpcCore, request: ChatRequest) -> Inspection:
-    """The prompt a chat completion would send, with nothing generated."""
-    info = core.engine.info
-    if request.model and request.model != info.id:
-        raise InvalidArgument(
-            f"model {request.model!r} does not exist; this server serves {info.id!r} (see ListModels)",
-            param="model",
-            code="model_not_found",
-        )
-    check_strings(request)
-    core._check_messages(request)
-    core._check_overrides(request.overrides)
-    compiled = await compile_format_async(request.response_format)
-    plan, request = await acts.prepare_chat(request, compiled, request.chat_template or info.chat_template)
-    params, sampling = explain_sampling(core, request.overrides, request.preset, None)
-    # As NpcCore.stream_chat builds it (keep the two in step).
-    options = TemplateOptions(
-        enable_thinking=request.enable_thinking,
-        add_generation_prompt=request.add_generation_prompt,
-        content_format=request.chat_template_content_format,
-        tools=plan.tools if plan is not None else (),
-    )
-    prompt = await asyncio.to_thread(
-        core.prompts.chat,
-        request.messages,
-        max_tokens=params.max_tokens,
-        continue_final=request.continue_final_message,
-        chat_template=request.chat_template,
-        options=options,
-        documents=request.documents,
-    )
+    """The prompt a chat completion would send, with nothing generated (built by the same NpcCore.prepare_chat)."""
+    chat = await core.prepare_chat(request)
+    _, sampling = explain_sampling(core, chat.request.overrides, chat.request.preset, None)
     return await asyncio.to_thread(
-        _inspection, core, prompt, params, sampling, compiled, "request response_format", plan
+        _inspection, core, chat.prompt, chat.params, sampling, chat.compiled, "request response_format", chat.plan
     )
 
 
@@ -345,7 +270,7 @@ async def compare(core: NpcCore, request: TalkRequest, variants: Sequence[Varian
             f"variants has {len(variants)} entries; compare takes {MIN_VARIANTS} to {MAX_VARIANTS}",
             param="variants",
         )
-    _check_talk(core, request)
+    core.check_talk(request)
     stored = await core._usable_persona(request.persona_id)
     prepared = []
     for i, v in enumerate(variants):
@@ -356,7 +281,7 @@ async def compare(core: NpcCore, request: TalkRequest, variants: Sequence[Varian
             await core.validate_persona(persona)
         if v.preset:
             core.presets.get(v.preset, param=f"{where}.preset")
-        compiled, _ = await _talk_format(core, request, persona)
+        compiled, _ = await core.talk_format(request, persona)
         params, _ = explain_sampling(core, v.overrides, v.preset, persona)
         # The variant speaks with its actions described (as a Talk would); its result keeps the persona as edited.
         plan, speaking = await acts.prepare_talk(request, persona, compiled, core.prompts.chat_template)
