@@ -45,7 +45,7 @@ Semantics every backend keeps:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -85,6 +85,15 @@ def estimate_tokens(player_line: str, npc_line: str, player_name: str) -> int:
 def turn_tokens(turn: Turn) -> int:
     """The token count a store keeps for ``turn``."""
     return turn.tokens if turn.tokens > 0 else estimate_tokens(turn.player_line, turn.npc_line, turn.player_name)
+
+
+def imported_turns(turns: Sequence[Turn]) -> Iterator[tuple[int, Turn, int, int]]:
+    """``(index, turn, tokens, tokens_before)`` for turns stored from 0, as an import stores them (both backends)."""
+    before = 0
+    for i, t in enumerate(turns):
+        tokens = turn_tokens(t)
+        yield i, t, tokens, before
+        before += tokens
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ from npcserver.store.base import (
     Summary,
     Turn,
     check_position,
+    imported_turns,
     turn_tokens,
 )
 
@@ -401,25 +402,21 @@ class PostgresStore:
                 self._put_summary(conn, persona_id, conversation_id, summary)
             for m in memories:
                 self._add_memory(conn, persona_id, conversation_id, m)
-            rows = []
-            before = 0
-            for i, t in enumerate(turns):
-                tokens = turn_tokens(t)
-                rows.append(
-                    (
-                        persona_id,
-                        conversation_id,
-                        i,
-                        t.player_line,
-                        t.npc_line,
-                        t.create_time_ms or now_ms(),
-                        t.player_name,
-                        tokens,
-                        "",  # imported turns were not made by a Talk here
-                        before,
-                    )
+            rows = [
+                (
+                    persona_id,
+                    conversation_id,
+                    i,
+                    t.player_line,
+                    t.npc_line,
+                    t.create_time_ms or now_ms(),
+                    t.player_name,
+                    tokens,
+                    "",  # imported turns were not made by a Talk here
+                    before,
                 )
-                before += tokens
+                for i, t, tokens, before in imported_turns(turns)
+            ]
             with conn.cursor() as cur:
                 cur.executemany(
                     f"INSERT INTO turns (persona_id, conversation_id, seq, {_TURN_COLUMNS}, tokens_before) "

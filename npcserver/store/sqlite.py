@@ -30,6 +30,7 @@ from npcserver.store.base import (
     Summary,
     Turn,
     check_position,
+    imported_turns,
     turn_tokens,
 )
 
@@ -364,25 +365,21 @@ class SqliteStore:
                 self._put_summary(db, persona_id, conversation_id, summary)
             for m in memories:
                 self._add_memory(db, persona_id, conversation_id, m)
-            rows = []
-            before = 0
-            for i, t in enumerate(turns):
-                tokens = turn_tokens(t)
-                rows.append(
-                    (
-                        persona_id,
-                        conversation_id,
-                        i,
-                        t.player_line,
-                        t.npc_line,
-                        t.player_name,
-                        t.create_time_ms or now_ms(),
-                        tokens,
-                        before,
-                        "",  # imported turns were not made by a Talk here
-                    )
+            rows = [
+                (
+                    persona_id,
+                    conversation_id,
+                    i,
+                    t.player_line,
+                    t.npc_line,
+                    t.player_name,
+                    t.create_time_ms or now_ms(),
+                    tokens,
+                    before,
+                    "",  # imported turns were not made by a Talk here
                 )
-                before += tokens
+                for i, t, tokens, before in imported_turns(turns)
+            ]
             db.executemany(_INSERT_TURN, rows)
         return len(turns)
 
