@@ -16,7 +16,8 @@ import pytest
 from npcserver.api.v1 import npcserver_pb2 as pb
 from npcserver.api.v1 import npcserver_pb2_grpc as pb_grpc
 
-NPC = "tavern_keeper"
+#: A persona without actions, so every reply streams text deltas before its final (a call may come alone).
+NPC = "narrator"
 HANG_GUARD_S = 120
 
 
@@ -47,7 +48,11 @@ def assert_total(total_ms: float, timings: Any, started: float) -> None:
 
 def test_grpc_talk_messages_carry_id_model_and_time(channel: grpc.Channel, model_id: str) -> None:
     request = pb.TalkRequest(
-        persona_id=NPC, conversation_id=f"ids-{uuid.uuid4().hex[:8]}", text="Hello!", max_tokens=12, seed=1
+        persona_id=NPC,
+        conversation_id=f"ids-{uuid.uuid4().hex[:8]}",
+        text="The hero enters the village.",
+        max_tokens=12,
+        seed=1,
     )
     started = time.monotonic()
     messages = list(pb_grpc.ConversationServiceStub(channel).Talk(request, timeout=HANG_GUARD_S))
@@ -75,7 +80,7 @@ def test_grpc_chat_stream_final_has_a_total(channel: grpc.Channel, model_id: str
 def test_rest_talk_events_carry_id_model_and_time(live_server: Any, model_id: str) -> None:
     path = f"/v1/npcs/{NPC}/conversations/ids-{uuid.uuid4().hex[:8]}:talk"
     started = time.monotonic()
-    body = {"text": "Hello!", "max_tokens": 12}
+    body = {"text": "The hero enters the village.", "sampling": {"max_tokens": 12, "temperature": 0, "seed": 1}}
     with httpx.stream("POST", live_server.http_url + path, json=body, timeout=HANG_GUARD_S) as response:
         assert response.status_code == 200
         events = sse_events(response)
