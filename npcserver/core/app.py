@@ -11,6 +11,7 @@ import contextlib
 import logging
 import re
 import weakref
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, replace
@@ -22,10 +23,11 @@ from npcserver.core import actions as acts
 from npcserver.core import bounded, cards, knowledge, limits, thinking
 from npcserver.core import lore as lorelib
 from npcserver.core import personas as rules
+from npcserver.core import summary as summaries
 from npcserver.core.inputs import check_seed, check_strings
 from npcserver.core.memory import check_memory
 from npcserver.core.presets import PresetBook, check_sampling
-from npcserver.core.prompt import BuiltPrompt, PromptBuilder, overflow_start
+from npcserver.core.prompt import BuiltPrompt, PromptBuilder, next_cut, overflow_start
 from npcserver.core.residency import EngineFactory, ModelResidency
 from npcserver.core.structured import (
     CompiledFormat,
@@ -102,6 +104,10 @@ class PreparedChat:
     template: str | None
 
 
+#: Conversations whose shown summary ``NpcCore`` remembers (least recently talked to are forgotten first).
+SHOWN_SUMMARIES = 10_000
+
+
 class NpcCore:
     """The domain service behind every door."""
 
@@ -147,6 +153,10 @@ class NpcCore:
         self.max_memories = 20000
         #: Rewrites conversations' rolling summaries in the background (core.summary).
         self.summarizer = Summarizer(self)
+        #: The summary each recent conversation's prompt shows, with the epoch and kept-history start it was chosen
+        #: at: it changes only when the kept history moves, so a summary written in between does not make the
+        #: engine read the prompt again (core.summary). A conversation forgotten here shows the stored summary.
+        self._shown_summaries: OrderedDict[tuple[str, str], tuple[int, int, str]] = OrderedDict()
         #: The lore files' loader (set by the server when it has a lore folder).
         self.lore_files: lorelib.LoreFiles | None = None
 
@@ -279,20 +289,34 @@ class NpcCore:
         params: SamplingParams,
         compiled: CompiledFormat,
         plan: acts.ActionPlan | None,
+        *,
+        remember: bool = True,
     ) -> tuple[BuiltPrompt, History, int, knowledge.Plan]:
         """A Talk's prompt (``persona`` as actions.prepare_talk returned it), with the history it was built from,
         where the shown turns start in it, and the knowledge planned for it.
 
         Only the newest turns that can fit are read, and an overflowing history leaves in big steps, so a line costs
         the same at 20 turns and at 20,000 and most lines extend the cached prompt (core.prompt). ``left_out`` and
-        ``truncated_turns`` count every turn left out.
+        ``truncated_turns`` count every turn left out. ``remember`` False (the prompt inspector) leaves the summary
+        the conversation shows as it was.
         """
         known = await asyncio.to_thread(knowledge.plan, self, persona, request)
+        # The summary's room is kept whether or not there is one yet, so the room, and with it where the history's
+        # overflow steps fall, stays the same when a summary arrives or changes length.
+        summary_room = knowledge.summary_room(self.prompts.context_size)
         room = await asyncio.to_thread(
-            self.prompts.history_room, persona, params.max_tokens, fixed_text=known.fixed_text, reserved=known.reserved
+            self.prompts.history_room,
+            persona,
+            params.max_tokens,
+            fixed_text=known.world,
+            reserved=known.reserved + summary_room,
         )
         history = await asyncio.to_thread(self.store.load_recent, request.persona_id, request.conversation_id, room)
         start = overflow_start([t.tokens for t in history.turns], history.tokens_before, room)
+        summary = await self._shown_summary(
+            persona, request, history.epoch, history.first + start, known, summary_room, remember=remember
+        )
+        known = replace(known, summary=summary, room=room)
         line, shown = acts.prepare_turns(request, history.turns, start, plan is not None and plan.tool_format)
         for_line = await asyncio.to_thread(knowledge.for_line, self, known, request, shown, line)
         enable_thinking = request.enable_thinking if request.enable_thinking is not None else persona.enable_thinking
@@ -310,6 +334,44 @@ class NpcCore:
         before = history.first + start
         prompt = replace(prompt, truncated_turns=before + prompt.truncated_turns, left_out=before + prompt.left_out)
         return prompt, history, start, known
+
+    async def _shown_summary(
+        self,
+        persona: Persona,
+        request: TalkRequest,
+        epoch: int,
+        start: int,
+        known: knowledge.Plan,
+        room: int,
+        *,
+        remember: bool,
+    ) -> str:
+        """The rendered summary a Talk's prompt carries when its kept history starts at turn ``start``: the one
+        shown since the history last moved, or, at a move, the stored one (waited for when it lacks turns the
+        prompt leaves out; see core.summary)."""
+        key = (request.persona_id, request.conversation_id)
+        remembered = self._shown_summaries.get(key)
+        if remembered is not None and remembered[:2] == (epoch, start):
+            self._shown_summaries.move_to_end(key)
+            return remembered[2]
+        text = known.summary
+        if start > known.summary_through:
+            await self.summarizer.ensure(persona, key, start, epoch, summaries.WAIT_S)
+            stored = await asyncio.to_thread(self.store.get_summary, *key)
+            text = stored.text if stored is not None else ""
+        rendered = await asyncio.to_thread(knowledge.fit_summary, self, text, room)
+        if not remember:
+            return rendered
+        self._shown_summaries[key] = (epoch, start, rendered)
+        self._shown_summaries.move_to_end(key)
+        while len(self._shown_summaries) > SHOWN_SUMMARIES:
+            self._shown_summaries.popitem(last=False)
+        return rendered
+
+    def forget_shown_summaries(self, persona_id: str, conversation_id: str | None = None) -> None:
+        """The next line shows the stored summary (the game replaced it, or the conversations are gone)."""
+        for key in [k for k in self._shown_summaries if k[0] == persona_id and conversation_id in (None, k[1])]:
+            del self._shown_summaries[key]
 
     async def stream_talk(self, request: TalkRequest) -> AsyncIterator[StreamEvent]:
         """The player says a line; streams the NPC's reply and stores the turn when it completes."""
@@ -331,7 +393,7 @@ class NpcCore:
                 for event in replay:
                     yield event
                 return
-            prompt, history, start, known = await self.talk_prompt(request, persona, params, compiled, plan)
+            prompt, history, _, known = await self.talk_prompt(request, persona, params, compiled, plan)
             final: Completion | None = None
             async for event in self._generate(
                 request.id,
@@ -383,10 +445,15 @@ class NpcCore:
                         yield replay[-1]
                         return
                 final.stored = True
-                cut = history.first + start
-                if cut > known.summary_through:
-                    # Turns left the prompt: their summary is written in the background, after this reply.
-                    self.summarizer.schedule(persona, key, cut, history.epoch)
+                # Where the kept history will move next is known long before it moves: the summary of the turns
+                # that move will leave out is written now, in the background, ready for that line (core.summary).
+                counts = [t.tokens for t in history.turns] + [turn.tokens]
+                upcoming = next_cut(counts, history.tokens_before, known.room)
+                total = history.tokens_before + sum(counts)
+                if upcoming is not None and total * 4 >= known.room * 3:  # a move is near: 3/4 of the room said
+                    through = history.first + upcoming
+                    if through > known.summary_through:
+                        self.summarizer.schedule(persona, key, through, history.epoch)
                 if persona.propose_memories:
                     self.summarizer.propose(persona, key, request.text, final.text)
             yield final
@@ -672,6 +739,7 @@ class NpcCore:
             # Talks that began before this deletion store nothing (see stream_talk), even if the id is reused.
             self._deletions[persona_id] = self._deletions.get(persona_id, 0) + 1
             deleted = await asyncio.to_thread(self.store.delete_persona, persona_id)
+            self.forget_shown_summaries(persona_id)
         if deleted is None:
             raise NotFound(f"persona {persona_id!r} does not exist", param="persona_id")
         return deleted

@@ -35,6 +35,7 @@ MAX_FACT_CHARS = 500
 class Plan:
     books: tuple[lorelib.LoreBook, ...]
     world: str
+    #: The stored summary's text; in ``NpcCore.talk_prompt``, the rendered one the prompt shows.
     summary: str
     #: Tokens kept for this line's lore and memories (their budgets less what is always in).
     reserved: int
@@ -42,10 +43,8 @@ class Plan:
     summary_through: int = 0
     #: Whether the conversation has memories to recall.
     memories: bool = False
-
-    @property
-    def fixed_text(self) -> str:
-        return self.world + self.summary
+    #: Tokens the history may take (set by ``NpcCore.talk_prompt``).
+    room: int = 0
 
 
 def check_game_state(facts: Sequence[str]) -> None:
@@ -70,6 +69,33 @@ def render_summary(text: str) -> str:
     return f"[Earlier in this conversation: {_flat(text)}]\n"
 
 
+def summary_room(context_size: int) -> int:
+    """Tokens a Talk's prompt keeps for the rolling summary: enough for a model rewrite (core.summary.MAX_TOKENS)."""
+    return min(192, context_size // 16)
+
+
+def fit_summary(core: NpcCore, text: str, room: int) -> str:
+    """``text`` rendered for the prompt within ``room`` tokens: a longer one (the game's, or fallbacks that grew)
+    keeps its newest part (blocking: run it in a thread)."""
+    text = _flat(text)
+    if not text:
+        return ""
+
+    def size(t: str) -> int:
+        return len(core.engine.tokenize(render_summary(t), add_bos=False, special=False))
+
+    if size(text) <= room:
+        return render_summary(text)
+    lo, hi = 0, len(text)  # the shortest cut from the start whose rest fits
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if size("…" + text[mid:]) <= room:
+            hi = mid
+        else:
+            lo = mid + 1
+    return render_summary("…" + text[lo:]) if lo < len(text) else ""
+
+
 def books_for(core: NpcCore, persona: Persona) -> tuple[lorelib.LoreBook, ...]:
     books = list(core.lore.for_persona(persona.id))
     card = lorelib.book_from_card(persona.id, persona.card)
@@ -90,10 +116,8 @@ def plan(core: NpcCore, persona: Persona, request: TalkRequest) -> Plan:
         for b in books
         if any(not e.constant for e in b.entries)
     )
-    summary = ""
     stored = core.store.get_summary(request.persona_id, request.conversation_id)
-    if stored is not None and stored.text.strip():
-        summary = render_summary(stored.text)
+    summary = stored.text if stored is not None else ""
     # Room for memories only in a conversation that has some: the others keep their whole history room.
     memories = 0
     if core.memory_budget > 0 and core.store.list_memories(request.persona_id, request.conversation_id, 0, 1):
@@ -250,4 +274,5 @@ async def set_summary(core: NpcCore, persona_id: str, conversation_id: str, summ
         summary = replace(summary, through=history.after)
     stamped = replace(summary, update_time_ms=now_ms())
     await asyncio.to_thread(core.store.put_summary, *key, stamped, epoch=None)
+    core.forget_shown_summaries(*key)  # the game's text shows from the next line on
     return stamped if summary.text else Summary("")

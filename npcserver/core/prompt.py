@@ -164,14 +164,35 @@ def overflow_start(counts: Sequence[int], tokens_before: int, room: int) -> int:
     total = tokens_before + sum(counts)
     if total <= room:
         return 0
+    at = _turn_at(counts, tokens_before, _cut_tokens(total, room))
+    return len(counts) if at is None else at
+
+
+def next_cut(counts: Sequence[int], tokens_before: int, room: int) -> int | None:
+    """Where ``overflow_start`` will move the kept history next (same arguments): the first turn at or after the
+    next multiple of half the room, or None while the turns said so far do not reach that far.
+
+    Right after every move the next start is already known (the kept history is longer than half the room), so the
+    summary of the turns it will leave out can be written ahead, while the player is still talking, and the prompt
+    changes once per move instead of once at the move and again when the summary is ready."""
+    total = tokens_before + sum(counts)
+    cut = _cut_tokens(total, room) if total > room else 0
+    return _turn_at(counts, tokens_before, cut + max(room // 2, 1))
+
+
+def _cut_tokens(total: int, room: int) -> int:
     step = max(room // 2, 1)
-    cut = -(-(total - room) // step) * step  # the smallest multiple of step at or above total - room
+    return -(-(total - room) // step) * step  # the smallest multiple of step at or above total - room
+
+
+def _turn_at(counts: Sequence[int], tokens_before: int, cut: int) -> int | None:
+    """The index of the first of ``counts`` whose preceding tokens (from the conversation's start) reach ``cut``."""
     reached = tokens_before
     for i, n in enumerate(counts):
         if reached >= cut:
             return i
         reached += n
-    return len(counts)
+    return len(counts) if reached >= cut else None
 
 
 class PromptBuilder:

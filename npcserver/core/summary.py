@@ -1,10 +1,14 @@
 """The rolling summary: what was said in the turns that no longer fit in a Talk's prompt.
 
-When a conversation's kept history moves on (``core.prompt.overflow_start``), the turns it left behind are
-summarized by the model at a low temperature, together with the summary so far, in a background task that starts
-after the reply is complete: a player's line never waits for it. The result is stored only if the conversation was
-not reset or replaced meanwhile, and is rendered after the persona from the next line on. The game can read and
-replace it (a small model summarizes poorly); the next rewrite then starts from the game's text.
+The kept history moves on in steps (``core.prompt.overflow_start``), and the next step's start is known well before
+it is taken (``core.prompt.next_cut``). So the turns the next step will leave out are summarized ahead, by the model
+at a low temperature together with the summary so far, in a background task that starts after a reply is complete.
+The result is stored only if the conversation was not reset or replaced meanwhile. A Talk's prompt shows the summary
+that was current when its kept history last moved, and changes it only at the next move (``NpcCore`` remembers what
+it showed), so the lines in between extend the cached prompt instead of reading it again when a summary lands. A line
+whose kept history starts past the stored summary (the first line after an import, or a move that came before the
+summary was ready) waits for it, up to ``WAIT_S``: that line reads its whole prompt anyway. The game can read and
+replace the summary (a small model summarizes poorly); the next rewrite then starts from the game's text.
 
 A model that returns nothing usable still leaves a summary: the last lines of the turns, shortened, so the NPC keeps
 some thread of what was said.
@@ -37,6 +41,8 @@ MAX_TOKENS = 160
 MAX_CHARS = 2000
 #: Most turns one rewrite reads (the newest of those left behind).
 MAX_TURNS = 40
+#: Longest a line waits for the summary of turns its prompt leaves out (then it goes on with the one stored).
+WAIT_S = 30.0
 PROPOSAL_MAX_TOKENS = 120
 #: What a model's memory proposal looks like (enforced while sampling).
 PROPOSAL_SCHEMA = {
@@ -101,14 +107,35 @@ class Summarizer:
         self._tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._proposals: dict[tuple[str, str], asyncio.Task[None]] = {}
 
-    def schedule(self, persona: Persona, key: tuple[str, str], cut: int, epoch: int) -> None:
-        """Summarizes the turns before index ``cut`` (those the prompt leaves out now), unless one is under way."""
+    def schedule(self, persona: Persona, key: tuple[str, str], cut: int, epoch: int) -> asyncio.Task[None] | None:
+        """Summarizes the turns before index ``cut``, unless a rewrite is under way; returns the task started."""
         running = self._tasks.get(key)
         if running is not None and not running.done():
-            return
+            return None
         task = asyncio.create_task(self._rewrite(persona, key, cut, epoch))
         self._tasks[key] = task
         task.add_done_callback(lambda t: self._tasks.pop(key, None) if self._tasks.get(key) is t else None)
+        return task
+
+    async def ensure(self, persona: Persona, key: tuple[str, str], cut: int, epoch: int, within_s: float) -> None:
+        """Waits, up to ``within_s``, until the stored summary covers the turns before ``cut``: for a rewrite under
+        way, then for one through ``cut`` if that one stopped short."""
+        deadline = asyncio.get_running_loop().time() + within_s
+        for _ in range(2):
+            task = self._tasks.get(key)
+            if task is None or task.done():
+                stored = await asyncio.to_thread(self.core.store.get_summary, *key)
+                if stored is not None and stored.through >= cut:
+                    return
+                task = self.schedule(persona, key, cut, epoch)
+            if task is None:
+                return
+            left = deadline - asyncio.get_running_loop().time()
+            # A line that gives up waiting (or is cancelled) leaves the rewrite running: asyncio.wait cancels nothing.
+            done, _ = await asyncio.wait({task}, timeout=max(left, 0))
+            if not done:
+                log.info("summary of %s/%s not ready within %.0f s: the line goes on without it", *key, within_s)
+                return
 
     async def idle(self) -> None:
         """Waits for every rewrite and proposal under way (tests, shutdown)."""

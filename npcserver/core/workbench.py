@@ -232,7 +232,8 @@ async def talk_prompt(
     plan: acts.ActionPlan | None = None,
 ) -> BuiltPrompt:
     """The Talk prompt exactly as NpcCore.stream_talk builds it (``persona`` as actions.prepare_talk returned it)."""
-    prompt, _, _, _ = await core.talk_prompt(request, persona, params, compiled, plan)
+    # Looking leaves no trace: the summary the conversation's next Talk shows is not chosen here.
+    prompt, _, _, _ = await core.talk_prompt(request, persona, params, compiled, plan, remember=False)
     return prompt
 
 

@@ -11,7 +11,7 @@ from jinja2.utils import htmlsafe_json_dumps
 
 from npcserver.core.actions import has_tool_format, template_tools
 from npcserver.core.personas import load_persona_files
-from npcserver.core.prompt import BuiltPrompt, Knowledge, PromptBuilder, overflow_start, reply_reserve
+from npcserver.core.prompt import BuiltPrompt, Knowledge, PromptBuilder, next_cut, overflow_start, reply_reserve
 from npcserver.core.templates import TemplateOptions
 from npcserver.core.types import Action, Document, Message, Persona, Turn
 from npcserver.errors import InvalidArgument
@@ -400,6 +400,26 @@ def test_overflow_start_keeps_everything_that_fits_then_moves_by_half_the_room()
     assert overflow_start([10] * 9, 70, 100) == 3  # turns 7..15 loaded: turn 10 of the whole is index 3
     assert overflow_start([200], 0, 100) == 1  # a turn larger than the room: nothing stays
     assert overflow_start([], 0, 0) == 0
+
+
+def test_next_cut_is_where_the_start_moves_next_and_is_known_right_after_each_move() -> None:
+    # Not overflowing yet: the first move will start at half the room, known once half the room has been said.
+    assert next_cut([10] * 4, 0, 100) is None
+    assert next_cut([10] * 5, 0, 100) == 5
+    # Overflowing: the next start is one half room further, and already among the turns said.
+    for n in range(11, 16):
+        assert overflow_start([10] * n, 0, 100) == 5 and next_cut([10] * n, 0, 100) == 10
+    assert overflow_start([10] * 16, 0, 100) == 10 and next_cut([10] * 16, 0, 100) == 15
+    # The next start is exactly where overflow_start moves when the room fills, for uneven turns too.
+    counts = [7, 13, 9, 21, 5, 8, 30, 11, 6, 17, 12, 9, 14, 25, 3, 19, 10, 8, 16, 22]
+    for n in range(1, len(counts)):
+        upcoming = next_cut(counts[:n], 0, 100)
+        moved = [overflow_start(counts[:m], 0, 100) for m in range(n, len(counts) + 1)]
+        later = [s for s in moved if s != moved[0]]
+        if upcoming is not None and later:
+            assert later[0] == upcoming, (n, upcoming, moved)
+    # The same answer when only the newest turns were loaded.
+    assert next_cut([10] * 9, 70, 100) == next_cut([10] * 16, 0, 100) - 7
 
 
 def recent(counts: list[int], room: int) -> int:
