@@ -419,7 +419,8 @@ def test_next_cut_is_where_the_start_moves_next_and_is_known_right_after_each_mo
         if upcoming is not None and later:
             assert later[0] == upcoming, (n, upcoming, moved)
     # The same answer when only the newest turns were loaded.
-    assert next_cut([10] * 9, 70, 100) == next_cut([10] * 16, 0, 100) - 7
+    whole = next_cut([10] * 16, 0, 100)
+    assert whole is not None and next_cut([10] * 9, 70, 100) == whole - 7
 
 
 def recent(counts: list[int], room: int) -> int:
