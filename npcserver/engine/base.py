@@ -53,6 +53,10 @@ class GenerationRequest:
     prefix_len: int = 0
     #: For logs.
     request_id: str = ""
+    #: Work no player waits for (the rolling summary, memory proposals): an engine reads its prompt only in steps
+    #: where no player's prompt is being read, so a background job never delays a player's first token by more than
+    #: the decode steps it shares.
+    background: bool = False
 
 
 @dataclass

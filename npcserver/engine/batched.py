@@ -25,10 +25,11 @@ share a prefix arrive together, the first reads it and the others wait a step an
 cancellations), (2) decides admissions (which waiting request gets which slot) and runs them (evict, restore, trim
 the slot to the prefix it shares), then (3) decides the batch (the next token of every generating sequence, plus
 prompt chunks and prefix copies for the sequences still reading; while others generate, at most
-``prefill_chunk`` prompt tokens, so nobody stalls long) and runs it: one ``llama_decode``, then one sampled token
-per sequence that produced logits. Deciding (``_plan_*``) only reads state; running (``_admit``, ``_run_step``)
-changes it. A sequence's phase is its ``_Status``: WAITING (no slot yet) -> READING (prompt being evaluated) ->
-GENERATING (``pending`` is the sampled token the next step feeds back) -> FINISHED.
+``prefill_chunk`` prompt tokens, so nobody stalls long; background requests, such as a summary being written, read
+their prompts only in steps where no player's prompt is being read) and runs it: one ``llama_decode``, then one
+sampled token per sequence that produced logits. Deciding (``_plan_*``) only reads state; running (``_admit``,
+``_run_step``) changes it. A sequence's phase is its ``_Status``: WAITING (no slot yet) -> READING (prompt being
+evaluated) -> GENERATING (``pending`` is the sampled token the next step feeds back) -> FINISHED.
 
 **Threads.** The event loop (``generate``, ``close``, ``tokenize``) and the scheduler thread share one thing that
 both change, the ``_Mailbox``, and only under ``BatchedEngine._lock``, which both sides take: new requests,
@@ -799,6 +800,8 @@ class BatchedEngine:
         """Decides the next batch: every generating sequence's pending token, then prompt work, oldest first."""
         decode = [s for s in self._running if s.status is _Status.GENERATING]
         reading = [s for s in self._running if s.status is _Status.READING]
+        if any(not s.request.background for s in reading):  # a player's prompt goes first; background work waits
+            reading = [s for s in reading if not s.request.background]
         budget = self._n_batch - len(decode)
         if decode:  # others are talking: read only a chunk of prompt, so nobody stalls long
             budget = min(budget, self._prefill_chunk)

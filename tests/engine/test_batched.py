@@ -273,6 +273,29 @@ async def test_long_prompt_is_read_in_chunks_while_another_npc_talks(batched: Ba
 
 
 @pytest.mark.asyncio(loop_scope="session")
+async def test_a_players_prompt_is_read_before_background_work_that_came_first(batched: BatchedEngine) -> None:
+    """A summary being written (background) does not hold up a player's line: the player's prompt is read first
+    even though the background prompt arrived first and is many steps long."""
+    long_text = " ".join(f"The {i}th stone of the old wall is grey." for i in range(60))
+    summary_prompt = batched.tokenize(long_text, add_bos=True)
+    assert len(summary_prompt) > 2 * 256  # more than two steps of n_batch
+    player_prompt = batched.tokenize("Player: Any news?\nGreta:", add_bos=True)
+    order: list[str] = []
+
+    async def run(name: str, prompt: list[int], background: bool) -> None:
+        params = SamplingParams(temperature=0.0, max_tokens=2)
+        request = GenerationRequest(prompt=prompt, params=params, background=background)
+        async for ev in batched.generate(request):
+            if isinstance(ev, TextDelta) and name not in order:
+                order.append(name)
+
+    background = asyncio.create_task(run("summary", summary_prompt, True))
+    await asyncio.sleep(0.05)  # the background request is admitted first
+    await asyncio.gather(background, run("player", player_prompt, False))
+    assert order == ["player", "summary"]
+
+
+@pytest.mark.asyncio(loop_scope="session")
 async def test_cancel_frees_the_sequence(batched: BatchedEngine) -> None:
     prompt = batched.tokenize("Counting: 1, 2, 3, 4,", add_bos=True)
     params = SamplingParams(temperature=0.0, max_tokens=500)
