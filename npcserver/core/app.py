@@ -23,7 +23,6 @@ from npcserver.core import actions as acts
 from npcserver.core import bounded, cards, knowledge, limits, thinking
 from npcserver.core import lore as lorelib
 from npcserver.core import personas as rules
-from npcserver.core import summary as summaries
 from npcserver.core.inputs import check_seed, check_strings
 from npcserver.core.memory import check_memory
 from npcserver.core.presets import PresetBook, check_sampling
@@ -347,19 +346,16 @@ class NpcCore:
         remember: bool,
     ) -> str:
         """The rendered summary a Talk's prompt carries when its kept history starts at turn ``start``: the one
-        shown since the history last moved, or, at a move, the stored one (waited for when it lacks turns the
-        prompt leaves out; see core.summary)."""
+        shown since the history last moved, or, at a move, the stored one (core.summary)."""
         key = (request.persona_id, request.conversation_id)
         remembered = self._shown_summaries.get(key)
         if remembered is not None and remembered[:2] == (epoch, start):
             self._shown_summaries.move_to_end(key)
             return remembered[2]
-        text = known.summary
-        if start > known.summary_through:
-            await self.summarizer.ensure(persona, key, start, epoch, summaries.WAIT_S)
-            stored = await asyncio.to_thread(self.store.get_summary, *key)
-            text = stored.text if stored is not None else ""
-        rendered = await asyncio.to_thread(knowledge.fit_summary, self, text, room)
+        # The kept history moved (or this process is new to the conversation): the stored summary, written ahead
+        # for this move. One that lags (a move that came before it was ready, or turns imported without one) is
+        # shown as it is; the next one is written in the background after this line, for the next move.
+        rendered = await asyncio.to_thread(knowledge.fit_summary, self, known.summary, room)
         if not remember:
             return rendered
         self._shown_summaries[key] = (epoch, start, rendered)

@@ -5,10 +5,12 @@ it is taken (``core.prompt.next_cut``). So the turns the next step will leave ou
 at a low temperature together with the summary so far, in a background task that starts after a reply is complete.
 The result is stored only if the conversation was not reset or replaced meanwhile. A Talk's prompt shows the summary
 that was current when its kept history last moved, and changes it only at the next move (``NpcCore`` remembers what
-it showed), so the lines in between extend the cached prompt instead of reading it again when a summary lands. A line
-whose kept history starts past the stored summary (the first line after an import, or a move that came before the
-summary was ready) waits for it, up to ``WAIT_S``: that line reads its whole prompt anyway. The game can read and
-replace the summary (a small model summarizes poorly); the next rewrite then starts from the game's text.
+it showed), so the lines in between extend the cached prompt instead of reading it again when a summary lands. No
+line waits for a summary: one that is not ready at a move (a player faster than the model, or turns imported without
+a summary) shows the one stored, and catches up at the next move. The engine reads a summary's prompt only while no
+player's prompt is being read (``GenerationRequest.background``). The game can read and replace the summary (a small
+model summarizes poorly; a save game carries it); the next rewrite then starts from the game's text, and the next
+line shows it.
 
 A model that returns nothing usable still leaves a summary: the last lines of the turns, shortened, so the NPC keeps
 some thread of what was said.
@@ -41,8 +43,6 @@ MAX_TOKENS = 160
 MAX_CHARS = 2000
 #: Most turns one rewrite reads (the newest of those left behind).
 MAX_TURNS = 40
-#: Longest a line waits for the summary of turns its prompt leaves out (then it goes on with the one stored).
-WAIT_S = 30.0
 PROPOSAL_MAX_TOKENS = 120
 #: What a model's memory proposal looks like (enforced while sampling).
 PROPOSAL_SCHEMA = {
@@ -107,35 +107,14 @@ class Summarizer:
         self._tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._proposals: dict[tuple[str, str], asyncio.Task[None]] = {}
 
-    def schedule(self, persona: Persona, key: tuple[str, str], cut: int, epoch: int) -> asyncio.Task[None] | None:
-        """Summarizes the turns before index ``cut``, unless a rewrite is under way; returns the task started."""
+    def schedule(self, persona: Persona, key: tuple[str, str], cut: int, epoch: int) -> None:
+        """Summarizes the turns before index ``cut``, unless a rewrite is under way."""
         running = self._tasks.get(key)
         if running is not None and not running.done():
-            return None
+            return
         task = asyncio.create_task(self._rewrite(persona, key, cut, epoch))
         self._tasks[key] = task
         task.add_done_callback(lambda t: self._tasks.pop(key, None) if self._tasks.get(key) is t else None)
-        return task
-
-    async def ensure(self, persona: Persona, key: tuple[str, str], cut: int, epoch: int, within_s: float) -> None:
-        """Waits, up to ``within_s``, until the stored summary covers the turns before ``cut``: for a rewrite under
-        way, then for one through ``cut`` if that one stopped short."""
-        deadline = asyncio.get_running_loop().time() + within_s
-        for _ in range(2):
-            task = self._tasks.get(key)
-            if task is None or task.done():
-                stored = await asyncio.to_thread(self.core.store.get_summary, *key)
-                if stored is not None and stored.through >= cut:
-                    return
-                task = self.schedule(persona, key, cut, epoch)
-            if task is None:
-                return
-            left = deadline - asyncio.get_running_loop().time()
-            # A line that gives up waiting (or is cancelled) leaves the rewrite running: asyncio.wait cancels nothing.
-            done, _ = await asyncio.wait({task}, timeout=max(left, 0))
-            if not done:
-                log.info("summary of %s/%s not ready within %.0f s: the line goes on without it", *key, within_s)
-                return
 
     async def idle(self) -> None:
         """Waits for every rewrite and proposal under way (tests, shutdown)."""
@@ -218,7 +197,8 @@ class Summarizer:
         params = SamplingParams(temperature=TEMPERATURE, top_p=0.9, max_tokens=max_tokens, seed=0, stop=stop)
         out: list[str] = []
         try:
-            async for event in engine.generate(GenerationRequest(ids, params, grammar=grammar, request_id="summary")):
+            request = GenerationRequest(ids, params, grammar=grammar, request_id="summary", background=True)
+            async for event in engine.generate(request):
                 if isinstance(event, TextDelta):
                     out.append(event.text)
         except NpcError as exc:

@@ -209,15 +209,13 @@ def test_after_200_turns_the_summary_is_in_the_prompt_and_a_save_game_restores_i
         ),
         timeout=30,
     )
-    # The 201st line leaves the oldest turns out of the prompt; their summary is written after the reply.
+    # The 201st line leaves the oldest turns out of the prompt; the summary is written after the reply, ahead of
+    # the history's next move (the prompt shows it from that move on: see the next test).
     api.talk("What did I sell?", conversation)
     summary_path = f"/v1/npcs/{GRETA}/conversations/{conversation}/summary"
     eventually(lambda: bool(api.http.get(summary_path).json().get("text")), within_s=120)
     summary = api.http.get(summary_path).json()
     assert summary["through_turn"] > 0
-    sections = api.render("And then?", conversation)
-    assert list(sections)[:3] == ["world", "persona", "examples"] and "summary" in sections
-    assert sections["summary"].text.startswith("[Earlier in this conversation:")
 
     exported = api.conversations.ExportConversation(
         pb.ExportConversationRequest(persona_id=GRETA, conversation_id=conversation), timeout=60
@@ -235,7 +233,10 @@ def test_after_200_turns_the_summary_is_in_the_prompt_and_a_save_game_restores_i
     assert (restored["text"], restored["through_turn"]) == (summary["text"], summary["through_turn"])
     memories = api.http.get(f"/v1/npcs/{GRETA}/conversations/{conversation}/memories").json()["memories"]
     assert [m["text"] for m in memories] == ["Wren owes Greta a favour."]
-    assert "summary" in api.render("And then?", conversation)
+    # A save game brings its summary: the first line after loading it shows it.
+    sections = api.render("And then?", conversation)
+    assert list(sections)[:3] == ["world", "persona", "examples"] and "summary" in sections
+    assert sections["summary"].text.startswith("[Earlier in this conversation:")
 
     # The game can replace the summary (a small model summarizes poorly).
     replaced = api.http.put(summary_path, json={"text": "Greta and the player are old friends."}).json()
@@ -243,12 +244,12 @@ def test_after_200_turns_the_summary_is_in_the_prompt_and_a_save_game_restores_i
     assert "old friends" in api.render("Hello.", conversation)["summary"].text
 
 
-def test_a_summary_written_ahead_waits_for_the_next_move_so_the_lines_between_extend_the_cached_prompt(
+def test_a_summary_written_ahead_shows_at_the_next_move_so_the_lines_before_it_extend_the_cached_prompt(
     api: Api,
 ) -> None:
-    """The first line after an import waits for the summary of what its prompt leaves out; the summary the next
-    move needs is then written in the background, and the lines before that move keep showing the first one, so
-    each extends the previous line's cached prompt instead of reading it again."""
+    """After a line whose history overflows, the summary the next move needs is written in the background; the
+    lines before that move keep the prompt they had (each extends the previous line's cached prompt instead of
+    reading it again when the summary lands), and the move brings the summary in."""
     conversation = f"ahead-{uuid.uuid4().hex[:6]}"
     turns = [pb.Turn(player_line=f"Day {i}: any news of the mill?", npc_line=f"Quiet, day {i}.") for i in range(150)]
     api.conversations.ImportConversation(
@@ -258,24 +259,24 @@ def test_a_summary_written_ahead_waits_for_the_next_move_so_the_lines_between_ex
         timeout=60,
     )
     summary_path = f"/v1/npcs/{GRETA}/conversations/{conversation}/summary"
+    same = pb.SamplingOptions(max_tokens=4, seed=1)  # the room, and so where the history starts, depends on it
     first = api.talk("What did I ask you every day?", conversation)
     left_out = first.truncated_turns
     assert 0 < left_out < 150
-    # Waited for: the summary of the turns left out was in the first line's prompt.
-    assert api.http.get(summary_path).json()["through_turn"] >= left_out
-    same = pb.SamplingOptions(max_tokens=4, seed=1)  # the room, and so where the history starts, depends on it
-    shown = api.render("And then?", conversation, sampling=same)["summary"].text
-    assert shown.startswith("[Earlier in this conversation:")
-    # The next move's summary lands in the background (it covers turns still in the prompt)...
-    eventually(lambda: api.http.get(summary_path).json()["through_turn"] > left_out, within_s=120)
-    # ...and the prompt keeps the summary it had: the next line reads only what is new.
-    assert api.render("And then?", conversation, sampling=same)["summary"].text == shown
+    # Written ahead, in the background: it covers turns that are still in the prompt...
+    eventually(lambda: api.http.get(summary_path).json().get("through_turn", 0) > left_out, within_s=120)
+    # ...so the prompt does not show it yet, and the next line reads only what is new.
+    assert "summary" not in api.render("And then?", conversation, sampling=same)
     second = api.talk("And the day after?", conversation)
     assert second.truncated_turns == left_out
     assert second.timings.cached_prompt_tokens >= first.usage.prompt_tokens - 1, (
         second.timings.cached_prompt_tokens,
         first.usage.prompt_tokens,
     )
+    # A long line fills the room: the history moves on, and the summary written for that move comes in with it.
+    api.talk(" ".join(f"On day {i} the mill wheel turned and the miller sang." for i in range(140)), conversation)
+    moved = api.render("And then?", conversation, sampling=same)
+    assert "summary" in moved and moved["summary"].text.startswith("[Earlier in this conversation:")
     # A summary the game sets shows from the next line on.
     api.http.put(summary_path, json={"text": "The player asks about the mill every day."})
-    assert "mill every day" in api.render("Hello.", conversation)["summary"].text
+    assert "mill every day" in api.render("Hello.", conversation, sampling=same)["summary"].text
