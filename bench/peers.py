@@ -77,6 +77,14 @@ class Npc:
         text += "".join(f"{self.player}: {one(p)}\n{self.display_name}: {one(n)}\n" for p, n in turns)
         return text + f"{self.player}: {one(line)}\n{self.display_name}:"
 
+    def messages(self, turns: list[tuple[str, str]], line: str) -> list[dict[str, str]]:
+        """The same turn as chat messages, for a model with a chat template: what our server renders a Talk from
+        (the persona as the system message, the examples and turns as user/assistant pairs)."""
+        out = [{"role": "system", "content": self.system_prompt.strip()}]
+        for p, n in [*self.examples, *turns]:
+            out += [{"role": "user", "content": p}, {"role": "assistant", "content": n}]
+        return [*out, {"role": "user", "content": line}]
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -89,6 +97,9 @@ class Peer:
 
     name = "peer"
     concurrent = True  # False: requests are served one at a time by construction
+    #: The model has a chat template (``--template``): completions are sent as one user message and turns as chat
+    #: messages, which each peer renders with the GGUF's template, instead of transcript text.
+    chat_template = False
 
     async def start(self) -> None: ...
 
@@ -103,8 +114,17 @@ class Peer:
     async def talk(
         self, npc: Npc, conversation: str, turns: list[tuple[str, str]], line: str, max_tokens: int
     ) -> Result:
-        """One NPC turn. The default sends the rendered transcript as a raw completion (the server keeps no memory)."""
+        """One NPC turn. The default sends the rendered transcript as a raw completion, or on a template model the
+        chat messages (the server keeps no memory)."""
+        if self.chat_template:
+            return await self.chat_complete(npc.messages(turns, line), max_tokens, [])
         return await self.complete(npc.transcript(turns, line), max_tokens, ["\n"])
+
+    async def chat_complete(
+        self, messages: list[dict[str, str]], max_tokens: int, stop: list[str], *,
+        json_schema: dict[str, Any] | None = None, repeat_penalty: float = 1.0,
+    ) -> Result:  # fmt: skip
+        raise NotImplementedError(f"{self.name} has no chat API in this benchmark")
 
 
 # ------------------------------------------------------------------------------------------------- subprocesses
@@ -262,9 +282,12 @@ class NpcGrpc(Peer):
                 type=pb.ResponseFormat.TYPE_JSON_SCHEMA,
                 json_schema=pb.JsonSchema(name="reply", schema=json.dumps(json_schema), strict=True),
             )
+        # On a template model the text is the user's message; otherwise an assistant message to continue, whose
+        # transcript is exactly "Assistant: " + text.
+        message = pb.ChatMessage(role="user" if self.chat_template else "assistant", content=text)
         req = pb.StreamChatCompletionRequest(
-            messages=[pb.ChatMessage(role="assistant", content=text)],
-            continue_final_message=True,
+            messages=[message],
+            continue_final_message=not self.chat_template,
             temperature=0.0,
             max_tokens=max_tokens,
             stop=stop,
@@ -333,14 +356,33 @@ class _OpenAIHttp(Peer):
         self, text: str, max_tokens: int, stop: list[str], *, json_schema: dict[str, Any] | None = None,
         repeat_penalty: float = 1.0,
     ) -> Result:  # fmt: skip
-        body = self.body(text, max_tokens, stop, json_schema, repeat_penalty)
+        if self.chat_template:
+            message = {"role": "user", "content": text}
+            return await self.chat_complete(
+                [message], max_tokens, stop, json_schema=json_schema, repeat_penalty=repeat_penalty
+            )
+        return await self._stream(self.path, self.body(text, max_tokens, stop, json_schema, repeat_penalty))
+
+    async def chat_complete(
+        self, messages: list[dict[str, str]], max_tokens: int, stop: list[str], *,
+        json_schema: dict[str, Any] | None = None, repeat_penalty: float = 1.0,
+    ) -> Result:  # fmt: skip
+        body = self.body("", max_tokens, stop, json_schema, repeat_penalty)
+        body.pop("prompt", None)
+        body.pop("continue_final_message", None)
+        body["messages"] = messages
+        if "json_schema" in body:
+            body["response_format"] = {"type": "json_schema", "json_schema": {"schema": body.pop("json_schema")}}
+        return await self._stream("/v1/chat/completions", body)
+
+    async def _stream(self, path: str, body: dict[str, Any]) -> Result:
         t0 = time.perf_counter()
         first = last = 0.0
         parts: list[str] = []
         chunks = 0
         usage_tokens = -1
         cached = -1
-        async with self.client.stream("POST", self.path, json=body) as resp:
+        async with self.client.stream("POST", path, json=body) as resp:
             if resp.status_code != 200:
                 raise RuntimeError(f"{self.name}: HTTP {resp.status_code}: {(await resp.aread())[:300]!r}")
             async for line in resp.aiter_lines():
@@ -447,6 +489,11 @@ class LlamaServer(_ServedProcess):
             "-c", str(ctx_per_slot * slots), "--host", "127.0.0.1", "--port", str(self.port), "--no-webui",
         ]  # fmt: skip
         self.process = _Process(cmd, bench_env(omp), self.name)
+
+    async def start(self) -> None:
+        if self.chat_template and "--jinja" not in self.process.cmd:
+            self.process.cmd.append("--jinja")  # render chat requests with the GGUF's own template
+        await super().start()
 
     def body(
         self, text: str, max_tokens: int, stop: list[str], json_schema: dict[str, Any] | None, rp: float

@@ -20,6 +20,7 @@ import jsonschema
 import openai
 import pytest
 
+from bench.template_gguf import FAMILIES, stamp_template
 from npcserver.api.v1 import npcserver_pb2 as pb
 from npcserver.api.v1 import npcserver_pb2_grpc as pb_grpc
 from npcserver.config import Settings
@@ -28,7 +29,6 @@ from npcserver.engine.base import GenerationRequest, SamplingParams, TextDelta
 from npcserver.engine.batched import BatchedEngine
 from npcserver.engine.model import resolve_model_path
 from tests.conftest import ServerProcess, start_server
-from tests.templates.conftest import FAMILIES, stamp_template
 
 pytestmark = pytest.mark.model
 

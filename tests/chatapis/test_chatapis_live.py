@@ -19,6 +19,7 @@ import grpc
 import httpx
 import pytest
 
+from bench.template_gguf import stamp_template
 from npcserver.api.v1 import npcserver_pb2 as pb
 from npcserver.api.v1 import npcserver_pb2_grpc as pb_grpc
 from npcserver.client import NpcClient
@@ -31,7 +32,6 @@ from npcserver.engine.model import resolve_model_path
 from npcserver.service import NpcService
 from npcserver.store.sqlite import SqliteStore
 from tests.conftest import ServerProcess, start_server
-from tests.templates.conftest import stamp_template
 
 pytestmark = pytest.mark.model
 

@@ -19,10 +19,10 @@ import grpc
 import llama_cpp
 import pytest
 
+from bench.template_gguf import FAMILIES, Family
 from npcserver.api.v1 import npcserver_pb2 as pb
 from npcserver.api.v1 import npcserver_pb2_grpc as pb_grpc
 from tests.conftest import ServerProcess, start_server
-from tests.templates.conftest import FAMILIES, Family
 
 pytestmark = pytest.mark.model
 
