@@ -137,6 +137,11 @@ async def run_peer(peer: Peer, args: argparse.Namespace, count_tokens: Any, resu
                 lc = await w.long_conversation(
                     peer, stored, args.long_lines, args.long_tokens, args.ctx, count_tokens, "long"
                 )
+                if stored:
+                    empty = await w.long_conversation(
+                        peer, 0, args.long_lines, args.long_tokens, args.ctx, count_tokens, f"long-after-{stored}"
+                    )
+                    lc.empty_after_p50_ms = empty.ttft_p50_ms
                 r["long"].append(lc)
                 logging.info("  %s long %d: %s", name, stored, lc)
         if "town" in args.workloads and not w.is_serial(peer):
@@ -266,8 +271,9 @@ def report_round2(results: dict[str, Any]) -> list[str]:
         for lc in longs:
             rows.append(
                 [
-                    p, lc.stored_turns, lc.first_ttft_ms, lc.ttft_p50_ms, lc.ttft_p95_ms, lc.ttft_max_ms,
-                    ratio(lc.ttft_p50_ms, empty), ratio(lc.ttft_p95_ms, empty),
+                    p, lc.stored_turns, lc.first_ttft_ms, lc.ttft_p50_ms, lc.ttft_p95_ms, lc.rest_p95_ms,
+                    ratio(lc.ttft_p50_ms, empty), ratio(lc.ttft_p95_ms, empty), ratio(lc.rest_p95_ms, empty),
+                    lc.empty_after_p50_ms, ratio(lc.ttft_p50_ms, lc.empty_after_p50_ms),
                 ]
             )  # fmt: skip
     if rows:
@@ -275,8 +281,9 @@ def report_round2(results: dict[str, Any]) -> list[str]:
             table(
                 "Long conversations: stored turns imported, then consecutive lines (target p50 <= 1.2x and "
                 "p95 <= 3x the empty history's p50)",
-                ["peer", "stored turns", "first line ms", "p50 ms", "p95 ms", "max ms", "p50 / empty p50",
-                 "p95 / empty p50"],
+                ["peer", "stored turns", "first line ms", "p50 ms", "p95 ms", "p95 ms, lines 2+", "p50 / empty p50",
+                 "p95 / empty p50", "p95 lines 2+ / empty p50", "empty p50 ms, same server after",
+                 "p50 / that"],
                 rows,
             )
         )  # fmt: skip
@@ -287,7 +294,8 @@ def report_round2(results: dict[str, Any]) -> list[str]:
             rows.append(
                 [
                     p, f"{t.conversations} x 3", t.first_ttft_p50_ms, t.followup_ttft_p50_ms, t.followup_ttft_p95_ms,
-                    t.resident_followup_p50_ms, ratio(t.followup_ttft_p50_ms, t.resident_followup_p50_ms), t.wall_s,
+                    t.resident_followup_p50_ms, ratio(t.followup_ttft_p50_ms, t.resident_followup_p50_ms),
+                    t.idle_probe_p50_ms, ratio(t.idle_probe_p50_ms, t.resident_followup_p50_ms), t.wall_s,
                     t.rss_mb, t.disk_mb / max(t.idle_conversations, 1),
                 ]
             )  # fmt: skip
@@ -297,7 +305,8 @@ def report_round2(results: dict[str, Any]) -> list[str]:
                 "A town of NPCs: each conversation comes back for a 2nd and 3rd line in random order, one request "
                 "per slot in flight",
                 ["peer", "conversations x lines", "first line TTFT p50 ms", "follow-up TTFT p50 ms",
-                 "follow-up TTFT p95 ms", "resident follow-up p50 ms", "follow-up / resident", "wall s",
+                 "follow-up TTFT p95 ms", "resident follow-up p50 ms", "follow-up / resident",
+                 "idle return p50 ms (one at a time)", "idle return / resident", "wall s",
                  "server RSS MB", "disk MB per idle NPC"],
                 rows,
             )
@@ -395,6 +404,14 @@ async def amain(args: argparse.Namespace) -> int:
 
     model = Path(args.model) if args.model else resolve_model_path(None, default_cache_dir())
     tools = ensure_native_tools()
+    if args.template:
+        # A copy of the model carrying a real instruct template: every peer gets chat messages and renders them.
+        from bench.native import CACHE
+        from bench.template_gguf import make_copy
+
+        folder = CACHE / "templates"
+        folder.mkdir(parents=True, exist_ok=True)
+        model = make_copy(model, args.template, folder / f"{model.stem}-{args.template}.gguf")
     from llama_cpp import Llama
 
     tok = Llama(model_path=str(model), vocab_only=True, verbose=False)
@@ -404,7 +421,7 @@ async def amain(args: argparse.Namespace) -> int:
 
     meta: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "model": model.name,
+        "model": model.name + (f" (chat template: {args.template})" if args.template else ""),
         "model_mb": model.stat().st_size / 1e6,
         "threads": args.threads,
         "omp": args.omp,
@@ -441,6 +458,8 @@ async def amain(args: argparse.Namespace) -> int:
                 peer_list = [LlamaServer(tools["llama-server"], model, args.threads, args.ctx, args.slots, args.omp)]
             else:
                 raise SystemExit(f"unknown peer {name!r}; choose from {', '.join(PEER_NAMES)}")
+            for peer in peer_list:
+                peer.chat_template = bool(args.template)
             try:
                 for i, peer in enumerate(peer_list):
                     if i > 0:  # the HTTP door of the same server: only the single-stream and JSON numbers
@@ -470,6 +489,12 @@ async def amain(args: argparse.Namespace) -> int:
 def main() -> int:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     ap.add_argument("--model", help="GGUF file (default: the embedded Gemma 3 270M Q4_K_M)")
+    ap.add_argument(
+        "--template",
+        choices=["gemma3", "llama3", "qwen2_5", "mistral", "phi3"],
+        help="run on a copy of the model carrying this family's chat template (bench.template_gguf): chat messages "
+        "instead of transcript text, rendered by each peer with the GGUF's template",
+    )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--ctx", type=int, default=2048, help="context per sequence / slot")
     ap.add_argument("--parallel", type=int, default=16, help="sequences our engine decodes together")

@@ -11,7 +11,7 @@ import random
 import statistics
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -307,6 +307,11 @@ class LongConversation:
     ttft_max_ms: float
     lines: int
     ttfts_ms: list[float]
+    #: p95 of the lines after the first (the first reads the whole window: after an import nothing is cached).
+    rest_p95_ms: float = float("nan")
+    #: p50 of an empty conversation's lines run right after this one on the same server, with the same other
+    #: conversations' KV resident (with a unified KV cache every line's attention spans the cells in use).
+    empty_after_p50_ms: float = float("nan")
 
 
 #: The most turns one ImportConversation takes (npcserver.core.limits).
@@ -364,8 +369,9 @@ async def long_conversation(
         ttfts.append(r.ttft_s * 1000)
         history = [*history, (line, r.text.strip())]
     return LongConversation(
-        stored, ttfts[0], pct(ttfts, 0.5), pct(ttfts, 0.95), max(ttfts), lines, [round(t, 1) for t in ttfts]
-    )
+        stored, ttfts[0], pct(ttfts, 0.5), pct(ttfts, 0.95), max(ttfts), lines, [round(t, 1) for t in ttfts],
+        pct(ttfts[1:], 0.95),
+    )  # fmt: skip
 
 
 # ------------------------------------------------------------------------------ issue 10: thousands of NPCs
@@ -383,6 +389,10 @@ class Town:
     rss_mb: float
     disk_mb: float
     idle_conversations: int
+    #: A 4th line, one request at a time, to the conversations idle longest (their KV long out of every slot): the
+    #: cost of coming back without other requests in the way, against the resident follow-up measured the same way.
+    idle_probe_p50_ms: float = float("nan")
+    idle_probe_ms: list[float] = field(default_factory=list)
 
 
 def _rss_mb(pid: int | None) -> float:
@@ -424,6 +434,7 @@ async def town(
     busy: dict[int, asyncio.Event] = {}
     firsts: list[float] = []
     follows: list[float] = []
+    finished: dict[int, float] = {}
     queue = deque(order)
 
     async def client() -> None:
@@ -437,16 +448,28 @@ async def town(
             r = await peer.talk(PERSONAS[c % len(PERSONAS)], f"{tag}-{c}", hist, line, max_tokens)
             (follows if hist else firsts).append(r.ttft_s * 1000)
             hist.append((line, r.text.strip()))
+            finished[c] = time.perf_counter()
             del busy[c]
             done.set()
 
     t0 = time.perf_counter()
     await asyncio.gather(*(client() for _ in range(clients)))
     wall = time.perf_counter() - t0
+    rss, disk = _rss_mb(pid), _dir_mb(kv_dir)
+    probe: list[float] = []
+    for c in sorted(finished, key=finished.__getitem__)[:PROBES]:
+        hist = histories[c]
+        line = PLAYER_LINES[(c + len(hist)) % len(PLAYER_LINES)]
+        r = await peer.talk(PERSONAS[c % len(PERSONAS)], f"{tag}-{c}", hist, line, max_tokens)
+        probe.append(r.ttft_s * 1000)
     return Town(
         conversations, len(order), pct(firsts, 0.5), pct(follows, 0.5), pct(follows, 0.95), pct(resident, 0.5),
-        wall, _rss_mb(pid), _dir_mb(kv_dir), conversations,
+        wall, rss, disk, conversations, pct(probe, 0.5), [round(x, 1) for x in probe],
     )  # fmt: skip
+
+
+#: Conversations the town's idle probe returns to.
+PROBES = 16
 
 
 # ------------------------------------------------------------------------- issue 10: shared world prefix
