@@ -26,10 +26,11 @@ cancellations), (2) decides admissions (which waiting request gets which slot) a
 the slot to the prefix it shares), then (3) decides the batch (the next token of every generating sequence, plus
 prompt chunks and prefix copies for the sequences still reading; while others generate, at most
 ``prefill_chunk`` prompt tokens, so nobody stalls long; background requests, such as a summary being written, read
-their prompts only in steps where no player's prompt is being read) and runs it: one ``llama_decode``, then one
-sampled token per sequence that produced logits. Deciding (``_plan_*``) only reads state; running (``_admit``,
-``_run_step``) changes it. A sequence's phase is its ``_Status``: WAITING (no slot yet) -> READING (prompt being
-evaluated) -> GENERATING (``pending`` is the sampled token the next step feeds back) -> FINISHED.
+their prompts only in steps where no player's prompt is being read, ``BACKGROUND_CHUNK`` tokens a step) and runs
+it: one ``llama_decode``, then one sampled token per sequence that produced logits. Deciding (``_plan_*``) only
+reads state; running (``_admit``, ``_run_step``) changes it. A sequence's phase is its ``_Status``: WAITING (no
+slot yet) -> READING (prompt being evaluated) -> GENERATING (``pending`` is the sampled token the next step feeds
+back) -> FINISHED.
 
 **Threads.** The event loop (``generate``, ``close``, ``tokenize``) and the scheduler thread share one thing that
 both change, the ``_Mailbox``, and only under ``BatchedEngine._lock``, which both sides take: new requests,
@@ -103,6 +104,8 @@ logger = logging.getLogger(__name__)
 #: Context length per sequence when ``ctx_size`` is 0 and the model's own window is larger: every sequence gets
 #: its own share of the KV cache, so the model's 32k window times 8 sequences would not fit in RAM.
 DEFAULT_CTX_PER_SEQUENCE = 4096
+#: Most prompt tokens a background request reads in one step (about 0.1 s on 2 CPU cores for the embedded model).
+BACKGROUND_CHUNK = 64
 
 _llama_log_cb: object = None  # keeps the ctypes callback alive for as long as the process runs
 
@@ -815,6 +818,8 @@ class BatchedEngine:
                 take = 0
             else:
                 take = min(budget, len(seq.request.prompt) - pos)
+                if seq.request.background:  # small steps: a player's line arriving meanwhile waits for one at most
+                    take = min(take, BACKGROUND_CHUNK)
             reads.append(_Read(seq, donor, pos, take))
             budget -= take
             n += take
