@@ -138,9 +138,12 @@ async def run_peer(peer: Peer, args: argparse.Namespace, count_tokens: Any, resu
                     peer, stored, args.long_lines, args.long_tokens, args.ctx, count_tokens, "long"
                 )
                 if stored:
+                    # Other lines than every other empty conversation's: the same lines would give the same
+                    # prompts, which the engine copies whole from that conversation's slot.
                     empty = await w.long_conversation(
-                        peer, 0, args.long_lines, args.long_tokens, args.ctx, count_tokens, f"long-after-{stored}"
-                    )
+                        peer, 0, args.long_lines, args.long_tokens, args.ctx, count_tokens, f"long-after-{stored}",
+                        offset=1 + args.long_stored.index(stored),
+                    )  # fmt: skip
                     lc.empty_after_p50_ms = empty.ttft_p50_ms
                 r["long"].append(lc)
                 logging.info("  %s long %d: %s", name, stored, lc)

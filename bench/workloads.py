@@ -332,7 +332,7 @@ def fit_history(npc: Npc, turns: list[tuple[str, str]], line: str, budget: int, 
 
 
 async def long_conversation(
-    peer: Peer, stored: int, lines: int, max_tokens: int, ctx: int, count_tokens: Any, tag: str
+    peer: Peer, stored: int, lines: int, max_tokens: int, ctx: int, count_tokens: Any, tag: str, *, offset: int = 0
 ) -> LongConversation:
     """Issue 10 section 1: a conversation whose ``stored`` turns are imported first, then ``lines`` consecutive
     lines; TTFT of each (the first is the first read of the window). Our server holds the history; a peer without
@@ -361,7 +361,7 @@ async def long_conversation(
                 db.close()
     ttfts: list[float] = []
     for i in range(lines):
-        line = PLAYER_LINES[i % len(PLAYER_LINES)]
+        line = PLAYER_LINES[(i + offset) % len(PLAYER_LINES)]
         shown = history
         if not isinstance(peer, NpcGrpc):
             shown = history[fit_history(npc, history, line, ctx - max_tokens - 8, count_tokens) :]
