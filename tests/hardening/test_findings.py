@@ -156,11 +156,12 @@ async def test_import_accepts_an_empty_npc_line_from_an_older_export(tmp_path: P
 
 
 def test_export_then_import_round_trips_on_every_door(doors: Doors) -> None:
-    for i in range(2):
+    export = pb.ExportConversationRequest(persona_id="tavern_keeper", conversation_id="round-trip")
+    for i in range(8):  # Greta may answer a line with an empty reply, which is not stored: talk until two are
         list(doors.conversations.Talk(small_talk("round-trip", f"Line {i}")))
-    exported = doors.conversations.ExportConversation(
-        pb.ExportConversationRequest(persona_id="tavern_keeper", conversation_id="round-trip")
-    ).conversation
+        exported = doors.conversations.ExportConversation(export).conversation
+        if len(exported.turns) == 2:
+            break
     assert len(exported.turns) == 2
     doors.conversations.ImportConversation(pb.ImportConversationRequest(conversation=exported))
     as_json = doors.http.get("/v1/npcs/tavern_keeper/conversations/round-trip").json()

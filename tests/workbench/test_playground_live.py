@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import uuid
@@ -69,7 +70,9 @@ def test_the_playground_talks_inspects_compares_and_saves_in_chromium(live_serve
         assert all(n > 0 for n in seen["sectionTokens"])
         assert seen["inspectorMeta"].startswith(f"{sum(seen['sectionTokens'])} prompt tokens")
         assert seen["columns"] == ["dialogue", "factual", "storytelling"]
-        assert "3 variants in one batch (peak 3 sequences" in seen["summary"]
+        # Run together: the peak counts the three variants (and any other request the engine ran beside them).
+        peak = re.search(r"3 variants in one batch \(peak (\d+) sequences", seen["summary"])
+        assert peak is not None and int(peak.group(1)) >= 3, seen["summary"]
         assert seen["saved"] == f"saved factual as {persona_id}"
         assert "Is the ferry running today?" in seen["transcriptAfterSave"]
         stored = http.get(f"/v1/npcs/{persona_id}").json()
